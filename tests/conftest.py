@@ -1,0 +1,4 @@
+"""Root conftest: the test bed fixtures and the session-level leak check for every test."""
+
+from testbed.fixtures import *  # noqa: F403
+from testbed.leakcheck import *  # noqa: F403
