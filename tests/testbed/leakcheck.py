@@ -1,0 +1,3 @@
+"""Session-level leak check (work in progress)."""
+
+__all__: list[str] = []
