@@ -1,0 +1,1 @@
+"""The MultiStack benchmark harness (`make bench`)."""

@@ -1,0 +1,296 @@
+"""Thin, typed binding of the parts of libbpf mstackd uses (cffi, ABI mode: no compiler at run
+time). Errors become BpfError carrying the errno and libbpf's words; the verifier's log is
+captured per program and attached to a failed load."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cffi import FFI
+
+from mstackd import kabi
+
+log = logging.getLogger("mstackd.libbpf")
+
+ffi = FFI()
+ffi.cdef(
+    """
+    struct bpf_object;
+    struct bpf_program;
+    struct bpf_map;
+
+    enum libbpf_print_level { LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG };
+    typedef int (*libbpf_print_fn_t)(enum libbpf_print_level level, const char *fmt, void *ap);
+    libbpf_print_fn_t libbpf_set_print(libbpf_print_fn_t fn);
+    int libbpf_strerror(int err, char *buf, size_t size);
+    int libbpf_num_possible_cpus(void);
+
+    struct bpf_object *bpf_object__open_file(const char *path, const void *opts);
+    int bpf_object__load(struct bpf_object *obj);
+    void bpf_object__close(struct bpf_object *obj);
+    struct bpf_program *bpf_object__find_program_by_name(const struct bpf_object *obj,
+                                                         const char *name);
+    struct bpf_program *bpf_object__next_program(const struct bpf_object *obj,
+                                                 struct bpf_program *prog);
+    const char *bpf_program__name(const struct bpf_program *prog);
+    int bpf_program__fd(const struct bpf_program *prog);
+    int bpf_program__set_log_buf(struct bpf_program *prog, char *log_buf, size_t log_size);
+    int bpf_program__set_log_level(struct bpf_program *prog, uint32_t log_level);
+
+    struct bpf_map *bpf_object__find_map_by_name(const struct bpf_object *obj, const char *name);
+    int bpf_map__fd(const struct bpf_map *map);
+    uint32_t bpf_map__key_size(const struct bpf_map *map);
+    uint32_t bpf_map__value_size(const struct bpf_map *map);
+    int bpf_map__type(const struct bpf_map *map);
+    int bpf_map__set_pin_path(struct bpf_map *map, const char *path);
+    int bpf_map__reuse_fd(struct bpf_map *map, int fd);
+
+    int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags);
+    int bpf_map_lookup_elem(int fd, const void *key, void *value);
+    int bpf_map_delete_elem(int fd, const void *key);
+    int bpf_map_get_next_key(int fd, const void *key, void *next_key);
+    int bpf_obj_pin(int fd, const char *pathname);
+    int bpf_obj_get(const char *pathname);
+
+    int bpf_xdp_attach(int ifindex, int prog_fd, uint32_t flags, const void *opts);
+    int bpf_xdp_detach(int ifindex, uint32_t flags, const void *opts);
+    int bpf_xdp_query_id(int ifindex, int flags, uint32_t *prog_id);
+
+    int vsnprintf(char *str, size_t size, const char *format, void *ap);
+    """
+)
+
+_lib: Any = None
+_print_cb: Any = None
+
+
+class BpfError(OSError):
+    """A libbpf or kernel BPF failure: errno, what was being done, and the kernel's words."""
+
+    def __init__(self, err: int, what: str, detail: str = "") -> None:
+        self.what = what
+        self.detail = detail
+        msg = f"{what}: {_strerror(err)}"
+        if detail:
+            msg += f"\n{detail}"
+        super().__init__(err, msg)
+
+    def __str__(self) -> str:
+        return str(self.args[1])
+
+
+def lib() -> Any:
+    """The loaded libbpf, with its log routed to Python logging (loaded on first use)."""
+    global _lib, _print_cb
+    if _lib is None:
+        _lib = ffi.dlopen("libbpf.so.1")
+        libc = ffi.dlopen(None)
+
+        @ffi.callback("int(enum libbpf_print_level, const char *, void *)")
+        def _print(level: int, fmt: Any, ap: Any) -> int:
+            buf = ffi.new("char[]", 1024)
+            n = libc.vsnprintf(buf, 1024, fmt, ap)
+            text = ffi.string(buf).decode(errors="replace").rstrip()
+            if text:
+                log.log(logging.WARNING if level == 0 else logging.DEBUG, "%s", text)
+            return int(n)
+
+        _print_cb = _print  # keep the callback alive as long as libbpf may call it
+        _lib.libbpf_set_print(_print_cb)
+    return _lib
+
+
+def _strerror(err: int) -> str:
+    try:
+        buf = ffi.new("char[]", 256)
+        lib().libbpf_strerror(err, buf, 256)
+        return ffi.string(buf).decode(errors="replace")
+    except OSError:
+        return os.strerror(err)
+
+
+def _check(rc: int, what: str) -> int:
+    if rc < 0:
+        raise BpfError(-rc, what)
+    return rc
+
+
+def possible_cpus() -> int:
+    n = int(lib().libbpf_num_possible_cpus())
+    if n <= 0:
+        raise BpfError(-n, "counting possible CPUs")
+    return n
+
+
+@dataclass
+class BpfMap:
+    """A map of a loaded object (or one reopened from a pin), with typed keys and values."""
+
+    name: str
+    fd: int
+    key_type: str
+    value_type: str
+    percpu: bool = False
+    _owned_fd: bool = field(default=False, repr=False)
+
+    def _key(self, key: Any) -> Any:
+        return ffi.new(f"{self.key_type} *", key)
+
+    def _value_buf(self) -> Any:
+        n = possible_cpus() if self.percpu else 1
+        return ffi.new(f"{self.value_type}[]", n)
+
+    def update(self, key: Any, value: Any, flags: int = kabi.BPF_ANY) -> None:
+        if self.percpu:
+            buf = self._value_buf()
+            for i in range(len(buf)):
+                buf[i] = value
+        else:
+            buf = ffi.new(f"{self.value_type} *", value)
+        _check(lib().bpf_map_update_elem(self.fd, self._key(key), buf, flags), f"update {self.name}")
+
+    def lookup(self, key: Any) -> list[Any] | Any | None:
+        """The value (a list, one per possible CPU, for per-CPU maps), or None if absent."""
+        buf = self._value_buf()
+        rc = lib().bpf_map_lookup_elem(self.fd, self._key(key), buf)
+        if rc == -errno.ENOENT:
+            return None
+        _check(rc, f"lookup in {self.name}")
+        return list(buf) if self.percpu else buf[0]
+
+    def delete(self, key: Any) -> bool:
+        rc = lib().bpf_map_delete_elem(self.fd, self._key(key))
+        if rc == -errno.ENOENT:
+            return False
+        _check(rc, f"delete from {self.name}")
+        return True
+
+    def keys(self) -> Iterator[Any]:
+        cur = ffi.NULL
+        nxt = ffi.new(f"{self.key_type} *")
+        while True:
+            rc = lib().bpf_map_get_next_key(self.fd, cur, nxt)
+            if rc == -errno.ENOENT:
+                return
+            _check(rc, f"iterate {self.name}")
+            key = nxt[0]
+            yield key
+            cur = ffi.new(f"{self.key_type} *", key)
+
+    def pin(self, path: str | Path) -> None:
+        _check(lib().bpf_obj_pin(self.fd, str(path).encode()), f"pin {self.name} at {path}")
+
+    def close(self) -> None:
+        if self._owned_fd and self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class BpfObject:
+    """An ELF BPF object opened and loaded through libbpf. Close it (or use `with`) to release
+    its fds; programs attached by netlink (XDP) stay attached until detached."""
+
+    LOG_SIZE = 1 << 20
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._obj: Any = ffi.NULL
+        self._logs: dict[str, Any] = {}
+        obj = lib().bpf_object__open_file(str(self.path).encode(), ffi.NULL)
+        if obj == ffi.NULL:
+            raise BpfError(ffi.errno or errno.EINVAL, f"open BPF object {self.path}")
+        self._obj = obj
+
+    def programs(self) -> list[str]:
+        names = []
+        prog = lib().bpf_object__next_program(self._obj, ffi.NULL)
+        while prog != ffi.NULL:
+            names.append(ffi.string(lib().bpf_program__name(prog)).decode())
+            prog = lib().bpf_object__next_program(self._obj, prog)
+        return names
+
+    def load(self) -> BpfObject:
+        """Load every program and create every map; a verifier rejection carries its log."""
+        prog = lib().bpf_object__next_program(self._obj, ffi.NULL)
+        while prog != ffi.NULL:
+            name = ffi.string(lib().bpf_program__name(prog)).decode()
+            buf = ffi.new("char[]", self.LOG_SIZE)
+            lib().bpf_program__set_log_buf(prog, buf, self.LOG_SIZE)
+            self._logs[name] = buf
+            prog = lib().bpf_object__next_program(self._obj, prog)
+        rc = lib().bpf_object__load(self._obj)
+        if rc < 0:
+            detail = "\n".join(
+                f"[{n}] verifier log (tail):\n" + ffi.string(b).decode(errors="replace")[-4000:]
+                for n, b in self._logs.items()
+                if b[0] != b"\0"
+            )
+            raise BpfError(-rc, f"load BPF object {self.path}", detail)
+        self._logs.clear()
+        return self
+
+    def reuse_map(self, name: str, pinned: str | Path) -> None:
+        """Before load: make map `name` the one pinned at `pinned` (a restarted daemon)."""
+        fd = _check(lib().bpf_obj_get(str(pinned).encode()), f"open pinned map {pinned}")
+        try:
+            _check(lib().bpf_map__reuse_fd(self._find_map(name), fd), f"reuse map {name}")
+        finally:
+            os.close(fd)
+
+    def _find_map(self, name: str) -> Any:
+        m = lib().bpf_object__find_map_by_name(self._obj, name.encode())
+        if m == ffi.NULL:
+            raise BpfError(errno.ENOENT, f"map {name} in {self.path}")
+        return m
+
+    def program_fd(self, name: str) -> int:
+        prog = lib().bpf_object__find_program_by_name(self._obj, name.encode())
+        if prog == ffi.NULL:
+            raise BpfError(errno.ENOENT, f"program {name} in {self.path}")
+        return _check(lib().bpf_program__fd(prog), f"fd of program {name} (not loaded?)")
+
+    def map(self, name: str, key_type: str, value_type: str) -> BpfMap:
+        m = self._find_map(name)
+        fd = _check(lib().bpf_map__fd(m), f"fd of map {name} (not loaded?)")
+        percpu = lib().bpf_map__type(m) in kabi.PERCPU_MAP_TYPES
+        want_k, want_v = ffi.sizeof(key_type), ffi.sizeof(value_type)
+        got_k, got_v = lib().bpf_map__key_size(m), lib().bpf_map__value_size(m)
+        if (want_k, want_v) != (got_k, got_v):
+            raise BpfError(
+                errno.EINVAL,
+                f"map {name}: key/value sizes {got_k}/{got_v} in the object, "
+                f"{want_k}/{want_v} expected ({key_type}/{value_type})",
+            )
+        return BpfMap(name, fd, key_type, value_type, percpu)
+
+    def close(self) -> None:
+        if self._obj != ffi.NULL:
+            lib().bpf_object__close(self._obj)
+            self._obj = ffi.NULL
+
+    def __enter__(self) -> BpfObject:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def xdp_attach(ifindex: int, prog_fd: int, flags: int) -> None:
+    _check(lib().bpf_xdp_attach(ifindex, prog_fd, flags, ffi.NULL), f"attach XDP to ifindex {ifindex}")
+
+
+def xdp_detach(ifindex: int, flags: int) -> None:
+    _check(lib().bpf_xdp_detach(ifindex, flags, ffi.NULL), f"detach XDP from ifindex {ifindex}")
+
+
+def xdp_query_id(ifindex: int, flags: int = 0) -> int:
+    """Id of the XDP program attached in the mode `flags` selects (0: any); 0 if none."""
+    out = ffi.new("uint32_t *")
+    _check(lib().bpf_xdp_query_id(ifindex, flags, out), f"query XDP on ifindex {ifindex}")
+    return int(out[0])

@@ -1,0 +1,75 @@
+"""The console entry points: --help works and says what each command is for; commands whose
+machinery has not landed say so and exit EX_UNAVAILABLE rather than pretending."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mstack import cli as mstackctl
+from mstack import exitcodes
+from mstack import run as mstack_run
+from mstackd import cli as mstackd_cli
+
+pytestmark = pytest.mark.unit
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize("cmd", ["mstackd", "mstackctl", "mstack-run"])
+def test_entry_point_help(cmd: str) -> None:
+    out = subprocess.run([str(BIN / cmd), "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"Usage: {cmd}")
+
+
+@pytest.mark.parametrize(
+    "sub", ["status", "attach", "detach", "ports", "bindings", "conns", "stats", "doctor"]
+)
+def test_mstackctl_subcommands_have_help(sub: str) -> None:
+    res = CliRunner().invoke(mstackctl.main, [sub, "--help"])
+    assert res.exit_code == 0
+    assert "Usage:" in res.output
+
+
+def test_mstackctl_pending_command_is_honest() -> None:
+    res = CliRunner().invoke(mstackctl.main, ["ports", "--json"])
+    assert res.exit_code == exitcodes.EX_UNAVAILABLE
+    assert "not available yet" in res.output
+
+
+def test_mstackd_bad_mode_is_a_usage_error() -> None:
+    res = CliRunner().invoke(mstackd_cli.main, ["--mode", "turbo"])
+    assert res.exit_code == 2
+    assert "turbo" in res.output
+
+
+def test_mstack_run_without_daemon_falls_back(tmp_path: Path) -> None:
+    env = {"MSTACK_RUN_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [str(BIN / "mstack-run"), "--", "echo", "hello"],
+        capture_output=True, text=True, env=env, timeout=30,
+    )
+    assert out.returncode == 0
+    assert out.stdout == "hello\n"
+    assert "not reachable" in out.stderr
+
+
+def test_mstack_run_strict_refuses_without_daemon(tmp_path: Path) -> None:
+    env = {"MSTACK_RUN_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [str(BIN / "mstack-run"), "--strict", "--", "echo", "hello"],
+        capture_output=True, text=True, env=env, timeout=30,
+    )
+    assert out.returncode == exitcodes.EX_UNAVAILABLE
+    assert out.stdout == ""
+
+
+def test_mstack_run_unknown_command(tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        mstack_run.main, ["--run-dir", str(tmp_path), "--", "no-such-command-xyz"]
+    )
+    assert res.exit_code == 127
+    assert "command not found" in res.output
