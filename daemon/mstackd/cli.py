@@ -20,11 +20,27 @@ EX_UNAVAILABLE = 69
     "3-tuple namespace shared with the host stack, cleans up after dead processes and exports "
     "statistics. Not yet available: it arrives with the switch issue."
 )
-@click.option("--config", type=click.Path(path_type=Path), default=paths.DEFAULT_CONFIG, show_default=True)
-@click.option("--attach", "attach", multiple=True, metavar="IFACE", help="Attach the switch to IFACE.")
-@click.option("--mode", type=click.Choice(["native", "generic"]), default=None, help="XDP attach mode.")
-@click.option("--run-dir", envvar="MSTACK_RUN_DIR", default=paths.DEFAULT_RUN_DIR, type=click.Path(path_type=Path))
-@click.option("--bpf-dir", envvar="MSTACK_BPF_DIR", default=paths.DEFAULT_BPF_DIR, type=click.Path(path_type=Path))
+@click.option(
+    "--config", type=click.Path(path_type=Path), default=paths.DEFAULT_CONFIG, show_default=True
+)
+@click.option(
+    "--attach", "attach", multiple=True, metavar="IFACE", help="Attach the switch to IFACE."
+)
+@click.option(
+    "--mode", type=click.Choice(["native", "generic"]), default=None, help="XDP attach mode."
+)
+@click.option(
+    "--run-dir",
+    envvar="MSTACK_RUN_DIR",
+    default=paths.DEFAULT_RUN_DIR,
+    type=click.Path(path_type=Path),
+)
+@click.option(
+    "--bpf-dir",
+    envvar="MSTACK_BPF_DIR",
+    default=paths.DEFAULT_BPF_DIR,
+    type=click.Path(path_type=Path),
+)
 @click.option("--ports-netns", default=paths.DEFAULT_PORTS_NETNS, show_default=True)
 @click.option("--foreground", is_flag=True, help="Do not detach; log to stderr.")
 @click.version_option(__version__, prog_name="mstackd")

@@ -153,7 +153,9 @@ class BpfMap:
                 buf[i] = value
         else:
             buf = ffi.new(f"{self.value_type} *", value)
-        _check(lib().bpf_map_update_elem(self.fd, self._key(key), buf, flags), f"update {self.name}")
+        _check(
+            lib().bpf_map_update_elem(self.fd, self._key(key), buf, flags), f"update {self.name}"
+        )
 
     def lookup(self, key: Any) -> list[Any] | Any | None:
         """The value (a list, one per possible CPU, for per-CPU maps), or None if absent."""
@@ -282,7 +284,9 @@ class BpfObject:
 
 
 def xdp_attach(ifindex: int, prog_fd: int, flags: int) -> None:
-    _check(lib().bpf_xdp_attach(ifindex, prog_fd, flags, ffi.NULL), f"attach XDP to ifindex {ifindex}")
+    _check(
+        lib().bpf_xdp_attach(ifindex, prog_fd, flags, ffi.NULL), f"attach XDP to ifindex {ifindex}"
+    )
 
 
 def xdp_detach(ifindex: int, flags: int) -> None:

@@ -45,7 +45,9 @@ def daemon_reachable(run_dir: Path) -> bool:
 )
 @click.option("--app", help="Policy entry to use (default: chosen by the executable's name).")
 @click.option("--strict", is_flag=True, help="Fail instead of falling back to the kernel stack.")
-@click.option("--run-dir", envvar="MSTACK_RUN_DIR", default="/run/mstack", type=click.Path(path_type=Path))
+@click.option(
+    "--run-dir", envvar="MSTACK_RUN_DIR", default="/run/mstack", type=click.Path(path_type=Path)
+)
 @click.version_option(__version__, prog_name="mstack-run")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def main(policy: Path, app: str | None, strict: bool, run_dir: Path, cmd: tuple[str, ...]) -> None:

@@ -78,7 +78,9 @@ def echo_server(ip: str, port: int) -> Iterator[list[int]]:
 def run_client(remote, port: int, n: int) -> None:  # type: ignore[no-untyped-def]
     out = remote.run(
         [sys.executable, "-c", CLIENT, remote.host_ip, str(port), str(n)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
@@ -89,14 +91,17 @@ def test_counter_rises_for_watched_port_and_kernel_serves_everything(remote_host
         assert libbpf.xdp_query_id(remote_host.host_ifindex) == pc.prog_id
         for port in (WATCHED, IDLE):
             pc.watch(port)
-        with echo_server(remote_host.host_ip, WATCHED) as s1, echo_server(
-            remote_host.host_ip, OTHER
-        ) as s2:
+        with (
+            echo_server(remote_host.host_ip, WATCHED) as s1,
+            echo_server(remote_host.host_ip, OTHER) as s2,
+        ):
             run_client(remote_host, WATCHED, 5)
             run_client(remote_host, OTHER, 5)
             ping = remote_host.run(
                 ["ping", "-c", "3", "-i", "0.2", "-W", "2", remote_host.host_ip],
-                capture_output=True, text=True, timeout=30,
+                capture_output=True,
+                text=True,
+                timeout=30,
             )
         assert ping.returncode == 0, ping.stdout + ping.stderr
         # The kernel served every connection on both ports: the program passes everything.

@@ -50,7 +50,10 @@ def test_mstack_run_without_daemon_falls_back(tmp_path: Path) -> None:
     env = {"MSTACK_RUN_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
     out = subprocess.run(
         [str(BIN / "mstack-run"), "--", "echo", "hello"],
-        capture_output=True, text=True, env=env, timeout=30,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
     )
     assert out.returncode == 0
     assert out.stdout == "hello\n"
@@ -61,7 +64,10 @@ def test_mstack_run_strict_refuses_without_daemon(tmp_path: Path) -> None:
     env = {"MSTACK_RUN_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
     out = subprocess.run(
         [str(BIN / "mstack-run"), "--strict", "--", "echo", "hello"],
-        capture_output=True, text=True, env=env, timeout=30,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
     )
     assert out.returncode == exitcodes.EX_UNAVAILABLE
     assert out.stdout == ""

@@ -26,8 +26,8 @@ def test_kabi_matches_kernel_headers(tmp_path: Path) -> None:
 
 
 def test_percpu_map_types_are_the_kernels() -> None:
-    assert kabi.PERCPU_MAP_TYPES == {
+    assert {
         kabi.BPF_MAP_TYPE_PERCPU_HASH,
         kabi.BPF_MAP_TYPE_PERCPU_ARRAY,
         kabi.BPF_MAP_TYPE_LRU_PERCPU_HASH,
-    }
+    } == kabi.PERCPU_MAP_TYPES

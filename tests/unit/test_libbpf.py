@@ -71,8 +71,19 @@ def test_verifier_rejection_carries_the_log(tmp_path: Path) -> None:
     obj_path = tmp_path / "bad.bpf.o"
     arch = subprocess.run(["gcc", "-dumpmachine"], capture_output=True, text=True).stdout.strip()
     subprocess.run(
-        ["clang", "-O2", "-g", "-target", "bpf", "-idirafter", f"/usr/include/{arch}",
-         "-c", str(src), "-o", str(obj_path)],
+        [
+            "clang",
+            "-O2",
+            "-g",
+            "-target",
+            "bpf",
+            "-idirafter",
+            f"/usr/include/{arch}",
+            "-c",
+            str(src),
+            "-o",
+            str(obj_path),
+        ],
         check=True,
     )
     with libbpf.BpfObject(obj_path) as obj, pytest.raises(libbpf.BpfError) as ei:
