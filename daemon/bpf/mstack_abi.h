@@ -23,4 +23,107 @@ struct mstack_port_count {
     __u64 bytes;
 };
 
+/* ---- The switch ------------------------------------------------------------------------ */
+
+/* Sizes of the switch's maps (the daemon may lower the flow table's at load time). */
+#define MSTACK_MAX_PORTS          1024
+#define MSTACK_MAX_NICS           64
+#define MSTACK_MAX_LOCAL_ADDRS    1024
+#define MSTACK_MAX_BINDINGS       65536
+#define MSTACK_MAX_GROUPS         4096
+#define MSTACK_GROUP_MAX_MEMBERS  64
+#define MSTACK_MAX_FLOWS          262144
+
+/* IP protocols a binding may name. */
+#define MSTACK_PROTO_TCP 6
+#define MSTACK_PROTO_UDP 17
+
+/* Binding kinds. A listen binding spreads new flows over its listen group; a connect binding
+ * (an active open's local 3-tuple) and a UDP binding go to one port. */
+#define MSTACK_BIND_LISTEN  1
+#define MSTACK_BIND_CONNECT 2
+#define MSTACK_BIND_UDP     3
+
+/* Flow flags: which side has sent a FIN; the daemon sweeps closed and idle flows. */
+#define MSTACK_FLOW_FIN_IN  1
+#define MSTACK_FLOW_FIN_OUT 2
+
+/* An attached NIC: its MAC (frames for other MACs are not this host's). */
+struct mstack_nic {
+    __u8 mac[6];
+    __u16 flags;
+};
+
+/* A local IPv4 address of an attached NIC (network byte order), tracked from netlink. */
+struct mstack_addr_key {
+    __u32 ifindex;
+    __u32 addr;
+};
+
+/* (proto, local IPv4, local port), network byte order; addr 0 is the wildcard. */
+struct mstack_bind_key {
+    __u32 addr;
+    __u16 port;
+    __u8 proto;
+    __u8 pad;
+};
+
+struct mstack_binding {
+    __u32 kind;     /* MSTACK_BIND_* */
+    __u32 group;    /* listen: index into `groups` */
+    __u32 port_id;  /* connect / udp: the owning port */
+    __u32 pad;
+};
+
+/* The ports of the processes that wait on one listening socket. */
+struct mstack_group {
+    __u32 n;
+    __u32 gen;
+    __u32 members[64];
+};
+
+/* An established flow, keyed from the remote side's point of view of an incoming frame. */
+struct mstack_flow_key {
+    __u32 raddr;
+    __u32 laddr;
+    __u16 rport;
+    __u16 lport;
+    __u8 proto;
+    __u8 pad[3];
+};
+
+struct mstack_flow {
+    __u32 port_id;
+    __u32 flags;    /* MSTACK_FLOW_* */
+    __u64 last_ns;  /* bpf_ktime_get_ns() of the last frame either way */
+};
+
+/* Per-port counters (per-CPU array indexed by port id). */
+struct mstack_port_stats {
+    __u64 rx_frames;
+    __u64 rx_bytes;
+    __u64 tx_frames;
+    __u64 tx_bytes;
+    __u64 tx_dropped;
+};
+
+/* Ingress counters (per-CPU array `ingress_stats`), one slot per outcome. */
+#define MSTACK_IN_FRAMES        0
+#define MSTACK_IN_NOT_IPV4      1
+#define MSTACK_IN_OTHER_MAC     2
+#define MSTACK_IN_OTHER_IP      3
+#define MSTACK_IN_BAD_IP        4
+#define MSTACK_IN_FRAGMENT      5
+#define MSTACK_IN_TRUNCATED     6
+#define MSTACK_IN_NO_BINDING    7
+#define MSTACK_IN_TO_PORT_FLOW  8
+#define MSTACK_IN_TO_PORT_NEW   9
+#define MSTACK_IN_TO_PORT_CONN  10
+#define MSTACK_IN_TO_PORT_ICMP  11
+#define MSTACK_IN_GROUP_EMPTY   12
+#define MSTACK_IN_KERNEL_FLOW   13
+#define MSTACK_IN_NO_FLOW       14
+#define MSTACK_IN_TO_PORT_UDP   15
+#define MSTACK_IN_NSLOTS        16
+
 #endif

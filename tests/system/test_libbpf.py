@@ -10,7 +10,7 @@ import pytest
 from mstackd import kabi, libbpf, paths
 from mstackd.abi import consts, ffi
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.system  # loads BPF: root
 
 
 def test_abi_header_is_read() -> None:
