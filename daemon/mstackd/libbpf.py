@@ -183,17 +183,17 @@ class BpfMap:
         _check(rc, f"delete from {self.name}")
         return True
 
-    def keys(self) -> Iterator[Any]:
+    def each_key(self) -> Iterator[Any]:
+        """Every key (ints, or owning struct copies); deleting while iterating is safe."""
         cur = ffi.NULL
-        nxt = ffi.new(f"{self.key_type} *")
         while True:
+            nxt = ffi.new(f"{self.key_type} *")
             rc = lib().bpf_map_get_next_key(self.fd, cur, nxt)
             if rc == -errno.ENOENT:
                 return
             _check(rc, f"iterate {self.name}")
-            key = nxt[0]
-            yield key
-            cur = ffi.new(f"{self.key_type} *", key)
+            yield int(nxt[0]) if ffi.typeof(self.key_type).kind == "primitive" else nxt
+            cur = nxt
 
     def pin(self, path: str | Path) -> None:
         _check(lib().bpf_obj_pin(self.fd, str(path).encode()), f"pin {self.name} at {path}")

@@ -124,7 +124,7 @@ class SwitchMaps:
 
     def flow_entries(self) -> list[tuple[Any, Any]]:
         out = []
-        for k in self.flows.keys():
+        for k in self.flows.each_key():
             out.append((k, self.flows.lookup(k)))
         return out
 

@@ -45,7 +45,7 @@ def test_load_and_maps_round_trip() -> None:
         with pytest.raises(libbpf.BpfError) as ei:
             watched.update(8080, {"packets": 0, "bytes": 0}, kabi.BPF_NOEXIST)
         assert ei.value.errno == errno.EEXIST
-        assert list(watched.keys()) == [8080]
+        assert list(watched.each_key()) == [8080]
         assert watched.delete(8080)
         assert not watched.delete(8080)
         assert watched.lookup(8080) is None
