@@ -140,6 +140,8 @@ class BpfMap:
     _owned_fd: bool = field(default=False, repr=False)
 
     def _key(self, key: Any) -> Any:
+        if isinstance(key, ffi.CData) and ffi.typeof(key) == ffi.typeof(f"{self.key_type} *"):
+            return key
         return ffi.new(f"{self.key_type} *", key)
 
     def _value_buf(self) -> Any:
