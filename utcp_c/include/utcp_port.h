@@ -1,0 +1,81 @@
+/* utcp_port.h — the port interface: how a stack moves frames in and out.
+ * A backend is an ops table over batched calls; it knows nothing of TCP.
+ * Backends: `pair` (two stacks in memory with seeded impairment, virtual time) here;
+ * `tap` and `xdp` (the switch's client library) plug in the same way. */
+#ifndef UTCP_PORT_H
+#define UTCP_PORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct utcp_frame {
+	uint8_t *data;
+	uint32_t len;
+	uint32_t cookie;      /* backend-private (slot, UMEM address...) */
+};
+
+struct utcp_port_ops {
+	size_t sz;            /* sizeof(struct utcp_port_ops) as the backend was built */
+	const char *name;
+	/* Up to max frames that have arrived by now_us.  They stay valid (and owned by the
+	 * backend) until rx_release(); returns the count or a negative errno. */
+	int (*rx_burst)(void *ctx, struct utcp_frame *frames, unsigned max, uint64_t now_us);
+	void (*rx_release)(void *ctx, struct utcp_frame *frames, unsigned n);
+	/* Queues frames for sending; the data is copied before return.  Returns how many
+	 * were accepted (the rest are the caller's to count as drops) or a negative errno. */
+	int (*tx_burst)(void *ctx, const struct utcp_frame *frames, unsigned n, uint64_t now_us);
+	/* One doorbell for everything queued since the last kick. */
+	int (*kick)(void *ctx);
+};
+
+struct utcp_port {
+	const struct utcp_port_ops *ops;
+	void *ctx;
+};
+
+/* ---- pair: two ports joined in memory, in virtual time ---- */
+
+struct utcp_pair;
+
+/* Impairment of one direction.  Probabilities in parts per million.  Everything is
+ * drawn from the pair's seeded generator: the same seed gives the same run. */
+struct utcp_pair_impair {
+	uint32_t loss_ppm;
+	uint32_t dup_ppm;
+	uint32_t reorder_ppm;       /* a reordered frame is held back reorder_delay_us more */
+	uint32_t corrupt_ppm;       /* one random bit of the frame is flipped */
+	uint64_t delay_us;          /* one-way propagation delay */
+	uint64_t jitter_us;         /* uniform extra delay in [0, jitter_us] */
+	uint64_t reorder_delay_us;
+	uint64_t rate_bps;          /* serialisation rate; 0 = infinite */
+};
+
+struct utcp_pair_opts {
+	size_t sz;                  /* sizeof(struct utcp_pair_opts) */
+	uint64_t seed;
+	uint32_t queue_frames;      /* per direction; frames beyond it are dropped (tail drop) */
+	uint32_t frame_size;        /* largest frame carried */
+	struct utcp_pair_impair dir[2];   /* dir[0]: end 0 -> end 1; dir[1]: end 1 -> end 0 */
+};
+
+struct utcp_pair_stats {
+	uint64_t sent, delivered, lost, duplicated, reordered, corrupted, overflow;
+};
+
+int utcp_pair_create(const struct utcp_pair_opts *opts, struct utcp_pair **out);
+void utcp_pair_destroy(struct utcp_pair *pair);
+/* The port of end 0 or 1. */
+struct utcp_port utcp_pair_port(struct utcp_pair *pair, int end);
+void utcp_pair_set_impair(struct utcp_pair *pair, int dir, const struct utcp_pair_impair *imp);
+/* Earliest delivery time of a queued frame, UINT64_MAX if none. */
+uint64_t utcp_pair_next_delivery(const struct utcp_pair *pair);
+void utcp_pair_get_stats(const struct utcp_pair *pair, int dir, struct utcp_pair_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
