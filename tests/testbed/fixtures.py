@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from testbed.leakcheck import bpffs_mounted
 from testbed.netns import (
     ImpairedRemoteHost,
     RemoteHost,
@@ -93,7 +94,7 @@ def _unpin_tree(path: Path) -> None:
 def bpf_pin_dir() -> Iterator[Path]:
     """A fresh directory under bpffs (/sys/fs/bpf/mst<run>-<n>-bpf), unpinned and removed after."""
     _need_root()
-    if not os.path.ismount(BPFFS):
+    if not bpffs_mounted():
         # The leak check mounts bpffs at session start; without it there is nowhere to pin.
         raise TestbedError(f"{BPFFS} is not a bpffs mount (is testbed.leakcheck loaded?)")
     path = BPFFS / unique_name("-bpf")

@@ -31,7 +31,7 @@ from typing import Any
 if __package__ in (None, ""):  # run by path: make `testbed` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from testbed.impair import DirectionStats, Impairer, ImpairConfig  # noqa: E402
+from testbed.impair import DirectionStats, ImpairConfig, Impairer
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
