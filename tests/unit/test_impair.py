@@ -40,13 +40,13 @@ def test_no_impairment_passes_everything_in_order_now() -> None:
 def test_reorder_every_k_gap_n_exact_order() -> None:
     imp = Impairer(ImpairConfig(reorder_every=10, reorder_gap=3))
     got = [n for _, n in feed(imp, 50)]
-    expected = (
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 10]
-        + [14, 15, 16, 17, 18, 19, 21, 22, 23, 20]
-        + [24, 25, 26, 27, 28, 29, 31, 32, 33, 30]
-        + [34, 35, 36, 37, 38, 39, 41, 42, 43, 40]
-        + [44, 45, 46, 47, 48, 49, 50]
-    )
+    expected = [
+        *(1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 10),
+        *(14, 15, 16, 17, 18, 19, 21, 22, 23, 20),
+        *(24, 25, 26, 27, 28, 29, 31, 32, 33, 30),
+        *(34, 35, 36, 37, 38, 39, 41, 42, 43, 40),
+        *(44, 45, 46, 47, 48, 49, 50),
+    ]
     # Frame 50 is held behind frames that never come: the hold timeout releases it last.
     assert got == expected
     assert imp.stats.reordered == 5
