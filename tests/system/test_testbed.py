@@ -60,10 +60,13 @@ def test_addresses_and_attributes(remote_host: RemoteHost) -> None:
     assert (link["ifindex"], link["address"]) == (h.host_ifindex, h.host_mac)
     remote = json.loads(h.run(["ip", "-j", "link", "show", h.remote_if]).stdout)[0]
     assert (remote["ifindex"], remote["address"]) == (h.remote_ifindex, h.remote_mac)
+    # python() runs in the namespace: the remote interface is visible there, not here.
+    cp = h.python("import socket, sys; print(socket.if_nametoindex(sys.argv[1]))", h.remote_if)
+    assert int(cp.stdout) == h.remote_ifindex
 
 
 def test_names_unique_and_recognisable(
-    remote_host_factory: Callable[[], RemoteHost],
+    remote_host_factory: Callable[..., RemoteHost],
 ) -> None:
     hosts = [remote_host_factory() for _ in range(3)]
     names = [n for h in hosts for n in (h.ns, h.host_if, h.remote_if)]
@@ -90,6 +93,13 @@ def test_remote_end_offloads_ipv6_and_neighbours(remote_host: RemoteHost) -> Non
     assert f"{h.remote_ip} lladdr {h.remote_mac} PERMANENT" in root_neigh
     remote_neigh = h.run(["ip", "neigh", "show", "dev", h.remote_if]).stdout
     assert f"{h.host_ip} lladdr {h.host_mac} PERMANENT" in remote_neigh
+
+
+def test_remote_gro_option(remote_host_factory: Callable[..., RemoteHost]) -> None:
+    on, off = remote_host_factory(remote_gro=True), remote_host_factory(remote_gro=False)
+    assert ethtool_features(on.remote_if, on.ns)["generic-receive-offload"] is True
+    assert ethtool_features(off.remote_if, off.ns)["generic-receive-offload"] is False
+    assert ping(on.remote_ip, 1)[0] is not None
 
 
 def test_teardown_removes_everything_even_on_failure() -> None:

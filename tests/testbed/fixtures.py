@@ -49,11 +49,15 @@ def remote_host() -> Iterator[RemoteHost]:
 
 
 @pytest.fixture
-def remote_host_factory() -> Iterator[Callable[[], RemoteHost]]:
-    """Call it for as many remote hosts as a test needs; all torn down after the test."""
+def remote_host_factory() -> Iterator[Callable[..., RemoteHost]]:
+    """make(remote_gro=None) -> RemoteHost, as many as a test needs; all torn down after it."""
     _need_root()
     with contextlib.ExitStack() as stack:
-        yield lambda: stack.enter_context(remote_host_cm())
+
+        def make(*, remote_gro: bool | None = None) -> RemoteHost:
+            return stack.enter_context(remote_host_cm(remote_gro=remote_gro))
+
+        yield make
 
 
 @pytest.fixture

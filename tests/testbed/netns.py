@@ -405,8 +405,12 @@ def _address_and_neigh(h: RemoteHost) -> None:
 
 
 @contextlib.contextmanager
-def remote_host_cm() -> Iterator[RemoteHost]:
-    """Root `host_if` <-veth-> `remote_if` in namespace `ns`; torn down on exit, pass or fail."""
+def remote_host_cm(*, remote_gro: bool | None = None) -> Iterator[RemoteHost]:
+    """Root `host_if` <-veth-> `remote_if` in namespace `ns`; torn down on exit, pass or fail.
+
+    remote_gro=True turns GRO on at the remote end, which the XDP DEVMAP fast path needs
+    (design.md section 3: ndo_xdp_xmit into a veth drops frames unless the peer has GRO or
+    an XDP program); None leaves the kernel's default."""
     with contextlib.ExitStack() as stack:
         lease = lease_subnet()
         stack.callback(lease.release)
@@ -442,6 +446,8 @@ def remote_host_cm() -> Iterator[RemoteHost]:
         # design.md section 3: a kernel sending over veth leaves TCP/UDP checksums partial;
         # the remote end is where a peer of a user-level stack sends from.
         ethtool_off(h.remote_if, ["tx"], h.ns)
+        if remote_gro is not None:
+            sh(["ethtool", "-K", h.remote_if, "gro", "on" if remote_gro else "off"], netns=h.ns)
         _address_and_neigh(h)
         h.host_ifindex = int(link_info(h.host_if)["ifindex"])
         h.remote_ifindex = int(link_info(h.remote_if, h.ns)["ifindex"])
