@@ -33,6 +33,8 @@ from testbed.ping import ping
 
 pytestmark = pytest.mark.system
 
+GSO_GRO = ("generic-segmentation-offload", "generic-receive-offload")
+
 
 def _ping_from_remote(h: RemoteHost, dst: str) -> list[float | None]:
     cp = h.run([sys.executable, "-m", "testbed.ping", dst, "2"], env=child_env(), timeout=30)
@@ -129,8 +131,7 @@ def test_impaired_teardown_and_offloads() -> None:
             (h.remote_if, h.ns),
         ):
             f = ethtool_features(dev, ns)
-            off = ("tx-checksumming", "tcp-segmentation-offload")
-            off += ("generic-segmentation-offload", "generic-receive-offload")
+            off = ("tx-checksumming", "tcp-segmentation-offload", *GSO_GRO)
             assert not any(f[k] for k in off), (dev, {k: f[k] for k in off})
         addrs = h.run(["ip", "-4", "-o", "addr", "show"]).stdout
         assert h.remote_ip in addrs

@@ -241,7 +241,7 @@ def _root_ipv4_networks() -> list[ipaddress.IPv4Network]:
     nets = []
     for link in ip_json("-4", "addr", "show"):
         for a in link.get("addr_info", []):
-            nets.append(ipaddress.ip_network(f"{a['local']}/{a['prefixlen']}", strict=False))
+            nets.append(ipaddress.IPv4Network(f"{a['local']}/{a['prefixlen']}", strict=False))
     return nets
 
 
@@ -251,14 +251,13 @@ def lease_subnet() -> SubnetLease:
     in_use = _root_ipv4_networks()
     for k in range(N_SUBNETS):
         i = (start + k) % N_SUBNETS
-        net = ipaddress.ip_network(
-            f"{BENCH_NET.network_address + 256 * i}/24"
-        )  # 198.18.0.0/24 ... 198.19.255.0/24
+        # 198.18.0.0/24 ... 198.19.255.0/24
+        net = ipaddress.IPv4Network(f"{BENCH_NET.network_address + 256 * i}/24")
         if any(net.overlaps(n) for n in in_use):
             continue  # somebody (not a test bed lease) uses it: leave it alone
         fd = _try_flock(LOCK_DIR / "nets" / str(i))
         if fd is not None:
-            return SubnetLease(i, net, fd)  # type: ignore[arg-type]
+            return SubnetLease(i, net, fd)
     raise TestbedError("all 512 test bed subnets of 198.18.0.0/15 are in use")
 
 
