@@ -54,11 +54,6 @@ struct mstack_nic {
     __u16 flags;
 };
 
-/* A local IPv4 address of an attached NIC (network byte order), tracked from netlink. */
-struct mstack_addr_key {
-    __u32 ifindex;
-    __u32 addr;
-};
 
 /* (proto, local IPv4, local port), network byte order; addr 0 is the wildcard. */
 struct mstack_bind_key {
@@ -125,5 +120,26 @@ struct mstack_port_stats {
 #define MSTACK_IN_NO_FLOW       14
 #define MSTACK_IN_TO_PORT_UDP   15
 #define MSTACK_IN_NSLOTS        16
+
+/* Egress counters (per-CPU array `egress_stats`): what the port programs did with a frame a
+ * user-level stack sent. Every drop has its reason. */
+#define MSTACK_EG_FRAMES        0
+#define MSTACK_EG_NOT_IPV4      1
+#define MSTACK_EG_BAD_IP        2
+#define MSTACK_EG_FRAGMENT      3
+#define MSTACK_EG_UNKNOWN_PORT  4
+#define MSTACK_EG_SRC_NOT_LOCAL 5
+#define MSTACK_EG_NOT_BOUND     6
+#define MSTACK_EG_BAD_PROTO     7
+#define MSTACK_EG_TRUNCATED     8
+#define MSTACK_EG_FLOW_CLASH    9
+#define MSTACK_EG_FLOW_FULL     10
+#define MSTACK_EG_SENT          11
+#define MSTACK_EG_NSLOTS        12
+
+/* Port XDP (app end) counters (per-CPU array `portrx_stats`). */
+#define MSTACK_PX_TO_XSK        0
+#define MSTACK_PX_NO_XSK        1
+#define MSTACK_PX_NSLOTS        2
 
 #endif

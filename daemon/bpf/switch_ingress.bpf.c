@@ -28,6 +28,7 @@ struct icmphdr {
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
     __uint(max_entries, MSTACK_IN_NSLOTS);
     __type(key, __u32);
     __type(value, __u64);
@@ -218,8 +219,8 @@ int switch_ingress(struct xdp_md *ctx)
     void *data = (void *)(long)ctx->data;
     void *end = (void *)(long)ctx->data_end;
     struct ethhdr *eth = data;
-    struct mstack_addr_key ak;
     struct mstack_nic *nic;
+    __u32 *owner;
     struct iphdr *ip;
     __u32 ifindex = ctx->ingress_ifindex;
     __u64 len = end - data;
@@ -241,9 +242,8 @@ int switch_ingress(struct xdp_md *ctx)
     tot = bpf_ntohs(ip->tot_len);
     if (ip->version != 4 || ihl < sizeof(*ip) || tot < ihl || (void *)ip + tot > end)
         return count(MSTACK_IN_BAD_IP, XDP_PASS);
-    ak.ifindex = ifindex;
-    ak.addr = ip->daddr;
-    if (!bpf_map_lookup_elem(&local_addrs, &ak))
+    owner = bpf_map_lookup_elem(&local_addrs, &ip->daddr);
+    if (!owner || *owner != ifindex)
         return count(MSTACK_IN_OTHER_IP, XDP_PASS);
     /* Fragments cannot be demultiplexed by port: reassembly is the kernel's. */
     if (ip->frag_off & bpf_htons(0x3fff))

@@ -31,7 +31,14 @@ ffi.cdef(
     int libbpf_strerror(int err, char *buf, size_t size);
     int libbpf_num_possible_cpus(void);
 
-    struct bpf_object *bpf_object__open_file(const char *path, const void *opts);
+    struct bpf_object_open_opts {
+        size_t sz;
+        const char *object_name;
+        bool relaxed_maps;
+        const char *pin_root_path;
+    };
+    struct bpf_object *bpf_object__open_file(const char *path,
+                                             const struct bpf_object_open_opts *opts);
     int bpf_object__load(struct bpf_object *obj);
     void bpf_object__close(struct bpf_object *obj);
     struct bpf_program *bpf_object__find_program_by_name(const struct bpf_object *obj,
@@ -212,11 +219,21 @@ class BpfObject:
 
     LOG_SIZE = 1 << 20
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, pin_root: str | Path | None = None) -> None:
+        """Open an object. Maps declared with LIBBPF_PIN_BY_NAME are pinned under `pin_root`
+        (created by the first loader, reused by every later one); pass it for any object with
+        pinned maps, or libbpf pins them under /sys/fs/bpf itself."""
         self.path = Path(path)
         self._obj: Any = ffi.NULL
         self._logs: dict[str, Any] = {}
-        obj = lib().bpf_object__open_file(str(self.path).encode(), ffi.NULL)
+        opts = ffi.new("struct bpf_object_open_opts *")
+        opts.sz = ffi.sizeof("struct bpf_object_open_opts")
+        keep = None
+        if pin_root is not None:
+            keep = ffi.new("char[]", str(pin_root).encode())
+            opts.pin_root_path = keep
+        obj = lib().bpf_object__open_file(str(self.path).encode(), opts)
+        del keep  # libbpf copied the string at open
         if obj == ffi.NULL:
             raise BpfError(ffi.errno or errno.EINVAL, f"open BPF object {self.path}")
         self._obj = obj
@@ -361,3 +378,86 @@ def prog_test_run(prog_fd: int, data: bytes, ctx: bytes | None = None, repeat: i
     opts.repeat = repeat
     _check(lib().bpf_prog_test_run_opts(prog_fd, opts), "BPF_PROG_TEST_RUN")
     return ProgRun(int(opts.retval), bytes(ffi.buffer(dout, opts.data_size_out)), opts.duration)
+
+
+ffi.cdef(
+    """
+    enum bpf_tc_attach_point { BPF_TC_INGRESS = 1, BPF_TC_EGRESS = 2, BPF_TC_CUSTOM = 4 };
+    struct bpf_tc_hook {
+        size_t sz;
+        int ifindex;
+        enum bpf_tc_attach_point attach_point;
+        uint32_t parent;
+    };
+    struct bpf_tc_opts {
+        size_t sz;
+        int prog_fd;
+        uint32_t flags;
+        uint32_t prog_id;
+        uint32_t handle;
+        uint32_t priority;
+    };
+    int bpf_tc_hook_create(struct bpf_tc_hook *hook);
+    int bpf_tc_hook_destroy(struct bpf_tc_hook *hook);
+    int bpf_tc_attach(const struct bpf_tc_hook *hook, struct bpf_tc_opts *opts);
+    int bpf_tc_detach(const struct bpf_tc_hook *hook, const struct bpf_tc_opts *opts);
+    int bpf_tc_query(const struct bpf_tc_hook *hook, struct bpf_tc_opts *opts);
+    """
+)
+
+TC_INGRESS = 1
+TC_EGRESS = 2
+TC_HANDLE = 0x4D53  # "MS": the filter handle and priority mstackd uses on its links
+TC_PRIORITY = 0x4D53
+
+
+def _tc_hook(ifindex: int, point: int) -> Any:
+    hook = ffi.new("struct bpf_tc_hook *")
+    hook.sz = ffi.sizeof("struct bpf_tc_hook")
+    hook.ifindex = ifindex
+    hook.attach_point = point
+    return hook
+
+
+def _tc_opts(prog_fd: int = 0) -> Any:
+    opts = ffi.new("struct bpf_tc_opts *")
+    opts.sz = ffi.sizeof("struct bpf_tc_opts")
+    opts.handle = TC_HANDLE
+    opts.priority = TC_PRIORITY
+    opts.prog_fd = prog_fd
+    return opts
+
+
+def tc_attach(ifindex: int, prog_fd: int, point: int = TC_INGRESS) -> int:
+    """Attach a TC (cls_bpf, direct-action) program on a clsact hook, creating the qdisc if
+    needed. Returns the program id the kernel reports."""
+    hook = _tc_hook(ifindex, point)
+    rc = lib().bpf_tc_hook_create(hook)
+    if rc < 0 and rc != -errno.EEXIST:
+        raise BpfError(-rc, f"create clsact qdisc on ifindex {ifindex}")
+    opts = _tc_opts(prog_fd)
+    _check(lib().bpf_tc_attach(hook, opts), f"attach TC program to ifindex {ifindex}")
+    return int(opts.prog_id)
+
+
+def tc_query(ifindex: int, point: int = TC_INGRESS) -> int:
+    """Id of mstackd's TC program on the hook, 0 if none."""
+    opts = _tc_opts()
+    rc = lib().bpf_tc_query(_tc_hook(ifindex, point), opts)
+    if rc in (-errno.ENOENT, -errno.EINVAL):
+        return 0
+    _check(rc, f"query TC on ifindex {ifindex}")
+    return int(opts.prog_id)
+
+
+def tc_detach(ifindex: int, point: int = TC_INGRESS, destroy_qdisc: bool = True) -> None:
+    """Remove mstackd's filter and, by default, the clsact qdisc (BPF_TC_INGRESS|EGRESS)."""
+    hook = _tc_hook(ifindex, point)
+    rc = lib().bpf_tc_detach(hook, _tc_opts())
+    if rc < 0 and rc != -errno.ENOENT:
+        raise BpfError(-rc, f"detach TC program from ifindex {ifindex}")
+    if destroy_qdisc:
+        hook = _tc_hook(ifindex, TC_INGRESS | TC_EGRESS)
+        rc = lib().bpf_tc_hook_destroy(hook)
+        if rc < 0 and rc != -errno.ENOENT:
+            raise BpfError(-rc, f"remove clsact qdisc from ifindex {ifindex}")

@@ -50,6 +50,14 @@ def ip_text(be: int) -> str:
     return str(ipaddress.IPv4Address(struct.pack("=I", be)))
 
 
+def mac_bytes(mac: str) -> bytes:
+    """'aa:bb:cc:dd:ee:ff' -> 6 bytes."""
+    b = bytes.fromhex(mac.replace(":", ""))
+    if len(b) != 6:
+        raise ValueError(f"not a MAC address: {mac!r}")
+    return b
+
+
 def port_be(port: int) -> int:
     if not 0 <= port < 65536:
         raise ValueError(f"port out of range: {port}")
@@ -69,15 +77,23 @@ class BindKey:
 class SwitchMaps:
     """The maps of a loaded switch_ingress object (or of the pinned set a daemon reopened)."""
 
-    def __init__(self, obj: libbpf.BpfObject) -> None:
+    def __init__(self, obj: libbpf.BpfObject, ingress: bool = True) -> None:
         self.nics = obj.map("nics", "__u32", "struct mstack_nic")
-        self.local_addrs = obj.map("local_addrs", "struct mstack_addr_key", "__u32")
+        self.local_addrs = obj.map("local_addrs", "__u32", "__u32")
         self.bindings = obj.map("bindings", "struct mstack_bind_key", "struct mstack_binding")
         self.groups = obj.map("groups", "__u32", "struct mstack_group")
         self.flows = obj.map("flows", "struct mstack_flow_key", "struct mstack_flow")
         self.port_devmap = obj.map("port_devmap", "__u32", "__u32")
         self.port_stats = obj.map("port_stats", "__u32", "struct mstack_port_stats")
-        self.ingress_stats = obj.map("ingress_stats", "__u32", "__u64")
+        self.port_by_host_if = obj.map("port_by_host_if", "__u32", "__u32")
+        self.port_by_app_if = obj.map("port_by_app_if", "__u32", "__u32")
+        if ingress:
+            self.ingress_stats = obj.map("ingress_stats", "__u32", "__u64")
+
+    @classmethod
+    def of_port_object(cls, obj: libbpf.BpfObject) -> SwitchMaps:
+        """The shared maps as seen through a switch_port object (no ingress counters)."""
+        return cls(obj, ingress=False)
 
     def add_nic(self, ifindex: int, mac: bytes) -> None:
         if len(mac) != 6:
@@ -85,10 +101,11 @@ class SwitchMaps:
         self.nics.update(ifindex, {"mac": list(mac), "flags": 0})
 
     def add_local_addr(self, ifindex: int, addr: str) -> None:
-        self.local_addrs.update({"ifindex": ifindex, "addr": ip_be(addr)}, 1)
+        self.local_addrs.update(ip_be(addr), ifindex)
 
     def del_local_addr(self, ifindex: int, addr: str) -> None:
-        self.local_addrs.delete({"ifindex": ifindex, "addr": ip_be(addr)})
+        if self.local_addrs.lookup(ip_be(addr)) == ifindex:
+            self.local_addrs.delete(ip_be(addr))
 
     def bind(self, key: BindKey, kind: str, *, group: int = 0, port_id: int = 0) -> None:
         value = {"kind": KINDS[kind], "group": group, "port_id": port_id}
@@ -139,4 +156,13 @@ def flow_key(raddr: str, rport: int, laddr: str, lport: int, proto: str = "tcp")
     }
 
 
-__all__ = ["BindKey", "SwitchMaps", "ffi", "flow_key", "ip_be", "ip_text", "port_be"]
+__all__ = [
+    "BindKey",
+    "SwitchMaps",
+    "ffi",
+    "flow_key",
+    "ip_be",
+    "ip_text",
+    "mac_bytes",
+    "port_be",
+]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
@@ -24,8 +25,8 @@ LOCAL, OTHER_LOCAL, REMOTE = "198.18.0.1", "198.18.0.9", "198.18.0.2"
 
 
 class Ingress:
-    def __init__(self) -> None:
-        self.obj = libbpf.BpfObject(paths.bpf_object("switch_ingress.bpf.o")).load()
+    def __init__(self, pin_dir: Path) -> None:
+        self.obj = libbpf.BpfObject(paths.bpf_object("switch_ingress.bpf.o"), pin_dir).load()
         self.maps = SwitchMaps(self.obj)
         self.fd = self.obj.program_fd("switch_ingress")
         self.maps.add_nic(LO, bytes.fromhex(NIC_MAC.replace(":", "")))
@@ -43,8 +44,8 @@ class Ingress:
 
 
 @pytest.fixture
-def sw() -> Iterator[Ingress]:
-    s = Ingress()
+def sw(bpf_pin_dir: Path) -> Iterator[Ingress]:
+    s = Ingress(bpf_pin_dir)
     try:
         yield s
     finally:
