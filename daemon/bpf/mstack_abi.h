@@ -94,7 +94,7 @@ struct mstack_flow {
 };
 
 /* Per-port counters (per-CPU array indexed by port id). */
-struct mstack_port_stats {
+struct mstack_port_counters {
     __u64 rx_frames;
     __u64 rx_bytes;
     __u64 tx_frames;

@@ -45,7 +45,7 @@ static __always_inline int count(__u32 slot, int verdict)
 
 static __always_inline int to_port(__u32 port_id, __u32 slot, __u64 len)
 {
-    struct mstack_port_stats *ps = bpf_map_lookup_elem(&port_stats, &port_id);
+    struct mstack_port_counters *ps = bpf_map_lookup_elem(&port_stats, &port_id);
 
     if (ps) {
         ps->rx_frames += 1;

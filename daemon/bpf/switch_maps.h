@@ -71,7 +71,7 @@ struct {
     __uint(pinning, LIBBPF_PIN_BY_NAME);
     __uint(max_entries, MSTACK_MAX_PORTS);
     __type(key, __u32);
-    __type(value, struct mstack_port_stats);
+    __type(value, struct mstack_port_counters);
 } port_stats SEC(".maps");
 
 /* Host end of a port's veth (root namespace) -> port id: the egress program's "who sent it". */

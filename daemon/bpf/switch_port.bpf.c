@@ -60,7 +60,7 @@ int port_xsk(struct xdp_md *ctx)
 
 static __always_inline int drop(__u32 port_id, __u32 reason)
 {
-    struct mstack_port_stats *ps = bpf_map_lookup_elem(&port_stats, &port_id);
+    struct mstack_port_counters *ps = bpf_map_lookup_elem(&port_stats, &port_id);
 
     if (ps)
         ps->tx_dropped += 1;
@@ -155,7 +155,7 @@ int port_egress(struct __sk_buff *skb)
     void *data = (void *)(long)skb->data;
     void *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
-    struct mstack_port_stats *ps;
+    struct mstack_port_counters *ps;
     struct tcphdr *tcp = 0;
     struct udphdr *udp;
     struct iphdr *ip;

@@ -15,11 +15,15 @@ extern "C" {
 
 /* Defaults mstackd uses unless configured otherwise: 4096 frames x 2 KB = 8 MB of UMEM per
  * port (locked memory charged to the daemon), half of it for receiving, half for sending;
- * every ring 2048 entries.  2 KB frames hold a 1514-byte frame after the kernel's 256-byte
- * XDP headroom; 2048 RX frames absorb ~1.4 ms of a 10 Gb/s burst of 1500-byte frames. */
+ * RX, TX and completion rings 2048 entries, the fill ring twice that (the kernel publishes
+ * its fill-ring consumer index lazily, so a fill ring of 2 x the receive frames always has
+ * room for a released frame).  2 KB frames hold a 1514-byte frame after the kernel's
+ * 256-byte XDP headroom; 2048 RX frames absorb ~2.5 ms of a 10 Gb/s burst of 1500-byte
+ * frames.  See utcp_c/port/README.md. */
 #define MSTACK_PORT_DEFAULT_FRAME_SIZE	2048u
 #define MSTACK_PORT_DEFAULT_FRAMES	4096u
 #define MSTACK_PORT_DEFAULT_RING_SIZE	2048u
+#define MSTACK_PORT_DEFAULT_FILL_SIZE	4096u
 
 /* The kernel's XDP headroom (XDP_PACKET_HEADROOM): received data starts this far past
  * frame_headroom in its frame. */
@@ -37,7 +41,8 @@ struct mstack_port_geom {
 	uint32_t fill_size;
 	uint32_t comp_size;
 	uint32_t bind_flags;      /* sxdp_flags the XSK was bound with (XDP_COPY, XDP_USE_NEED_WAKEUP) */
-	uint32_t rx_frames;       /* frames reserved for receiving; 0: min(fill_size, frames / 2) */
+	uint32_t rx_frames;       /* frames for receiving (<= fill_size); 0: min(fill_size / 2,
+				   * frames / 2).  The rest are for sending. */
 	uint32_t flags;           /* reserved, must be 0 */
 };
 
@@ -64,13 +69,16 @@ struct mstack_port_stats {
 	uint64_t kicks;            /* sendto() calls */
 	uint64_t kick_errors;      /* sendto() failures other than EAGAIN/EBUSY/ENOBUFS */
 	uint64_t completions;      /* frames reaped from the completion ring */
-	/* frame accounting, a snapshot; at rest rx_held == tx_held == tx_inflight == 0,
-	 * fill_level == rx_quota and tx_free == tx_quota */
+	uint64_t bad_descs;        /* RX/completion entries naming no frame the kernel held */
+	/* frame accounting, a snapshot; at rest rx_held == tx_held == tx_inflight == 0 and
+	 * tx_free == tx_quota */
 	uint32_t frames;           /* frames in the UMEM */
 	uint32_t rx_quota;         /* frames that circulate on the receive side */
 	uint32_t tx_quota;         /* frames that circulate on the send side */
 	uint32_t rx_held;          /* received frames the application has not released */
-	uint32_t fill_level;       /* frames on the fill ring not yet taken by the kernel */
+	uint32_t rx_stash;         /* released frames waiting for room on the fill ring */
+	uint32_t fill_level;       /* fill-ring entries the kernel has not yet marked as taken
+				    * (it does so lazily: may include frames already in use) */
 	uint32_t tx_free;          /* send frames ready for tx_alloc */
 	uint32_t tx_held;          /* frames from tx_alloc neither submitted nor released */
 	uint32_t tx_inflight;      /* submitted, not yet reaped from the completion ring */
@@ -89,7 +97,8 @@ struct mstack_port;
  * bound XSK (xsk_fd), put rx_quota frames on the fill ring and the rest on the TX free list.
  * The rings must be empty and untouched.  Takes ownership of both fds on success only (they
  * are made close-on-exec); the mappings are MADV_DONTFORK.  -EINVAL bad geometry, -EBUSY
- * rings not empty, -ENOTSOCK/-ENOPROTOOPT xsk_fd is no XSK, others from mmap/getsockopt. */
+ * rings not empty, -ENOTSOCK/-EPROTOTYPE xsk_fd is no AF_XDP socket, -ENOMEM, others from
+ * fstat/getsockopt/mmap (-EINVAL from mmap: a ring missing or smaller than g says). */
 int mstack_port_open(struct mstack_port **out, int umem_fd, int xsk_fd,
 		     const struct mstack_port_geom *g);
 
@@ -136,9 +145,6 @@ uint32_t mstack_port_tx_room(const struct mstack_port *port);
 /* Counters and frame accounting, plus XDP_STATISTICS (getsockopt).  out->sz must be set.
  * Returns 0 or a negative errno; library fields are filled even if getsockopt fails. */
 int mstack_port_stats(const struct mstack_port *port, struct mstack_port_stats *out);
-
-/* Short description of a return value of this library, for logs. */
-const char *mstack_port_strerror(int err);
 
 #ifdef __cplusplus
 }
