@@ -190,6 +190,12 @@ def del_link(name: str, netns: str | None = None) -> None:
         sh(["ip", *ns, "link", "del", "dev", name])
 
 
+def add_veth(name: str, peer: str, peer_netns: str, netns: str | None = None) -> None:
+    """A veth pair: `name` in `netns` (root if None), `peer` moved into `peer_netns`."""
+    ns = ["-n", netns] if netns else []
+    sh(["ip", *ns, "link", "add", name, "type", "veth", "peer", "name", peer, "netns", peer_netns])
+
+
 def disable_ipv6_root(ifname: str) -> None:
     Path(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6").write_text("1\n")
 
@@ -423,24 +429,12 @@ def remote_host_cm(*, remote_gro: bool | None = None) -> Iterator[RemoteHost]:
             prefix_len=24,
             subnet=str(lease.network),
         )
-        add_netns(h.ns)
+        # Each undo is registered before its object exists (they check first): a setup that
+        # fails half-way still leaves nothing behind.
         stack.callback(del_netns, h.ns)
-        sh(
-            [
-                "ip",
-                "link",
-                "add",
-                h.host_if,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                h.remote_if,
-                "netns",
-                h.ns,
-            ]
-        )
+        add_netns(h.ns)
         stack.callback(del_link, h.host_if)  # before the namespace: synchronous, no lingering
+        add_veth(h.host_if, h.remote_if, h.ns)
         disable_ipv6_root(h.host_if)
         # design.md section 3: a kernel sending over veth leaves TCP/UDP checksums partial;
         # the remote end is where a peer of a user-level stack sends from.
@@ -586,44 +580,14 @@ def impaired_remote_host_cm(**impairment: Any) -> Iterator[ImpairedRemoteHost]:
         )
         workdir = Path(tempfile.mkdtemp(prefix=f"{base}-relay-"))
         stack.callback(shutil.rmtree, workdir, True)
-        add_netns(h.ns)
         stack.callback(del_netns, h.ns)
-        add_netns(h.mid_ns)
+        add_netns(h.ns)
         stack.callback(del_netns, h.mid_ns)
-        sh(
-            [
-                "ip",
-                "link",
-                "add",
-                h.host_if,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                h.mid_host_if,
-                "netns",
-                h.mid_ns,
-            ]
-        )
+        add_netns(h.mid_ns)
         stack.callback(del_link, h.host_if)
-        sh(
-            [
-                "ip",
-                "-n",
-                h.mid_ns,
-                "link",
-                "add",
-                h.mid_remote_if,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                h.remote_if,
-                "netns",
-                h.ns,
-            ]
-        )
+        add_veth(h.host_if, h.mid_host_if, h.mid_ns)
         stack.callback(del_link, h.mid_remote_if, h.mid_ns)
+        add_veth(h.mid_remote_if, h.remote_if, h.ns, netns=h.mid_ns)
         disable_ipv6_root(h.host_if)
         # Real frames through the relay, never 64 KB super-frames, and full checksums on the
         # wire (a partial checksum would be forwarded as a bad one).
@@ -641,3 +605,56 @@ def impaired_remote_host_cm(**impairment: Any) -> Iterator[ImpairedRemoteHost]:
         assert h.relay is not None
         stack.callback(stop_process, h.relay)
         yield h
+
+
+# -- stale objects of dead runs (a pytest that was SIGKILLed) ------------------------------------
+
+
+def stale_objects() -> dict[str, list[str]]:
+    """Namespaces, root links and bpffs entries named by test runs that are no longer alive."""
+
+    def dead(name: str) -> bool:
+        m = NAME_RE.match(name)
+        return m is not None and not run_alive(m.group(1))
+
+    links = [link["ifname"] for link in ip_json("link", "show")]
+    bpf = Path("/sys/fs/bpf")
+    pins = [str(p) for p in bpf.iterdir()] if bpf.is_dir() else []
+    return {
+        "netns": sorted(n for n in netns_list() if dead(n)),
+        "links": sorted(n for n in links if dead(n)),
+        "pins": sorted(p for p in pins if dead(Path(p).name)),
+    }
+
+
+def cleanup_stale(dry_run: bool = True) -> dict[str, list[str]]:
+    """Remove what stale_objects() finds. Processes left in a stale namespace are not ours to
+    kill (their run is gone): they are reported and the namespace's name is removed."""
+    found = stale_objects()
+    if dry_run:
+        return found
+    for link in found["links"]:
+        del_link(link)
+    for ns in found["netns"]:
+        pids = netns_pids(ns)
+        if pids:
+            print(f"{ns}: processes still inside, not killed: {pids}", file=sys.stderr)
+        sh(["ip", "netns", "delete", ns], check=False)
+    for pin in found["pins"]:
+        if os.path.isdir(pin):
+            shutil.rmtree(pin, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(pin)
+    return found
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog="testbed.netns", description="List (or remove) test bed objects of dead runs."
+    )
+    ap.add_argument("--cleanup-stale", action="store_true", help="remove them")
+    a = ap.parse_args()
+    print(json.dumps(cleanup_stale(dry_run=not a.cleanup_stale), indent=1))
