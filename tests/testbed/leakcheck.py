@@ -301,6 +301,11 @@ def pytest_sessionfinish(
     if leaks:
         msg = [f"LEAK CHECK FAILED: {len(leaks)} object(s) survived the test run:"]
         msg += [f"  leaked: {line}" for line in leaks]
+        if any(f"mst{run_id()}-" not in line for line in leaks):
+            msg.append(
+                f"  (names without this run's prefix mst{run_id()}- may also come from someone "
+                f"else on this machine; {IGNORE_ENV}=glob,... excludes them)"
+            )
         if tr is not None:
             tr.write_sep("=", "testbed leak check", red=True, bold=True)
             for line in msg:
