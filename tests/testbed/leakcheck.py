@@ -301,7 +301,7 @@ def pytest_sessionfinish(
     if leaks:
         msg = [f"LEAK CHECK FAILED: {len(leaks)} object(s) survived the test run:"]
         msg += [f"  leaked: {line}" for line in leaks]
-        if any(f"mst{run_id()}-" not in line for line in leaks):
+        if any(f"mst{run_id()}-" not in x and not x.startswith("child") for x in leaks):
             msg.append(
                 f"  (names without this run's prefix mst{run_id()}- may also come from someone "
                 f"else on this machine; {IGNORE_ENV}=glob,... excludes them)"
