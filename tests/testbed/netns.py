@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from testbed.impair import DirectionStats, ImpairConfig
+
 TESTS_DIR = Path(__file__).resolve().parent.parent
 PREFIX = "mst"
 # A testbed name: `mst`, the run id, `-`; "mstack..." can never match ('k' is not hex).
@@ -37,6 +39,8 @@ IFNAMSIZ = 15
 
 class TestbedError(RuntimeError):
     """A test bed command failed; carries the command and the kernel's words."""
+
+    __test__ = False  # a class named Test* in a test module's namespace is not a test
 
 
 # -- run identity ----------------------------------------------------------------------------
@@ -297,24 +301,34 @@ def stop_process(p: subprocess.Popen[Any], grace: float = 2.0) -> None:
                 f.close()
 
 
-def wait_line(p: subprocess.Popen[str], token: str, timeout: float = 10.0) -> str:
-    """Read p's stdout until a line equal to `token` (a readiness signal); bounded in time."""
+def wait_line(p: subprocess.Popen[Any], token: str, timeout: float = 10.0) -> str:
+    """Read p's stdout until a line equal to `token` (a readiness signal); bounded in time.
+
+    Reads the pipe's fd a byte at a time: nothing after the token is consumed, so a later
+    communicate() still sees all the rest of the output."""
     import selectors
 
     assert p.stdout is not None
+    fd = p.stdout.fileno()
     deadline = time.monotonic() + timeout
     seen: list[str] = []
+    line = bytearray()
     with selectors.DefaultSelector() as sel:
-        sel.register(p.stdout, selectors.EVENT_READ)
+        sel.register(fd, selectors.EVENT_READ)
         while (left := deadline - time.monotonic()) > 0:
             if not sel.select(left):
                 break
-            line = p.stdout.readline()
-            if not line:
+            b = os.read(fd, 1)
+            if not b:
                 break
-            seen.append(line)
-            if line.strip() == token:
-                return line
+            if b != b"\n":
+                line += b
+                continue
+            text = line.decode(errors="replace")
+            line.clear()
+            seen.append(text)
+            if text.strip() == token:
+                return text
     err = p.stderr.read() if p.stderr and p.poll() is not None else ""
     raise TestbedError(f"no {token!r} from {p.args!r} in {timeout} s; stdout {seen!r} {err}")
 
@@ -490,8 +504,8 @@ class ImpairedRemoteHost(RemoteHost):
 class RelayStats:
     """What the relay reported. Directions as seen from the root namespace."""
 
-    to_remote: Any  # DirectionStats, frames root -> remote
-    to_host: Any  # DirectionStats, frames remote -> root
+    to_remote: DirectionStats  # frames root -> remote (the relay's a_to_b)
+    to_host: DirectionStats  # frames remote -> root (b_to_a)
     final: bool
     dumps: int
     elapsed_s: float
@@ -499,8 +513,6 @@ class RelayStats:
 
     @classmethod
     def load(cls, path: Path) -> RelayStats:
-        from testbed.impair import DirectionStats
-
         raw = json.loads(path.read_text())
         d = raw["directions"]
         return cls(
@@ -548,8 +560,6 @@ def _start_relay(h: ImpairedRemoteHost, workdir: Path, args: list[str]) -> None:
 
 def relay_args(**params: Any) -> list[str]:
     """Keyword impairments (loss=0.1, reorder_every=10, ...) as relay command-line options."""
-    from testbed.impair import ImpairConfig
-
     ImpairConfig(**{k: v for k, v in params.items() if k != "direction"})  # validate early
     out: list[str] = []
     for k, v in params.items():
