@@ -533,17 +533,20 @@ static void test_open_refuses_bad_fds(void)
 	close(sv[1]);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	RUN(test_setup_stocks_fill_ring);
-	RUN(test_rx_many_frames_no_drop);
-	RUN(test_rx_stash_when_fill_ring_tight);
-	RUN(test_tx_many_frames_no_leak);
-	RUN(test_kick_loops_over_copy_mode_budget);
-	RUN(test_kick_stops_without_progress);
-	RUN(test_tx_ring_full_partial_submit);
-	RUN(test_misuse_is_refused);
-	RUN(test_geometry_checks);
-	RUN(test_open_refuses_bad_fds);
-	return CHECK_DONE();
+	static const struct check_case cases[] = {
+		CHECK_CASE(test_setup_stocks_fill_ring),
+		CHECK_CASE(test_rx_many_frames_no_drop),
+		CHECK_CASE(test_rx_stash_when_fill_ring_tight),
+		CHECK_CASE(test_tx_many_frames_no_leak),
+		CHECK_CASE(test_kick_loops_over_copy_mode_budget),
+		CHECK_CASE(test_kick_stops_without_progress),
+		CHECK_CASE(test_tx_ring_full_partial_submit),
+		CHECK_CASE(test_misuse_is_refused),
+		CHECK_CASE(test_geometry_checks),
+		CHECK_CASE(test_open_refuses_bad_fds),
+	};
+
+	return check_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
 }

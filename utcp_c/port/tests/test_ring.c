@@ -177,14 +177,17 @@ static void test_needs_wakeup_flag(void)
 	CHECK(msport_ring_needs_wakeup(&r));
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	RUN(test_init_takes_current_indices);
-	RUN(test_producer_wraps);
-	RUN(test_producer_full_and_cancel);
-	RUN(test_producer_refreshes_only_when_short);
-	RUN(test_consumer_wraps);
-	RUN(test_consumer_descs_at_wrap);
-	RUN(test_needs_wakeup_flag);
-	return CHECK_DONE();
+	static const struct check_case cases[] = {
+		CHECK_CASE(test_init_takes_current_indices),
+		CHECK_CASE(test_producer_wraps),
+		CHECK_CASE(test_producer_full_and_cancel),
+		CHECK_CASE(test_producer_refreshes_only_when_short),
+		CHECK_CASE(test_consumer_wraps),
+		CHECK_CASE(test_consumer_descs_at_wrap),
+		CHECK_CASE(test_needs_wakeup_flag),
+	};
+
+	return check_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
 }

@@ -1,0 +1,377 @@
+"""The app side of a port (libmsport, utcp_c/port) on a real XSK, handed over like mstackd does.
+
+A veth pair: the app end in a fresh network namespace, the peer end in the root namespace where
+the test sends and receives raw frames (AF_PACKET).  `port_helper` plays the daemon (memfd UMEM,
+XDP program + XSKMAP, XSK bound in copy mode with libxdp, fds over SCM_RIGHTS) and, in a child
+that is `nobody` before the port exists, the application running the library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import selectors
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from testbed import netns as tb
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("MSTACK_BUILD_DIR", REPO / "build"))
+VARIANTS = {"normal": BUILD / "tests" / "port", "asan": BUILD / "asan" / "tests" / "port"}
+ETH_P_TEST = 0x88B5  # IEEE local experimental ethertype: no kernel stack acts on it
+NOBODY = 65534
+SO_RCVBUFFORCE = 33
+PACKET_STATISTICS = 6
+SOL_PACKET = 263
+
+
+def helper_path(variant: str = "normal") -> Path:
+    path = VARIANTS[variant] / "port_helper"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `make build` first")
+    return path
+
+
+# -- frames ----------------------------------------------------------------------------------
+
+
+def gen_frame(hdr: bytes, seq: int) -> bytes:
+    """The helper's gen_frame(): header, seq (big endian), (seq + i) & 0xff; 60..1514 bytes."""
+    length = 60 + (seq * 7) % 1455
+    body = bytes((seq + i) & 0xFF for i in range(length - 18))
+    return hdr + struct.pack("!I", seq) + body
+
+
+def mac_bytes(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+# -- topology --------------------------------------------------------------------------------
+
+
+@dataclass
+class PortLink:
+    ns: str
+    app_if: str  # in ns, carries the XSK
+    peer_if: str  # in the root namespace, where the test sends and listens
+    app_mac: bytes
+    peer_mac: bytes
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def hdr_to_app(self) -> bytes:
+        return self.app_mac + self.peer_mac + struct.pack("!H", ETH_P_TEST)
+
+    def hdr_to_peer(self) -> bytes:
+        return self.peer_mac + self.app_mac + struct.pack("!H", ETH_P_TEST)
+
+    def start(self, args: Sequence[str], variant: str = "normal") -> subprocess.Popen[str]:
+        argv = ["ip", "netns", "exec", self.ns, str(helper_path(variant)), "--ifname"]
+        argv += [self.app_if, *args]
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=0")  # libbpf/libxdp in the daemon half
+        p = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.procs.append(p)
+        return p
+
+
+@pytest.fixture
+def port_link() -> Iterator[PortLink]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, XDP)")
+    ns = tb.unique_name()
+    peer_if, app_if = tb.unique_name("h"), tb.unique_name("p")
+    link = None
+    try:
+        tb.add_netns(ns)  # IPv6 off for every link in it
+        tb.add_veth(peer_if, app_if, ns)
+        tb.disable_ipv6_root(peer_if)
+        tb.ethtool_off(peer_if, ["tx"])
+        tb.ethtool_off(app_if, ["tx"], netns=ns)
+        tb.sh(["ip", "link", "set", peer_if, "up"])
+        tb.sh(["ip", "-n", ns, "link", "set", app_if, "up"])
+        link = PortLink(
+            ns,
+            app_if,
+            peer_if,
+            mac_bytes(tb.link_info(app_if, netns=ns)["address"]),
+            mac_bytes(tb.link_info(peer_if)["address"]),
+        )
+        yield link
+    finally:
+        if link is not None:
+            for p in link.procs:
+                tb.stop_process(p)
+        tb.del_link(peer_if)
+        tb.del_netns(ns)
+
+
+# -- the helper's output -----------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    rc: int
+    ready: str
+    frames: list[bytes]
+    stats: dict[str, int]
+    stderr: str
+
+
+def read_until_exit(p: subprocess.Popen[str], timeout: float, stdin: str | None = None) -> Result:
+    try:
+        out, err = p.communicate(input=stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        tb.stop_process(p)
+        pytest.fail(f"port_helper did not finish in {timeout} s")
+    return parse(p.returncode, out, err)
+
+
+def parse(rc: int, out: str, err: str, ready: str = "") -> Result:
+    frames, stats = [], {}
+    for line in out.splitlines():
+        if line.startswith("READY"):
+            ready = line
+        elif line.startswith("F "):
+            frames.append(bytes.fromhex(line[2:]))
+        elif line.startswith("STATS "):
+            stats = json.loads(line[6:])
+    return Result(rc, ready, frames, stats, err)
+
+
+def wait_ready(p: subprocess.Popen[str], timeout: float = 15.0) -> str:
+    line = read_line(p, timeout)
+    if not line.startswith("READY"):
+        tb.stop_process(p)
+        err = p.stderr.read() if p.stderr else ""
+        pytest.fail(f"port_helper not ready: {line!r} {err}")
+    return line
+
+
+def read_line(p: subprocess.Popen[str], timeout: float) -> str:
+    assert p.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(p.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout):
+            return ""
+        return p.stdout.readline()
+
+
+def assert_unprivileged(ready: str) -> None:
+    """The process that mapped the port is nobody, holds no capability, and could not have
+    created an AF_XDP socket itself."""
+    fields = dict(kv.split("=") for kv in ready.split()[1:])
+    assert fields == {"uid": str(NOBODY), "caps": "0", "xsk_denied": "1"}, ready
+
+
+def assert_at_rest(stats: dict[str, int]) -> None:
+    """Every frame is back where it started: no buffer leaked on either side."""
+    assert stats["stats_err"] == 0
+    assert stats["rx_held"] == 0 and stats["tx_held"] == 0 and stats["tx_inflight"] == 0
+    assert stats["tx_free"] == stats["tx_quota"], stats
+    assert stats["rx_quota"] + stats["tx_quota"] == stats["frames"]
+    assert stats["bad_descs"] == 0 and stats["kick_errors"] == 0
+    assert stats["k_rx_invalid_descs"] == 0 and stats["k_tx_invalid_descs"] == 0
+
+
+@contextlib.contextmanager
+def sniffer(ifname: str) -> Iterator[socket.socket]:
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_TEST))
+    try:
+        s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
+        s.bind((ifname, ETH_P_TEST))
+        yield s
+    finally:
+        s.close()
+
+
+def receive(s: socket.socket, n: int, timeout: float) -> list[bytes]:
+    got: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and (left := deadline - time.monotonic()) > 0:
+        s.settimeout(left)
+        try:
+            data, addr = s.recvfrom(4096)
+        except TimeoutError:
+            break
+        if addr[2] != socket.PACKET_OUTGOING:
+            got.append(data)
+    # Anything more would be a duplicate or a stray frame.
+    s.settimeout(0.2)
+    with contextlib.suppress(TimeoutError):
+        while True:
+            got.append(s.recv(4096))
+    return got
+
+
+def packet_drops(s: socket.socket) -> int:
+    _, drops = struct.unpack("II", s.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+    return int(drops)
+
+
+def sender(ifname: str) -> socket.socket:
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((ifname, 0))
+    return s
+
+
+# -- tests -------------------------------------------------------------------------------------
+
+
+@pytest.mark.system
+@pytest.mark.parametrize("variant", ["normal", "asan"])
+def test_rx_frames_arrive_byte_exact_in_order(port_link: PortLink, variant: str) -> None:
+    n = 300
+    p = port_link.start(["--timeout", "20", "rx", str(n)], variant)
+    ready = wait_ready(p)
+    assert_unprivileged(ready)
+    hdr = port_link.hdr_to_app()
+    sent = [gen_frame(hdr, seq) for seq in range(n)]
+    with contextlib.closing(sender(port_link.peer_if)) as s:
+        for frame in sent:
+            s.send(frame)
+    res = read_until_exit(p, 40)
+    assert res.rc == 0, res.stderr
+    assert res.stats["received"] == n and res.stats["extra"] == 0
+    assert len(res.frames) == n
+    for seq, (want, got) in enumerate(zip(sent, res.frames, strict=True)):
+        assert got == want, f"frame {seq}: {len(got)} bytes, expected {len(want)}"
+    assert_at_rest(res.stats)
+    assert res.stats["rx_frames"] == n
+    assert res.stats["k_rx_dropped"] == 0 and res.stats["k_rx_ring_full"] == 0
+
+
+@pytest.mark.system
+@pytest.mark.parametrize("variant", ["normal", "asan"])
+def test_tx_frames_arrive_byte_exact_in_order(port_link: PortLink, variant: str) -> None:
+    rng = random.Random(20261126)
+    hdr = port_link.hdr_to_peer()
+    lengths = [60, 61, 1514, 1513, 64, 128, 1000] + [rng.randint(60, 1514) for _ in range(193)]
+    frames = [hdr + rng.randbytes(n - 14) for n in lengths]
+    with sniffer(port_link.peer_if) as sniff:
+        p = port_link.start(["--timeout", "20", "tx"], variant)
+        res = read_until_exit(p, 40, stdin="".join(f"F {f.hex()}\n" for f in frames))
+        assert res.rc == 0, res.stderr
+        got = receive(sniff, len(frames), 10)
+        assert packet_drops(sniff) == 0
+    assert_unprivileged(res.ready)
+    assert len(got) == len(frames)
+    for i, (want, have) in enumerate(zip(frames, got, strict=True)):
+        assert have == want, f"frame {i}: {len(have)} bytes, expected {len(want)}"
+    assert res.stats["sent"] == len(frames) and res.stats["tx_frames"] == len(frames)
+    assert res.stats["completions"] == len(frames)
+    assert_at_rest(res.stats)
+
+
+# A port much smaller than the bursts: 1024 frames, 256-entry rings, so 10,000 frames wrap every
+# ring dozens of times; the fill ring must be restocked and the completion ring reaped.
+SMALL = ["--frames", "1024", "--ring", "256", "--fill", "512"]
+BURST = 10_000
+
+
+@pytest.mark.system
+def test_rx_burst_larger_than_rings_restocks_fill_ring(port_link: PortLink) -> None:
+    progress = 64
+    p = port_link.start([*SMALL, "--timeout", "60", "--progress", str(progress), "rx", str(BURST)])
+    assert_unprivileged(wait_ready(p))
+    hdr = port_link.hdr_to_app()
+    sent = [gen_frame(hdr, seq) for seq in range(BURST)]
+    rx_quota = 256  # min(frames / 2, fill / 2)
+    got = 0
+    deadline = time.monotonic() + 60
+    with contextlib.closing(sender(port_link.peer_if)) as s:
+        for seq, frame in enumerate(sent):
+            # Flow control from the app's progress lines: never more frames in flight than
+            # its receive side holds, so any loss is the library's fault, not a race.
+            while seq - got >= rx_quota - progress:
+                line = read_line(p, max(0.0, deadline - time.monotonic()))
+                assert line.startswith("GOT "), f"no progress at {seq} sent, {got} received"
+                got = int(line.split()[1])
+            s.send(frame)
+    res = read_until_exit(p, 60)
+    assert res.rc == 0, res.stderr
+    assert res.stats["received"] == BURST and res.stats["extra"] == 0
+    assert res.frames == sent
+    assert_at_rest(res.stats)
+    assert res.stats["rx_quota"] == rx_quota
+    assert res.stats["k_rx_dropped"] == 0 and res.stats["k_rx_fill_ring_empty_descs"] == 0
+
+
+@pytest.mark.system
+def test_tx_burst_larger_than_rings_reaps_completions(port_link: PortLink) -> None:
+    hdr = port_link.hdr_to_peer()
+    with sniffer(port_link.peer_if) as sniff:
+        p = port_link.start([*SMALL, "--hdr", hdr.hex(), "--timeout", "60", "tx-burst", str(BURST)])
+        res = read_until_exit(p, 90)
+        assert res.rc == 0, res.stderr
+        got = receive(sniff, BURST, 30)
+        assert packet_drops(sniff) == 0
+    assert_unprivileged(res.ready)
+    assert len(got) == BURST
+    for seq, frame in enumerate(got):
+        assert frame == gen_frame(hdr, seq), f"frame {seq}"
+    st = res.stats
+    assert st["tx_frames"] == BURST and st["completions"] == BURST
+    assert st["tx_quota"] == 768 and 10 * st["tx_quota"] < BURST  # every frame reused ~13x
+    assert_at_rest(st)
+    # One kick per batch of 64 (the library raises the copy-mode budget to the ring size on
+    # kernels that allow it; elsewhere a kick takes two sendto calls per 64 frames).
+    assert st["kicks"] <= 2 * (BURST // 64 + 1) + 50
+
+
+@pytest.mark.system
+def test_bad_geometry_is_refused_and_nothing_left(port_link: PortLink) -> None:
+    """More receive frames than the UMEM holds: the library refuses the port with -EINVAL, the
+    helper fails cleanly, and the daemon half takes its XDP program off the link."""
+    p = port_link.start(["--rx-frames", "5000", "--timeout", "5", "rx", "1"])
+    res = read_until_exit(p, 30)
+    assert res.rc == 2
+    assert "mstack_port_open: Invalid argument" in res.stderr
+    info = tb.link_info(port_link.app_if, netns=port_link.ns)
+    assert "xdp" not in info, info
+
+
+# -- the C unit tests (no privileges), one pytest case per C case -------------------------------
+
+
+def _c_cases() -> list[object]:
+    params: list[object] = []
+    for variant, tdir in VARIANTS.items():
+        for name in ("test_ring", "test_frames"):
+            path = tdir / name
+            if not path.exists():
+                params.append(pytest.param(path, None, id=f"{variant}-{name}-missing"))
+                continue
+            out = subprocess.run(
+                [str(path), "--list"], capture_output=True, text=True, timeout=60, check=False
+            ).stdout
+            for case in out.split():
+                params.append(pytest.param(path, case, id=f"{variant}-{name}-{case}"))
+    return params
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("binary", "case"), _c_cases())
+def test_c_unit(binary: Path, case: str | None) -> None:
+    if case is None:
+        pytest.fail(f"{binary} is missing: run `make build` first")
+    proc = subprocess.run(
+        [str(binary), case], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
