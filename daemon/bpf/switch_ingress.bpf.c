@@ -26,6 +26,16 @@ struct icmphdr {
 #define ICMP_TIME_EXCEEDED 11
 #define ICMP_PARAMETERPROB 12
 
+/* Port id -> host end of the port's veth: where ingress redirects a port's frames. Not pinned
+ * by name: the kernel marks devmaps BPF_F_RDONLY_PROG, and libbpf 1.1 then refuses to reuse
+ * the pin ("parameter mismatch"); mstackd pins it itself and reuses it by fd. */
+struct {
+    __uint(type, BPF_MAP_TYPE_DEVMAP);
+    __uint(max_entries, MSTACK_MAX_PORTS);
+    __type(key, __u32);
+    __type(value, __u32);
+} port_devmap SEC(".maps");
+
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
     __uint(pinning, LIBBPF_PIN_BY_NAME);

@@ -57,15 +57,6 @@ struct {
     __type(value, struct mstack_flow);
 } flows SEC(".maps");
 
-/* Port id -> host end of the port's veth (ingress redirects frames into the port). */
-struct {
-    __uint(type, BPF_MAP_TYPE_DEVMAP);
-    __uint(pinning, LIBBPF_PIN_BY_NAME);
-    __uint(max_entries, MSTACK_MAX_PORTS);
-    __type(key, __u32);
-    __type(value, __u32);
-} port_devmap SEC(".maps");
-
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
     __uint(pinning, LIBBPF_PIN_BY_NAME);

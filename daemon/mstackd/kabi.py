@@ -23,6 +23,12 @@ XDP_FLAGS_DRV_MODE = 4
 XDP_FLAGS_HW_MODE = 8
 XDP_FLAGS_REPLACE = 16
 
+# linux/if_xdp.h: XSK bind flags and socket options; SOL_XDP from the libc socket header
+XDP_COPY = 1 << 1
+XDP_USE_NEED_WAKEUP = 1 << 3
+XDP_STATISTICS = 7
+SOL_XDP = 283
+
 # linux/magic.h: statfs f_type of a bpffs mount
 BPF_FS_MAGIC = 0xCAFE4A11
 
@@ -40,4 +46,8 @@ HEADERS = {
     "XDP_FLAGS_HW_MODE": "linux/if_link.h",
     "XDP_FLAGS_REPLACE": "linux/if_link.h",
     "BPF_FS_MAGIC": "linux/magic.h",
+    "XDP_COPY": "linux/if_xdp.h",
+    "XDP_USE_NEED_WAKEUP": "linux/if_xdp.h",
+    "XDP_STATISTICS": "linux/if_xdp.h",
+    "SOL_XDP": "sys/socket.h",
 }

@@ -70,6 +70,8 @@ ffi.cdef(
     int bpf_xdp_query_id(int ifindex, int flags, uint32_t *prog_id);
 
     int vsnprintf(char *str, size_t size, const char *format, void *ap);
+    int mount(const char *source, const char *target, const char *fstype,
+              unsigned long flags, const void *data);
     """
 )
 
@@ -126,6 +128,14 @@ def _check(rc: int, what: str) -> int:
     if rc < 0:
         raise BpfError(-rc, what)
     return rc
+
+
+def mount(source: str, target: str, fstype: str) -> None:
+    """mount(2), for bpffs (Python has no binding)."""
+    libc = ffi.dlopen(None)
+    if libc.mount(source.encode(), target.encode(), fstype.encode(), 0, ffi.NULL) != 0:
+        err = ffi.errno
+        raise OSError(err, f"mount {fstype} on {target}: {os.strerror(err)}")
 
 
 def possible_cpus() -> int:

@@ -1,0 +1,282 @@
+"""The switch's data plane as mstackd drives it: the BPF objects (maps pinned by name under the
+BPF directory, so they outlive the daemon), attaching the ingress program to NICs, and creating
+and removing ports — a veth pair whose app end lives in the ports namespace with the XSK, and
+whose host end carries the egress check. The control plane (registry, protocol) calls this;
+nothing here knows about processes or sockets."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyroute2 import IPRoute
+from pyroute2.ethtool import Ethtool
+
+from mstackd import kabi, libbpf, paths
+from mstackd.abi import consts
+from mstackd.nsexec import NetnsExecutor, ensure_netns, netns_path, remove_netns
+from mstackd.switch import SwitchMaps, mac_bytes
+from mstackd.xsk import Geometry, XskHandle, create_xsk
+
+log = logging.getLogger("mstackd.dataplane")
+
+MODES = {"native": kabi.XDP_FLAGS_DRV_MODE, "generic": kabi.XDP_FLAGS_SKB_MODE}
+
+
+class AttachError(Exception):
+    """Attaching the switch to a NIC was refused; the message says why and what to do."""
+
+
+@dataclass
+class Nic:
+    ifname: str
+    ifindex: int
+    mac: str
+    mtu: int
+    mode: str
+    prog_id: int
+    addrs: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Port:
+    port_id: int
+    host_if: str
+    app_if: str
+    host_ifindex: int
+    app_ifindex: int
+    geom: Geometry
+    xsk: XskHandle | None = None
+
+
+def ensure_bpffs(path: Path) -> None:
+    """bpffs must be mounted where the pins go (systemd mounts /sys/fs/bpf; bare hosts may not)."""
+    root = Path("/sys/fs/bpf")
+    if path.is_relative_to(root) and not _is_bpffs(root):
+        libbpf.mount("bpf", str(root), "bpf")
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def _is_bpffs(p: Path) -> bool:
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1:3] == [str(p), "bpf"] for line in f)
+
+
+def _write_sysctl(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+class Dataplane:
+    """Loaded switch programs, attached NICs and live ports of one mstackd."""
+
+    def __init__(
+        self,
+        bpf_dir: Path,
+        ports_netns: str = paths.DEFAULT_PORTS_NETNS,
+        port_prefix: str = "msp",
+    ) -> None:
+        if len(port_prefix) > 8:
+            raise ValueError("port name prefix: at most 8 characters (IFNAMSIZ)")
+        self.bpf_dir = bpf_dir
+        self.ports_netns = ports_netns
+        self.port_prefix = port_prefix
+        ensure_bpffs(bpf_dir)
+        self.ingress = self._load_ingress(bpf_dir)
+        self.portprog = libbpf.BpfObject(paths.bpf_object("switch_port.bpf.o"), bpf_dir).load()
+        self.maps = SwitchMaps(self.ingress)
+        self.xsks = self.portprog.map("xsks", "__u32", "__u32")
+        self.egress_stats = self.portprog.map("egress_stats", "__u32", "__u64")
+        self.created_netns = ensure_netns(ports_netns)
+        self.ns = NetnsExecutor(ports_netns)
+        # No IPv6 on port links: the kernel would emit solicitations on them.
+        self.ns.run(_write_sysctl, "/proc/sys/net/ipv6/conf/default/disable_ipv6", "1")
+        self.ns.run(_write_sysctl, "/proc/sys/net/ipv6/conf/all/disable_ipv6", "1")
+        self.nics: dict[str, Nic] = {}
+        self.ports: dict[int, Port] = {}
+
+    @staticmethod
+    def _load_ingress(bpf_dir: Path) -> libbpf.BpfObject:
+        obj = libbpf.BpfObject(paths.bpf_object("switch_ingress.bpf.o"), bpf_dir)
+        pin = bpf_dir / "port_devmap"
+        try:
+            if pin.exists():  # a restarted daemon: the same devmap the attached programs use
+                obj.reuse_map("port_devmap", pin)
+            obj.load()
+            if not pin.exists():
+                obj.map("port_devmap", "__u32", "__u32").pin(pin)
+        except BaseException:
+            obj.close()
+            raise
+        return obj
+
+    # -- NICs ---------------------------------------------------------------------------------
+
+    def attach_nic(self, ifname: str, mode: str = "native") -> Nic:
+        if mode not in MODES:
+            raise AttachError(f"mode must be native or generic, not {mode!r}")
+        if ifname in self.nics:
+            raise AttachError(f"{ifname}: already attached ({self.nics[ifname].mode})")
+        try:
+            ifindex = socket.if_nametoindex(ifname)
+        except OSError as e:
+            raise AttachError(f"{ifname}: no such interface") from e
+        existing = libbpf.xdp_query_id(ifindex)
+        if existing:
+            raise AttachError(
+                f"{ifname} already has an XDP program (id {existing}) that is not mstackd's; "
+                "remove it first (ip link set dev IFACE xdp off) — mstackd will not replace it, "
+                "and libxdp's multi-program dispatcher does not load on this kernel"
+            )
+        if mode == "generic" and Ethtool().get_features(ifname).features["rx-gro"].enable:
+            raise AttachError(
+                f"{ifname}: generic XDP runs after GRO, which merges frames beyond what a port "
+                f"can hold; turn GRO off first (ethtool -K {ifname} gro off) or use native mode"
+            )
+        with IPRoute() as ipr:
+            link = ipr.link("get", index=ifindex)[0]
+            mac = link.get("IFLA_ADDRESS")
+            mtu = int(link.get("IFLA_MTU"))
+            addrs = {a.get("IFA_ADDRESS") for a in ipr.get_addr(index=ifindex, family=2)}
+        self.maps.add_nic(ifindex, mac_bytes(mac))
+        for a in addrs:
+            self.maps.add_local_addr(ifindex, a)
+        try:
+            fd = self.ingress.program_fd("switch_ingress")
+            libbpf.xdp_attach(ifindex, fd, MODES[mode] | kabi.XDP_FLAGS_UPDATE_IF_NOEXIST)
+        except libbpf.BpfError as e:
+            for a in addrs:
+                self.maps.del_local_addr(ifindex, a)
+            self.maps.nics.delete(ifindex)
+            raise AttachError(f"{ifname}: attaching the switch in {mode} mode failed: {e}") from e
+        nic = Nic(ifname, ifindex, mac, mtu, mode, libbpf.xdp_query_id(ifindex, MODES[mode]), addrs)
+        self.nics[ifname] = nic
+        log.info("attached %s (%s, prog %d), addresses %s", ifname, mode, nic.prog_id, addrs)
+        return nic
+
+    def detach_nic(self, ifname: str) -> None:
+        nic = self.nics.pop(ifname, None)
+        if nic is None:
+            raise AttachError(f"{ifname}: not attached")
+        with contextlib.suppress(libbpf.BpfError, OSError):
+            if libbpf.xdp_query_id(nic.ifindex, MODES[nic.mode]) == nic.prog_id:
+                libbpf.xdp_detach(nic.ifindex, MODES[nic.mode])
+        for a in nic.addrs:
+            self.maps.del_local_addr(nic.ifindex, a)
+        self.maps.nics.delete(nic.ifindex)
+
+    def nic_addr_added(self, ifindex: int, addr: str) -> None:
+        for nic in self.nics.values():
+            if nic.ifindex == ifindex and addr not in nic.addrs:
+                nic.addrs.add(addr)
+                self.maps.add_local_addr(ifindex, addr)
+
+    def nic_addr_removed(self, ifindex: int, addr: str) -> None:
+        for nic in self.nics.values():
+            if nic.ifindex == ifindex and addr in nic.addrs:
+                nic.addrs.discard(addr)
+                self.maps.del_local_addr(ifindex, addr)
+
+    # -- ports --------------------------------------------------------------------------------
+
+    def _free_port_id(self) -> int:
+        for pid in range(1, consts.MSTACK_MAX_PORTS):
+            if pid not in self.ports:
+                return pid
+        raise OSError(errno.ENOSPC, f"all {consts.MSTACK_MAX_PORTS - 1} ports are in use")
+
+    def create_port(self, geom: Geometry | None = None) -> Port:
+        """A new port with its XSK; the caller hands `port.xsk` fds to the application and then
+        closes its own copies (the XSKMAP keeps the socket)."""
+        geom = geom or Geometry()
+        geom.validate()
+        port_id = self._free_port_id()
+        host_if = f"{self.port_prefix}{port_id}h"
+        app_if = f"{self.port_prefix}{port_id}a"
+        port = Port(port_id, host_if, app_if, 0, 0, geom)
+        self.ports[port_id] = port
+        try:
+            with IPRoute() as ipr:
+                ipr.link(
+                    "add",
+                    ifname=host_if,
+                    kind="veth",
+                    peer={"ifname": app_if, "net_ns_fd": netns_path(self.ports_netns)},
+                )
+                port.host_ifindex = ipr.link_lookup(ifname=host_if)[0]
+                _write_sysctl(f"/proc/sys/net/ipv6/conf/{host_if}/disable_ipv6", "1")
+                ipr.link("set", index=port.host_ifindex, state="up")
+            port.app_ifindex = self.ns.run(self._setup_app_end, app_if)
+            self.maps.port_by_app_if.update(port.app_ifindex, port_id)
+            self.maps.port_by_host_if.update(port.host_ifindex, port_id)
+            libbpf.tc_attach(port.host_ifindex, self.portprog.program_fd("port_egress"))
+            port.xsk = self.ns.run(create_xsk, app_if, geom, f"mstack-port-{port_id}")
+            self.xsks.update(port_id, port.xsk.xsk_fd)
+            self.maps.set_port(port_id, port.host_ifindex)
+        except BaseException:
+            self.delete_port(port_id)
+            raise
+        log.info("port %d: %s <-> %s/%s", port_id, host_if, self.ports_netns, app_if)
+        return port
+
+    def _setup_app_end(self, app_if: str) -> int:
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=app_if)[0]
+            ipr.link("set", index=idx, state="up")
+        fd = self.portprog.program_fd("port_xsk")
+        libbpf.xdp_attach(idx, fd, kabi.XDP_FLAGS_DRV_MODE)
+        return int(idx)
+
+    def delete_port(self, port_id: int) -> None:
+        """Remove a port: steering first (no frame may reach a half-gone port), then its links."""
+        port = self.ports.pop(port_id, None)
+        if port is None:
+            return
+        for m, k in (
+            (self.maps.port_devmap, port_id),
+            (self.xsks, port_id),
+            (self.maps.port_by_host_if, port.host_ifindex),
+            (self.maps.port_by_app_if, port.app_ifindex),
+        ):
+            with contextlib.suppress(libbpf.BpfError):
+                m.delete(k)
+        self._forget_port_flows(port_id)
+        if port.xsk is not None:
+            port.xsk.close()
+        # Deleting one end of a veth deletes both, and the programs with them.
+        with IPRoute() as ipr, contextlib.suppress(Exception):
+            idx = ipr.link_lookup(ifname=port.host_if)
+            if idx:
+                ipr.link("del", index=idx[0])
+
+    def _forget_port_flows(self, port_id: int) -> None:
+        for key in list(self.maps.flows.each_key()):
+            f = self.maps.flows.lookup(key)
+            if f is not None and f.port_id == port_id:
+                self.maps.flows.delete(key)
+
+    # -- lifetime -----------------------------------------------------------------------------
+
+    def close(self, teardown: bool = True) -> None:
+        """Close fds. With `teardown` (detach, shutdown), also remove every port, detach every
+        NIC and unpin every map: nothing is left behind."""
+        if teardown:
+            for port_id in list(self.ports):
+                self.delete_port(port_id)
+            for ifname in list(self.nics):
+                self.detach_nic(ifname)
+        self.ns.close()
+        self.ingress.close()
+        self.portprog.close()
+        if teardown:
+            for p in self.bpf_dir.iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+            with contextlib.suppress(OSError):
+                self.bpf_dir.rmdir()
+            if self.created_netns:
+                remove_netns(self.ports_netns)
