@@ -34,6 +34,8 @@ bpf:
 utcp:
 	$(MAKE) -C utcp_c BUILD=$(BUILD)
 	$(MAKE) -C utcp_c BUILD=$(BUILD)/asan SAN=1
+	$(MAKE) -C utcp_c/port BUILD=$(BUILD)
+	$(MAKE) -C utcp_c/port BUILD=$(BUILD)/asan SAN=1
 
 shim: utcp
 	$(MAKE) -C shim BUILD=$(BUILD)
@@ -65,5 +67,6 @@ bench: deps build
 clean:
 	$(MAKE) -C daemon/bpf clean BUILD=$(BUILD)/bpf
 	$(MAKE) -C utcp_c clean BUILD=$(BUILD)
+	$(MAKE) -C utcp_c/port clean BUILD=$(BUILD)
 	$(MAKE) -C shim clean BUILD=$(BUILD)
 	rm -rf $(BUILD)
