@@ -1,0 +1,152 @@
+/* mstack_proto.h — the control protocol between applications (the shim, mstack-httpd) and
+ * mstackd, over the path-based unix sockets $MSTACK_RUN_DIR/app.sock and admin.sock
+ * (SOCK_SEQPACKET: one message per datagram; fds travel with SCM_RIGHTS).
+ *
+ * mstackd reads this very file with cffi, so it holds only integer #defines and structs of
+ * fixed-width integers (no expressions, no macros with arguments). Native byte order: both
+ * ends are on one host. Every message starts with mstack_msg_hdr; a request of type T is
+ * answered by one message of type T | MSTACK_MSG_REPLY beginning with mstack_reply, echoing
+ * the request's seq. A message that is truncated, oversized, of an unknown version or type,
+ * or that lacks or carries the wrong kind of fd gets an error reply (or, if even the header is
+ * unusable, the connection is closed); the daemon keeps serving everyone else. */
+#ifndef MSTACK_PROTO_H
+#define MSTACK_PROTO_H
+
+#include <stdint.h>
+
+#define MSTACK_PROTO_MAGIC      1263817549
+#define MSTACK_PROTO_VERSION    1
+#define MSTACK_MSG_MAX          512
+#define MSTACK_MSG_MAX_FDS      2
+#define MSTACK_DETAIL_LEN       120
+#define MSTACK_MAX_ADDRS        8
+
+/* Request types (app.sock). */
+#define MSTACK_MSG_HELLO        1
+#define MSTACK_MSG_PORT_OPEN    2
+#define MSTACK_MSG_PORT_CLOSE   3
+#define MSTACK_MSG_REGISTER     4
+#define MSTACK_MSG_CLAIM        5
+#define MSTACK_MSG_RELEASE      6
+#define MSTACK_MSG_GROUP_JOIN   7
+#define MSTACK_MSG_GROUP_LEAVE  8
+#define MSTACK_MSG_STATS_REGION 9
+#define MSTACK_MSG_REPLY        32768
+
+/* Binding kinds of a REGISTER (the same values as the switch's, mstack_abi.h). */
+#define MSTACK_REG_LISTEN       1
+#define MSTACK_REG_CONNECT      2
+#define MSTACK_REG_UDP          3
+
+struct mstack_msg_hdr {
+    uint32_t magic;       /* MSTACK_PROTO_MAGIC ("MSTK") */
+    uint16_t version;     /* MSTACK_PROTO_VERSION */
+    uint16_t type;        /* MSTACK_MSG_* (| MSTACK_MSG_REPLY in replies) */
+    uint32_t len;         /* bytes of the whole message, header included */
+    uint32_t seq;         /* chosen by the requester, echoed in the reply */
+};
+
+struct mstack_reply {
+    struct mstack_msg_hdr hdr;
+    int32_t status;                  /* 0, or a negative errno */
+    uint32_t pad;
+    char detail[120];                /* NUL-terminated words for a person, on error */
+};
+
+/* HELLO: first message on a connection. pid must be the sender's (checked against
+ * SO_PEERCRED); one connection per process — a forked child connects anew. */
+struct mstack_hello {
+    struct mstack_msg_hdr hdr;
+    uint32_t pid;
+    uint32_t flags;
+};
+
+struct mstack_hello_reply {
+    struct mstack_reply r;
+    uint32_t daemon_version;
+    uint32_t max_ports;
+};
+
+/* PORT_OPEN: a port for this process's stack. Zero fields ask for the daemon's defaults.
+ * The reply carries two fds, the UMEM memfd then the XSK, and what the stack needs to use
+ * them and to address its frames. Next hops are the switch's job: the egress program fills
+ * in both MAC addresses from the kernel's routes and neighbours. */
+struct mstack_port_open {
+    struct mstack_msg_hdr hdr;
+    uint32_t frames;
+    uint32_t ring_size;
+    uint32_t flags;
+    uint32_t pad;
+};
+
+struct mstack_port_open_reply {
+    struct mstack_reply r;
+    uint32_t port_id;
+    uint32_t nic_ifindex;
+    /* geometry (mstack_port_geom in mstack_port.h) */
+    uint64_t umem_size;
+    uint32_t frame_size;
+    uint32_t frame_headroom;
+    uint32_t rx_size;
+    uint32_t tx_size;
+    uint32_t fill_size;
+    uint32_t comp_size;
+    uint32_t bind_flags;
+    uint32_t mtu;
+    uint8_t nic_mac[6];
+    uint16_t n_addrs;
+    uint32_t addrs[8];               /* the NIC's IPv4 addresses, network byte order */
+};
+
+/* PORT_CLOSE: the port goes (its listen-group memberships with it). */
+struct mstack_port_close {
+    struct mstack_msg_hdr hdr;
+    uint32_t port_id;
+    uint32_t pad;
+};
+
+/* REGISTER: carries one fd, the shadow kernel socket bound to the 3-tuple the user-level
+ * socket uses (listening, for MSTACK_REG_LISTEN). The daemon checks it (network namespace,
+ * domain, type, protocol, listening state, address) before it installs the binding, keeps its
+ * own copy while the binding lives, and counts the sender as its first claimant. Sockets the
+ * kernel let share a 3-tuple (SO_REUSEPORT, same owner) share one binding and listen group. */
+struct mstack_register {
+    struct mstack_msg_hdr hdr;
+    uint32_t kind;                   /* MSTACK_REG_* */
+    uint32_t port_id;                /* CONNECT, UDP: the port that owns the binding */
+};
+
+struct mstack_register_reply {
+    struct mstack_reply r;
+    uint32_t binding_id;
+    uint32_t proto;                  /* 6 or 17 */
+    uint32_t addr;                   /* network byte order; 0 = wildcard */
+    uint16_t port;                   /* network byte order */
+    uint16_t pad;
+};
+
+/* CLAIM: "this process holds the socket too" (after fork, after exec), with the socket's fd
+ * as proof. RELEASE: it no longer does. A binding lives while a live claimant holds it. */
+struct mstack_claim {
+    struct mstack_msg_hdr hdr;
+    uint32_t binding_id;
+    uint32_t pad;
+};
+
+/* GROUP_JOIN / GROUP_LEAVE: this process's port waits (accept, poll) on a listening binding
+ * it has claimed, and so receives a share of its new flows — or stops waiting. */
+struct mstack_group_msg {
+    struct mstack_msg_hdr hdr;
+    uint32_t binding_id;
+    uint32_t port_id;
+};
+
+/* STATS_REGION: carries one fd, a memfd the stack writes its counters and connection table
+ * to; the daemon maps it read-only for mstackctl conns/stats. */
+struct mstack_stats_region {
+    struct mstack_msg_hdr hdr;
+    uint32_t port_id;
+    uint32_t pad;
+};
+
+#endif
