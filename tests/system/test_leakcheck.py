@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from testbed.netns import TESTS_DIR, del_link, del_netns, sh
+from testbed.netns import RUN_ID_ENV, TESTS_DIR, del_link, del_netns, free_run_id, sh
 
 pytestmark = pytest.mark.system
 
@@ -86,6 +86,7 @@ def _inner_pytest(
 ) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(TESTS_DIR)
+    env.pop(RUN_ID_ENV, None)  # the inner run takes its own id unless env_extra says which
     env.update(env_extra)
     argv = [
         sys.executable,
@@ -149,15 +150,17 @@ def test_leaking_run_fails_and_names_the_leaks(
 ) -> None:
     record = tmp_path / "leaked.json"
     request.addfinalizer(lambda: _cleanup_record(record))
-    # A link that exists before the inner run starts, named outside any run's prefix (a
-    # run ignores links of other live runs): the inner run hangs TC and XDP on it.
-    dev = f"mstlk{os.urandom(2).hex()}"
-    sh(["ip", "link", "add", dev, "type", "veth", "peer", "name", dev + "p"])
+    # A link that exists before the inner run starts, named by the inner run (whose id we
+    # choose), so the inner run counts TC and XDP on it as its own and no other run on the
+    # machine, this one included, ever counts the link.
+    inner_rid = free_run_id()
+    dev = f"mst{inner_rid}-pre"
     request.addfinalizer(lambda: del_link(dev))
+    sh(["ip", "link", "add", dev, "type", "veth", "peer", "name", dev + "p"])
     test_file = tmp_path / "test_inner_leaky.py"
     test_file.write_text(LEAKY)
     obj = _xdp_object(tmp_path)
-    env = {"MST_LEAK_RECORD": str(record), "MST_PREEXISTING_LINK": dev}
+    env = {"MST_LEAK_RECORD": str(record), "MST_PREEXISTING_LINK": dev, RUN_ID_ENV: inner_rid}
     if obj is not None:
         env["MST_XDP_OBJ"] = str(obj)
     cp = _inner_pytest(test_file, env)

@@ -35,6 +35,7 @@ LOCK_DIR = Path("/run/mst-testbed")  # flock()ed files: held while a run or a le
 BENCH_NET = ipaddress.ip_network("198.18.0.0/15")  # RFC 2544 benchmarking range
 N_SUBNETS = 512  # /24s in the /15
 IFNAMSIZ = 15
+RUN_ID_ENV = "MSTACK_TESTBED_RUN_ID"  # force this process's run id (4 hex digits)
 
 
 class TestbedError(RuntimeError):
@@ -61,6 +62,17 @@ class _Run:
         with self._lock:
             if self._rid is None:
                 (LOCK_DIR / "runs").mkdir(parents=True, exist_ok=True)
+                forced = os.environ.get(RUN_ID_ENV, "")
+                if forced:
+                    # Chosen by a parent (an outer test that prepares objects under the inner
+                    # run's name, so that no other run on the machine ever counts them).
+                    fd = None
+                    if re.fullmatch(r"[0-9a-f]{4}", forced):
+                        fd = _try_flock(LOCK_DIR / "runs" / forced)
+                    if fd is None:
+                        raise TestbedError(f"{RUN_ID_ENV}={forced!r}: not 4 hex digits or in use")
+                    self._rid, self._fd = forced, fd
+                    return forced
                 for _ in range(100):
                     rid = os.urandom(2).hex()
                     fd = _try_flock(LOCK_DIR / "runs" / rid)
@@ -93,6 +105,16 @@ def unique_name(suffix: str = "") -> str:
     if len(name) > IFNAMSIZ:
         raise TestbedError(f"name {name!r} longer than {IFNAMSIZ} characters")
     return name
+
+
+def free_run_id() -> str:
+    """A run id no live run holds, for a child process to take with MSTACK_TESTBED_RUN_ID."""
+    (LOCK_DIR / "runs").mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        rid = os.urandom(2).hex()
+        if rid != _RUN._rid and not run_alive(rid):
+            return rid
+    raise TestbedError("no free run id")
 
 
 def run_alive(rid: str) -> bool:
