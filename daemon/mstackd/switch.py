@@ -83,11 +83,11 @@ class SwitchMaps:
         self.bindings = obj.map("bindings", "struct mstack_bind_key", "struct mstack_binding")
         self.groups = obj.map("groups", "__u32", "struct mstack_group")
         self.flows = obj.map("flows", "struct mstack_flow_key", "struct mstack_flow")
-        self.port_devmap = obj.map("port_devmap", "__u32", "__u32")
         self.port_stats = obj.map("port_stats", "__u32", "struct mstack_port_counters")
         self.port_by_host_if = obj.map("port_by_host_if", "__u32", "__u32")
         self.port_by_app_if = obj.map("port_by_app_if", "__u32", "__u32")
-        if ingress:
+        if ingress:  # maps only the ingress object has
+            self.port_devmap = obj.map("port_devmap", "__u32", "__u32")
             self.ingress_stats = obj.map("ingress_stats", "__u32", "__u64")
 
     @classmethod
