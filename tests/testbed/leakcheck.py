@@ -43,6 +43,7 @@ class LinkState:
     ifindex: int
     xdp: frozenset[int]  # attached XDP program ids
     tc: frozenset[str]  # clsact/ingress qdiscs and their filters, as descriptors
+    peer_netns: str | None = None  # where a veth's peer lives, if in a named namespace
 
 
 @dataclass
@@ -82,6 +83,7 @@ def _links() -> dict[str, LinkState]:
                         f"{direction} {f.get('kind')} pref {f.get('pref')} "
                         f"{opts.get('bpf_name', '')} prog {prog.get('id', '-')}".strip()
                     )
+    nsids = {int(n["nsid"]): n.get("name") for n in _json(["ip", "-j", "netns", "list-id"])}
     out: dict[str, LinkState] = {}
     for link in _json(["ip", "-j", "-d", "link", "show"]):
         xdp = link.get("xdp") or {}
@@ -89,7 +91,10 @@ def _links() -> dict[str, LinkState]:
         if "prog" in xdp:
             ids.add(xdp["prog"]["id"])
         name = link["ifname"]
-        out[name] = LinkState(int(link["ifindex"]), frozenset(ids), frozenset(tc.get(name, ())))
+        peer = nsids.get(int(link["link_netnsid"])) if "link_netnsid" in link else None
+        out[name] = LinkState(
+            int(link["ifindex"]), frozenset(ids), frozenset(tc.get(name, ())), peer
+        )
     return out
 
 
@@ -157,6 +162,12 @@ def _ours(name: str) -> bool:
     return not any(fnmatch.fnmatch(name, g) for g in globs)
 
 
+def _link_ours(name: str, st: LinkState) -> bool:
+    # A veth whose peer sits in another run's namespace (a port of another run's switch,
+    # say) belongs to that run whatever its own name.
+    return _ours(name) and (st.peer_netns is None or _ours(st.peer_netns))
+
+
 def compare(before: Snapshot, after: Snapshot) -> list[str]:
     """What is in `after` and was not in `before`, as one line per leaked object."""
     leaks: list[str] = []
@@ -165,17 +176,17 @@ def compare(before: Snapshot, after: Snapshot) -> list[str]:
             leaks.append(f"network namespace {ns}")
     for name, st in sorted(after.links.items()):
         old = before.links.get(name)
-        if old is None or old.ifindex != st.ifindex:
-            if _ours(name):
-                extra = f" (XDP prog {sorted(st.xdp)})" if st.xdp else ""
-                extra += f" (TC: {'; '.join(sorted(st.tc))})" if st.tc else ""
-                leaks.append(f"link {name} ifindex {st.ifindex}{extra}")
+        if not _link_ours(name, st):
             continue
-        if st.xdp - old.xdp and _ours(name):
+        if old is None or old.ifindex != st.ifindex:
+            extra = f" (XDP prog {sorted(st.xdp)})" if st.xdp else ""
+            extra += f" (TC: {'; '.join(sorted(st.tc))})" if st.tc else ""
+            leaks.append(f"link {name} ifindex {st.ifindex}{extra}")
+            continue
+        if st.xdp - old.xdp:
             leaks.append(f"XDP program {sorted(st.xdp - old.xdp)} on pre-existing link {name}")
         for d in sorted(st.tc - old.tc):
-            if _ours(name):
-                leaks.append(f"TC on pre-existing link {name}: {d}")
+            leaks.append(f"TC on pre-existing link {name}: {d}")
     new_pins = after.pins - before.pins
     for pin in sorted(new_pins):
         # A leaked directory and its contents are one leak: report the top-most new path.
