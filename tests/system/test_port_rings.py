@@ -12,7 +12,8 @@ import contextlib
 import json
 import os
 import random
-import selectors
+import select
+import signal
 import socket
 import struct
 import subprocess
@@ -59,6 +60,65 @@ def mac_bytes(mac: str) -> bytes:
 # -- topology --------------------------------------------------------------------------------
 
 
+class Helper:
+    """A running port_helper: stdout read without Python's buffering (lines are waited for
+    with select), so a line already received can never hide behind a blocking wait."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
+        self._buf = b""
+        self.lines: list[str] = []  # every line read so far
+        self._next: dict[str, int] = {}  # per prefix: where to look next
+
+    def wait_for(self, prefix: str, timeout: float) -> str:
+        """The first line starting with `prefix` not returned before, in whatever order the
+        helper's processes wrote their lines (all are kept in self.lines)."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" in self._buf:
+                raw, self._buf = self._buf.split(b"\n", 1)
+                self.lines.append(raw.decode())
+            for i in range(self._next.get(prefix, 0), len(self.lines)):
+                if self.lines[i].startswith(prefix):
+                    self._next[prefix] = i + 1
+                    return self.lines[i]
+            self._next[prefix] = len(self.lines)
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError(f"no {prefix!r} line in {timeout} s; saw {self.lines[-5:]}")
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                self.finish(10)
+                raise EOFError(f"no {prefix!r} line; exit {self.proc.returncode}: {self.err}")
+            self._buf += chunk
+
+    def send(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text.encode())
+        self.proc.stdin.flush()
+
+    def finish(self, timeout: float, stdin: str | None = None) -> Result:
+        if self.proc.stdin is not None and self.proc.stdin.closed:
+            stdin = None
+        try:
+            out, err = self.proc.communicate(
+                input=stdin.encode() if stdin is not None else None, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            tb.stop_process(self.proc)
+            pytest.fail(f"port_helper did not finish in {timeout} s")
+        self.err = err.decode(errors="replace")
+        text = (self._buf + out).decode()
+        self._buf = b""
+        return parse(self.proc.returncode, self.lines + text.splitlines(), self.err)
+
+    err = ""
+
+
 @dataclass
 class PortLink:
     ns: str
@@ -66,7 +126,7 @@ class PortLink:
     peer_if: str  # in the root namespace, where the test sends and listens
     app_mac: bytes
     peer_mac: bytes
-    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    helpers: list[Helper] = field(default_factory=list)
 
     def hdr_to_app(self) -> bytes:
         return self.app_mac + self.peer_mac + struct.pack("!H", ETH_P_TEST)
@@ -74,21 +134,14 @@ class PortLink:
     def hdr_to_peer(self) -> bytes:
         return self.peer_mac + self.app_mac + struct.pack("!H", ETH_P_TEST)
 
-    def start(self, args: Sequence[str], variant: str = "normal") -> subprocess.Popen[str]:
+    def start(self, args: Sequence[str], variant: str = "normal") -> Helper:
         argv = ["ip", "netns", "exec", self.ns, str(helper_path(variant)), "--ifname"]
         argv += [self.app_if, *args]
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=0")  # libbpf/libxdp in the daemon half
-        p = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.procs.append(p)
-        return p
+        h = Helper(argv, env)
+        self.helpers.append(h)
+        return h
 
 
 @pytest.fixture
@@ -116,8 +169,8 @@ def port_link() -> Iterator[PortLink]:
         yield link
     finally:
         if link is not None:
-            for p in link.procs:
-                tb.stop_process(p)
+            for h in link.helpers:
+                tb.stop_process(h.proc)
         tb.del_link(peer_if)
         tb.del_netns(ns)
 
@@ -132,45 +185,19 @@ class Result:
     frames: list[bytes]
     stats: dict[str, int]
     stderr: str
+    lines: list[str]
 
 
-def read_until_exit(p: subprocess.Popen[str], timeout: float, stdin: str | None = None) -> Result:
-    try:
-        out, err = p.communicate(input=stdin, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        tb.stop_process(p)
-        pytest.fail(f"port_helper did not finish in {timeout} s")
-    return parse(p.returncode, out, err)
-
-
-def parse(rc: int, out: str, err: str, ready: str = "") -> Result:
-    frames, stats = [], {}
-    for line in out.splitlines():
+def parse(rc: int, lines: list[str], err: str) -> Result:
+    ready, frames, stats = "", [], {}
+    for line in lines:
         if line.startswith("READY"):
             ready = line
         elif line.startswith("F "):
             frames.append(bytes.fromhex(line[2:]))
         elif line.startswith("STATS "):
             stats = json.loads(line[6:])
-    return Result(rc, ready, frames, stats, err)
-
-
-def wait_ready(p: subprocess.Popen[str], timeout: float = 15.0) -> str:
-    line = read_line(p, timeout)
-    if not line.startswith("READY"):
-        tb.stop_process(p)
-        err = p.stderr.read() if p.stderr else ""
-        pytest.fail(f"port_helper not ready: {line!r} {err}")
-    return line
-
-
-def read_line(p: subprocess.Popen[str], timeout: float) -> str:
-    assert p.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(p.stdout, selectors.EVENT_READ)
-        if not sel.select(timeout):
-            return ""
-        return p.stdout.readline()
+    return Result(rc, ready, frames, stats, err, lines)
 
 
 def assert_unprivileged(ready: str) -> None:
@@ -231,30 +258,73 @@ def sender(ifname: str) -> socket.socket:
     return s
 
 
+# -- scenarios ---------------------------------------------------------------------------------
+
+
+def rx_scenario(link: PortLink, n: int, args: Sequence[str] = (), **kw: str) -> Result:
+    """Frames 0..n-1 sent from the peer end; what the app received through the library.  The
+    sender follows the app's progress lines, so no more frames are in flight than its receive
+    side holds: a loss is the library's fault, never a race with the scheduler."""
+    progress = 32
+    h = link.start(
+        [*args, "--wait-stdin", "1", "--timeout", "60", "--progress", str(progress), "rx", str(n)],
+        **kw,
+    )
+    assert_unprivileged(h.wait_for("READY", 20))
+    if "--daemon-exit" in args:
+        assert h.wait_for("DAEMON gone", 20) == "DAEMON gone sig=9"
+    h.send("go\n")
+    hdr = link.hdr_to_app()
+    window = 128  # below the smallest receive side used here (256 frames)
+    got = 0
+    with contextlib.closing(sender(link.peer_if)) as s:
+        for seq in range(n):
+            while seq - got >= window:
+                got = int(h.wait_for("GOT ", 30).split()[1])
+            s.send(gen_frame(hdr, seq))
+    res = h.finish(60)
+    assert res.rc == 0, res.stderr
+    assert res.stats["received"] == n and res.stats["extra"] == 0, res.stats
+    assert len(res.frames) == n
+    for seq, frame in enumerate(res.frames):
+        assert frame == gen_frame(hdr, seq), f"frame {seq}: {len(frame)} bytes"
+    assert_at_rest(res.stats)
+    assert res.stats["rx_frames"] == n
+    assert res.stats["k_rx_dropped"] == 0 and res.stats["k_rx_ring_full"] == 0
+    assert res.stats["k_rx_fill_ring_empty_descs"] == 0
+    return res
+
+
+def tx_burst_scenario(link: PortLink, n: int, args: Sequence[str] = ()) -> Result:
+    """The app sends generated frames 0..n-1; the peer end must see each once, in order."""
+    hdr = link.hdr_to_peer()
+    with sniffer(link.peer_if) as sniff:
+        opts = ["--wait-stdin", "1", "--hdr", hdr.hex(), "--timeout", "60"]
+        h = link.start([*args, *opts, "tx-burst", str(n)])
+        assert_unprivileged(h.wait_for("READY", 20))
+        if "--daemon-exit" in args:
+            assert h.wait_for("DAEMON gone", 20) == "DAEMON gone sig=9"
+        h.send("go\n")
+        res = h.finish(90)
+        assert res.rc == 0, res.stderr
+        got = receive(sniff, n, 30)
+        assert packet_drops(sniff) == 0
+    assert len(got) == n
+    for seq, frame in enumerate(got):
+        assert frame == gen_frame(hdr, seq), f"frame {seq}"
+    st = res.stats
+    assert st["tx_frames"] == n and st["completions"] == n and st["sent"] == n
+    assert_at_rest(st)
+    return res
+
+
 # -- tests -------------------------------------------------------------------------------------
 
 
 @pytest.mark.system
 @pytest.mark.parametrize("variant", ["normal", "asan"])
 def test_rx_frames_arrive_byte_exact_in_order(port_link: PortLink, variant: str) -> None:
-    n = 300
-    p = port_link.start(["--timeout", "20", "rx", str(n)], variant)
-    ready = wait_ready(p)
-    assert_unprivileged(ready)
-    hdr = port_link.hdr_to_app()
-    sent = [gen_frame(hdr, seq) for seq in range(n)]
-    with contextlib.closing(sender(port_link.peer_if)) as s:
-        for frame in sent:
-            s.send(frame)
-    res = read_until_exit(p, 40)
-    assert res.rc == 0, res.stderr
-    assert res.stats["received"] == n and res.stats["extra"] == 0
-    assert len(res.frames) == n
-    for seq, (want, got) in enumerate(zip(sent, res.frames, strict=True)):
-        assert got == want, f"frame {seq}: {len(got)} bytes, expected {len(want)}"
-    assert_at_rest(res.stats)
-    assert res.stats["rx_frames"] == n
-    assert res.stats["k_rx_dropped"] == 0 and res.stats["k_rx_ring_full"] == 0
+    rx_scenario(port_link, 300, variant=variant)
 
 
 @pytest.mark.system
@@ -265,8 +335,8 @@ def test_tx_frames_arrive_byte_exact_in_order(port_link: PortLink, variant: str)
     lengths = [60, 61, 1514, 1513, 64, 128, 1000] + [rng.randint(60, 1514) for _ in range(193)]
     frames = [hdr + rng.randbytes(n - 14) for n in lengths]
     with sniffer(port_link.peer_if) as sniff:
-        p = port_link.start(["--timeout", "20", "tx"], variant)
-        res = read_until_exit(p, 40, stdin="".join(f"F {f.hex()}\n" for f in frames))
+        h = port_link.start(["--timeout", "20", "tx"], variant)
+        res = h.finish(40, stdin="".join(f"F {f.hex()}\n" for f in frames))
         assert res.rc == 0, res.stderr
         got = receive(sniff, len(frames), 10)
         assert packet_drops(sniff) == 0
@@ -287,60 +357,47 @@ BURST = 10_000
 
 @pytest.mark.system
 def test_rx_burst_larger_than_rings_restocks_fill_ring(port_link: PortLink) -> None:
-    progress = 64
-    p = port_link.start([*SMALL, "--timeout", "60", "--progress", str(progress), "rx", str(BURST)])
-    assert_unprivileged(wait_ready(p))
-    hdr = port_link.hdr_to_app()
-    sent = [gen_frame(hdr, seq) for seq in range(BURST)]
-    rx_quota = 256  # min(frames / 2, fill / 2)
-    got = 0
-    deadline = time.monotonic() + 60
-    with contextlib.closing(sender(port_link.peer_if)) as s:
-        for seq, frame in enumerate(sent):
-            # Flow control from the app's progress lines: never more frames in flight than
-            # its receive side holds, so any loss is the library's fault, not a race.
-            while seq - got >= rx_quota - progress:
-                line = read_line(p, max(0.0, deadline - time.monotonic()))
-                assert line.startswith("GOT "), f"no progress at {seq} sent, {got} received"
-                got = int(line.split()[1])
-            s.send(frame)
-    res = read_until_exit(p, 60)
-    assert res.rc == 0, res.stderr
-    assert res.stats["received"] == BURST and res.stats["extra"] == 0
-    assert res.frames == sent
-    assert_at_rest(res.stats)
-    assert res.stats["rx_quota"] == rx_quota
-    assert res.stats["k_rx_dropped"] == 0 and res.stats["k_rx_fill_ring_empty_descs"] == 0
+    res = rx_scenario(port_link, BURST, SMALL)
+    assert res.stats["rx_quota"] == 256  # min(frames / 2, fill / 2): every frame reused ~39x
 
 
 @pytest.mark.system
 def test_tx_burst_larger_than_rings_reaps_completions(port_link: PortLink) -> None:
-    hdr = port_link.hdr_to_peer()
-    with sniffer(port_link.peer_if) as sniff:
-        p = port_link.start([*SMALL, "--hdr", hdr.hex(), "--timeout", "60", "tx-burst", str(BURST)])
-        res = read_until_exit(p, 90)
-        assert res.rc == 0, res.stderr
-        got = receive(sniff, BURST, 30)
-        assert packet_drops(sniff) == 0
-    assert_unprivileged(res.ready)
-    assert len(got) == BURST
-    for seq, frame in enumerate(got):
-        assert frame == gen_frame(hdr, seq), f"frame {seq}"
-    st = res.stats
-    assert st["tx_frames"] == BURST and st["completions"] == BURST
+    st = tx_burst_scenario(port_link, BURST, SMALL).stats
     assert st["tx_quota"] == 768 and 10 * st["tx_quota"] < BURST  # every frame reused ~13x
-    assert_at_rest(st)
     # One kick per batch of 64 (the library raises the copy-mode budget to the ring size on
     # kernels that allow it; elsewhere a kick takes two sendto calls per 64 frames).
     assert st["kicks"] <= 2 * (BURST // 64 + 1) + 50
 
 
 @pytest.mark.system
+def test_port_outlives_its_daemon(port_link: PortLink) -> None:
+    """design.md section 3 says, untried: the XSK and the UMEM live on in the application's
+    copies of the fds, and an XDP program attached by netlink keeps its XSKMAP.  Here the
+    daemon process is SIGKILLed right after the handover, before any frame moves."""
+    rx_scenario(port_link, 2000, ["--daemon-exit", "1"])
+    tx_burst_scenario(port_link, 2000, ["--daemon-exit", "1"])
+
+
+@pytest.mark.system
+def test_forked_child_cannot_touch_the_port(port_link: PortLink) -> None:
+    """design.md 4a: the UMEM and ring mappings are MADV_DONTFORK, so a child of the process
+    that holds the port faults on them (it must get a port of its own); the parent's port
+    keeps working."""
+    h = port_link.start(["--fork-check", "1", "--timeout", "20", "tx-burst", "100"])
+    res = h.finish(40)
+    assert res.rc == 0, res.stderr
+    fork = next(line for line in res.lines if line.startswith("FORK "))
+    assert fork == f"FORK umem={signal.SIGSEGV} rings={signal.SIGSEGV}", fork
+    assert res.stats["completions"] == 100
+    assert_at_rest(res.stats)
+
+
+@pytest.mark.system
 def test_bad_geometry_is_refused_and_nothing_left(port_link: PortLink) -> None:
     """More receive frames than the UMEM holds: the library refuses the port with -EINVAL, the
     helper fails cleanly, and the daemon half takes its XDP program off the link."""
-    p = port_link.start(["--rx-frames", "5000", "--timeout", "5", "rx", "1"])
-    res = read_until_exit(p, 30)
+    res = port_link.start(["--rx-frames", "5000", "--timeout", "5", "rx", "1"]).finish(30)
     assert res.rc == 2
     assert "mstack_port_open: Invalid argument" in res.stderr
     info = tb.link_info(port_link.app_if, netns=port_link.ns)

@@ -12,6 +12,11 @@
  *   bench-rx SECONDS    count received frames for SECONDS
  * options: --frames N --ring N --fill N --rx-frames N --headroom N --frame-size N
  *          --bpf-obj PATH --user UID --timeout SEC --progress N --hdr HEX(28)
+ *          --daemon-exit 1   the daemon process SIGKILLs itself right after the handover;
+ *                            the supervisor prints "DAEMON gone sig=9" once it is reaped
+ *          --wait-stdin 1    the app waits for a line on stdin after READY
+ *          --fork-check 1    first show that a forked child of the app cannot reach the
+ *                            port's memory (MADV_DONTFORK): "FORK umem=SIG rings=SIG"
  * stdout: "READY uid=U caps=HEX xsk_denied=0|1", "GOT n" progress lines, frames, and a final
  * "STATS {json}".  Exit 0 when the scenario completed. */
 #define _GNU_SOURCE
@@ -51,6 +56,7 @@ struct opts {
 	uid_t uid;
 	double timeout;
 	unsigned long progress;
+	bool daemon_exit, fork_check, wait_stdin;
 	uint8_t hdr[14];
 	const char *mode;
 	unsigned long count;
@@ -523,6 +529,48 @@ static int run_bench_rx(struct mstack_port *p, const struct opts *o)
 	return 0;
 }
 
+static void on_fault(int sig)
+{
+	_exit(100 + sig);
+}
+
+/* Fork; the child touches the port's UMEM (what) = 0 or its rings (1).  Returns the signal
+ * that stopped the child (SIGSEGV expected: the mappings are MADV_DONTFORK), 0 if it got
+ * through, -1 if that cannot be told. */
+static int fork_touch(struct mstack_port *p, int what)
+{
+	struct mstack_frame f[1];
+	int status;
+	pid_t pid;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		/* Our own handler, so that a sanitizer's does not turn the fault into a report. */
+		struct sigaction sa = {.sa_handler = on_fault};
+
+		sigaction(SIGSEGV, &sa, NULL);
+		sigaction(SIGBUS, &sa, NULL);
+		if (what == 0) {
+			if (mstack_port_tx_alloc(p, f, 1) != 1)
+				_exit(2);
+			((volatile uint8_t *)f[0].data)[0] = 1;
+		} else {
+			(void)mstack_port_rx_burst(p, f, 1);
+		}
+		_exit(0);
+	}
+	if (waitpid(pid, &status, 0) != pid)
+		return -1;
+	if (WIFSIGNALED(status))
+		return WTERMSIG(status);
+	if (WIFEXITED(status) && WEXITSTATUS(status) > 100)
+		return WEXITSTATUS(status) - 100;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
 static int app_main(int sock, const struct opts *o)
 {
 	struct mstack_port_geom g;
@@ -545,6 +593,18 @@ static int app_main(int sock, const struct opts *o)
 	printf("READY uid=%u caps=%" PRIx64 " xsk_denied=%d\n", (unsigned)getuid(), cap_eff(),
 	       denied);
 	fflush(stdout);
+	if (o->wait_stdin) {
+		char go[16];
+
+		if (!fgets(go, sizeof(go), stdin))
+			die("waiting for go", EPIPE);
+	}
+	if (o->fork_check) {
+		int umem_sig = fork_touch(p, 0), rings_sig = fork_touch(p, 1);
+
+		printf("FORK umem=%d rings=%d\n", umem_sig, rings_sig);
+		fflush(stdout);
+	}
 	if (!strcmp(o->mode, "rx"))
 		rc = run_rx(p, o);
 	else if (!strcmp(o->mode, "tx"))
@@ -624,6 +684,12 @@ static void parse(int argc, char **argv, struct opts *o)
 			o->uid = (uid_t)strtoul(v, NULL, 0);
 		else if (!strcmp(k, "--timeout"))
 			o->timeout = strtod(v, NULL);
+		else if (!strcmp(k, "--daemon-exit"))
+			o->daemon_exit = atoi(v) != 0;
+		else if (!strcmp(k, "--wait-stdin"))
+			o->wait_stdin = atoi(v) != 0;
+		else if (!strcmp(k, "--fork-check"))
+			o->fork_check = atoi(v) != 0;
 		else if (!strcmp(k, "--progress"))
 			o->progress = strtoul(v, NULL, 0);
 		else if (!strcmp(k, "--hdr") && strlen(v) == 28) {
@@ -651,23 +717,72 @@ static void parse(int argc, char **argv, struct opts *o)
 		usage();
 }
 
-int main(int argc, char **argv)
+/* The daemon role runs in a process of its own, so that --daemon-exit can kill it right after
+ * the handover (as if mstackd died) while the supervisor keeps waiting for the application. */
+static int daemon_main(const struct opts *o, int app_sock, int status_fd, int ctl_fd)
 {
 	struct daemon_side d = {.memfd = -1};
 	struct mstack_port_geom g;
+	char c;
+	int err = daemon_setup(o, &d, &g);
+
+	if (!err)
+		err = send_fds(app_sock, d.memfd, xsk_socket__fd(d.xsk), &g);
+	close(app_sock); /* the application sees EOF if setup failed */
+	if (err)
+		fprintf(stderr, "port_helper: daemon side: %s\n", strerror(-err));
+	c = err ? 1 : 0;
+	if (write(status_fd, &c, 1) != 1)
+		err = -EPIPE;
+	if (!err && o->daemon_exit)
+		raise(SIGKILL); /* no cleanup at all: the kernel closes and unmaps what we held */
+	/* Otherwise hold everything until the supervisor closes ctl_fd. */
+	while (read(ctl_fd, &c, 1) > 0)
+		;
+	daemon_teardown(&d);
+	return err ? 2 : 0;
+}
+
+static int wait_child(pid_t pid, double deadline)
+{
+	int status;
+
+	for (;;) {
+		pid_t w = waitpid(pid, &status, WNOHANG);
+
+		if (w == pid)
+			return status;
+		if (w < 0 && errno != EINTR)
+			return -1;
+		if (stop || now() > deadline) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			return -1;
+		}
+		usleep(5000);
+	}
+}
+
+int main(int argc, char **argv)
+{
 	struct opts o;
-	int sv[2], status = 0, err;
-	pid_t parent = getpid(), child;
+	int sv[2], st[2], ctl[2], status, dstatus = 0;
+	pid_t parent = getpid(), app, daemon;
 	double deadline;
+	char c = 1;
+	unsigned ifindex;
 
 	parse(argc, argv, &o);
+	ifindex = if_nametoindex(o.ifname);
+	if (!ifindex)
+		die(o.ifname, errno);
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		die("socketpair", errno);
 	fflush(stdout);
-	child = fork();
-	if (child < 0)
+	app = fork();
+	if (app < 0)
 		die("fork", errno);
-	if (child == 0) {
+	if (app == 0) {
 		/* The application: unprivileged before any port resource exists. */
 		close(sv[0]);
 		drop_privileges(o.uid, parent);
@@ -676,32 +791,42 @@ int main(int argc, char **argv)
 	close(sv[1]);
 	signal(SIGTERM, on_signal);
 	signal(SIGINT, on_signal);
-
-	err = daemon_setup(&o, &d, &g);
-	if (!err)
-		err = send_fds(sv[0], d.memfd, xsk_socket__fd(d.xsk), &g);
-	close(sv[0]); /* the child sees EOF if setup failed */
-	if (err)
-		fprintf(stderr, "port_helper: daemon side: %s\n", strerror(-err));
+	/* Made after the application's fork, so that only the daemon holds their other ends. */
+	if (pipe2(st, O_CLOEXEC) < 0 || pipe2(ctl, O_CLOEXEC) < 0)
+		die("pipe", errno);
+	daemon = fork();
+	if (daemon < 0)
+		die("fork", errno);
+	if (daemon == 0) {
+		close(st[0]);
+		close(ctl[1]);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		exit(daemon_main(&o, sv[0], st[1], ctl[0]));
+	}
+	close(sv[0]);
+	close(st[1]);
+	close(ctl[0]);
+	if (read(st[0], &c, 1) != 1)
+		c = 1;
+	close(st[0]);
 
 	deadline = now() + o.timeout + (o.seconds > 0 ? o.seconds : 0) + 10;
-	for (;;) {
-		pid_t w = waitpid(child, &status, WNOHANG);
-		if (w == child)
-			break;
-		if (w < 0 && errno != EINTR)
-			break;
-		if (stop || now() > deadline) {
-			kill(child, SIGKILL);
-			waitpid(child, &status, 0);
-			status = -1;
-			break;
-		}
-		usleep(5000);
+	if (o.daemon_exit && c == 0) {
+		dstatus = wait_child(daemon, now() + 10);
+		printf("DAEMON gone sig=%d\n", dstatus != -1 && WIFSIGNALED(dstatus) ?
+			WTERMSIG(dstatus) : 0);
+		fflush(stdout);
 	}
-	daemon_teardown(&d);
-	if (err)
+	status = wait_child(app, deadline);
+	close(ctl[1]); /* the daemon tears down now */
+	if (!o.daemon_exit)
+		dstatus = wait_child(daemon, now() + 10);
+	/* Whatever happened to the daemon, take the program off the link. */
+	bpf_xdp_detach((int)ifindex, XDP_FLAGS_DRV_MODE, NULL);
+	if (c)
 		return 2;
+	if (!o.daemon_exit && (dstatus == -1 || !WIFEXITED(dstatus) || WEXITSTATUS(dstatus)))
+		return 5;
 	if (status == -1 || !WIFEXITED(status))
 		return 4;
 	return WEXITSTATUS(status);
