@@ -217,9 +217,20 @@ c.close()
 
 
 @pytest.mark.long
-def test_tcp_through_loss_is_byte_exact(impaired_remote_host: MakeImpaired) -> None:
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(
+    "impairment",
+    [
+        pytest.param({"loss": 0.03}, id="loss3"),
+        # design.md section 3's run: 3% loss, 25% reordering, 1% duplication, 5 ms delay.
+        pytest.param({"loss": 0.03, "reorder": 0.25, "dup": 0.01, "delay_ms": 5}, id="design-mix"),
+    ],
+)
+def test_tcp_through_loss_is_byte_exact(
+    impaired_remote_host: MakeImpaired, impairment: dict[str, float]
+) -> None:
     size = (20 if FULL else 4) << 20
-    h = impaired_remote_host(loss=0.03, seed=4)
+    h = impaired_remote_host(seed=4, **impairment)
     data = random.Random(4).randbytes(size)
     srv = h.python_popen(TCP_SERVER, h.remote_ip, str(PORT), ready="READY")
     deadline = time.monotonic() + 120
@@ -248,7 +259,7 @@ def test_tcp_through_loss_is_byte_exact(impaired_remote_host: MakeImpaired) -> N
     assert st.to_remote.dropped > 0 and st.to_host.dropped > 0
     assert st.to_remote.oversize == st.to_host.oversize == 0
     print(
-        f"tcp {size >> 20} MB through 3% loss: {st.elapsed_s:.1f} s relay lifetime, "
+        f"tcp {size >> 20} MB through {impairment}: {st.elapsed_s:.1f} s relay lifetime, "
         f"{st.to_remote.forwarded} frames forwarded, {st.to_remote.dropped} dropped",
         file=sys.stderr,
     )
