@@ -209,19 +209,27 @@ def compare(before: Snapshot, after: Snapshot) -> list[str]:
 # -- bpffs -------------------------------------------------------------------------------------
 
 
+# Present while a bpffs mount made by a test run is up: the last run to finish unmounts it,
+# even if that run is not the one that mounted it (runs overlap on a shared machine).
+BPFFS_MARK = LOCK_DIR / "bpffs.mounted-by-testbed"
+
+
 def _mount_bpffs() -> bool:
     """Mount bpffs at /sys/fs/bpf if nothing is mounted there; True if this run did it."""
     LOCK_DIR.mkdir(parents=True, exist_ok=True)
     with _flocked(LOCK_DIR / "bpffs.lock"):
         if bpffs_mounted():
             return False
+        BPFFS_MARK.unlink(missing_ok=True)  # a mark without a mount is stale
         subprocess.run(["mount", "-t", "bpf", "bpf", str(BPFFS)], check=True, timeout=10)
+        BPFFS_MARK.write_text(f"{os.getpid()}\n")
         return True
 
 
 def _umount_bpffs_if_unused() -> str:
     with _flocked(LOCK_DIR / "bpffs.lock"):
         if not bpffs_mounted():
+            BPFFS_MARK.unlink(missing_ok=True)
             return "bpffs already unmounted"
         if any(not p.endswith("/") for p in _pins()):
             return "bpffs left mounted: something is pinned"
@@ -233,7 +241,8 @@ def _umount_bpffs_if_unused() -> str:
         if others:
             return f"bpffs left mounted: other test runs alive ({', '.join(others)})"
         subprocess.run(["umount", str(BPFFS)], check=True, timeout=10)
-        return "bpffs unmounted (this run mounted it)"
+        BPFFS_MARK.unlink(missing_ok=True)
+        return "bpffs unmounted (a test run mounted it, nothing is pinned, no run is left)"
 
 
 @contextlib.contextmanager
@@ -325,7 +334,7 @@ def pytest_sessionfinish(
             print("\n".join(msg), file=sys.stderr)
         if session.exitstatus == pytest.ExitCode.OK or session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    if _STATE.mounted_bpffs:
+    if _STATE.mounted_bpffs or BPFFS_MARK.exists():
         try:
             note = _umount_bpffs_if_unused()
         except (OSError, subprocess.SubprocessError) as e:
