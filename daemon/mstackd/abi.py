@@ -1,5 +1,6 @@
-"""The switch's shared ABI (daemon/bpf/mstack_abi.h) read into cffi: the same structs and
-constants the BPF programs were compiled with, with no copy kept in Python."""
+"""The headers mstackd shares with C — the switch's ABI (daemon/bpf/mstack_abi.h) and the
+control protocol (utcp_c/include/mstack_proto.h) — read into cffi: the same structs and constants
+the BPF programs and applications were compiled with, with no copy kept in Python."""
 
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ def _cdef_text(src: str) -> str:
     lines = []
     for line in src.splitlines():
         s = line.strip()
-        if s.startswith(("#ifndef", "#endif")) or re.fullmatch(r"#define\s+\w+_H", s):
+        if s.startswith(("#ifndef", "#endif", "#include")) or re.fullmatch(r"#define\s+\w+_H", s):
             continue
         lines.append(line)
     return "\n".join(lines)
 
 
 ffi.cdef(_TYPEDEFS + _cdef_text(paths.abi_header().read_text()))
-consts: Any = ffi.dlopen(None)  # the header's #define values, e.g. consts.MSTACK_ABI_VERSION
+ffi.cdef(_cdef_text(paths.proto_header().read_text()))
+# The headers' #define values, e.g. consts.MSTACK_ABI_VERSION, consts.MSTACK_PROTO_MAGIC.
+consts: Any = ffi.dlopen(None)

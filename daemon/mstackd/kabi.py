@@ -29,6 +29,11 @@ XDP_USE_NEED_WAKEUP = 1 << 3
 XDP_STATISTICS = 7
 SOL_XDP = 283
 
+# asm-generic/socket.h: SOL_SOCKET options Python 3.11 does not name
+SO_PROTOCOL = 38
+SO_DOMAIN = 39
+SO_NETNS_COOKIE = 71
+
 # linux/magic.h: statfs f_type of a bpffs mount
 BPF_FS_MAGIC = 0xCAFE4A11
 
@@ -50,4 +55,7 @@ HEADERS = {
     "XDP_USE_NEED_WAKEUP": "linux/if_xdp.h",
     "XDP_STATISTICS": "linux/if_xdp.h",
     "SOL_XDP": "sys/socket.h",
+    "SO_PROTOCOL": "asm-generic/socket.h",
+    "SO_DOMAIN": "asm-generic/socket.h",
+    "SO_NETNS_COOKIE": "asm-generic/socket.h",
 }

@@ -45,9 +45,18 @@ def bpf_object(name: str) -> Path:
     raise FileNotFoundError(f"BPF object {name} not found (tried {tried}); run `make build`")
 
 
-def abi_header() -> Path:
-    """The header shared by the BPF programs and mstackd (daemon/bpf/mstack_abi.h)."""
-    for p in (_PKG / "data" / "mstack_abi.h", _SRC_ROOT / "daemon" / "bpf" / "mstack_abi.h"):
+def _header(name: str, src_dir: str) -> Path:
+    for p in (_PKG / "data" / name, _SRC_ROOT / src_dir / name):
         if p.is_file():
             return p
-    raise FileNotFoundError("mstack_abi.h not found: broken installation")
+    raise FileNotFoundError(f"{name} not found: broken installation")
+
+
+def abi_header() -> Path:
+    """The header shared by the BPF programs and mstackd (daemon/bpf/mstack_abi.h)."""
+    return _header("mstack_abi.h", "daemon/bpf")
+
+
+def proto_header() -> Path:
+    """The control protocol shared with applications (utcp_c/include/mstack_proto.h)."""
+    return _header("mstack_proto.h", "utcp_c/include")

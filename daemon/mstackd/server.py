@@ -1,0 +1,549 @@
+"""mstackd's event loop: app.sock (any local process; authority comes from the fds it sends),
+admin.sock (root or the configured group), process watching with pidfds, the periodic sweep of
+claims and NIC addresses. One thread and a selector (not asyncio: pyroute2's synchronous API runs
+an asyncio loop of its own); every request is answered or, when its header is unusable, its
+connection closed — and the daemon keeps serving everyone else."""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import errno
+import grp
+import json
+import logging
+import mmap
+import os
+import selectors
+import signal
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from mstackd import __version__, proto, sockcheck
+from mstackd.abi import consts
+from mstackd.config import Config
+from mstackd.dataplane import AttachError, Dataplane, Port
+from mstackd.registry import Registry, RegistryError
+from mstackd.switch import INGRESS_COUNTERS, ip_be, mac_bytes
+from mstackd.xsk import Geometry
+
+log = logging.getLogger("mstackd")
+
+FD_SPACE = socket.CMSG_SPACE(consts.MSTACK_MSG_MAX_FDS * 4)
+ADMIN_MAX = 64 * 1024
+
+
+@dataclass
+class Conn:
+    sock: socket.socket
+    pid: int
+    uid: int
+    gid: int
+    hello: bool = False
+    ports: dict[int, Port] = field(default_factory=dict)
+    stats: dict[int, mmap.mmap] = field(default_factory=dict)
+
+
+def peercred(sock: socket.socket) -> tuple[int, int, int]:
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return pid, uid, gid
+
+
+def recv_with_fds(sock: socket.socket, size: int) -> tuple[bytes, list[int], bool]:
+    """One datagram, the fds it carried (always collected, so none leaks) and whether it was
+    truncated (data or fds)."""
+    data, anc, flags, _ = sock.recvmsg(size + 1, FD_SPACE, socket.MSG_CMSG_CLOEXEC)
+    fds: list[int] = []
+    for level, ctype, cdata in anc:
+        if level == socket.SOL_SOCKET and ctype == socket.SCM_RIGHTS:
+            a = array.array("i")
+            a.frombytes(cdata[: len(cdata) - (len(cdata) % a.itemsize)])
+            fds.extend(a)
+    truncated = bool(flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC)) or len(data) > size
+    return data, fds, truncated
+
+
+def close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+class Daemon:
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: Path,
+        bpf_dir: Path,
+        ports_netns: str,
+        port_prefix: str = "msp",
+    ) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.dp = Dataplane(bpf_dir, ports_netns, port_prefix)
+        self.registry = Registry(self.dp.maps, self.local_addrs, sockcheck.netns_cookie_of_self())
+        self.conns: dict[int, Conn] = {}
+        self.pidfds: dict[int, int] = {}  # pid -> pidfd
+        self.sel = selectors.DefaultSelector()
+        self.stopping = False
+        self.listeners: list[socket.socket] = []
+        self.admin_gid = grp.getgrnam(cfg.admin_group).gr_gid if cfg.admin_group else None
+
+    def local_addrs(self) -> set[str]:
+        return set().union(*(n.addrs for n in self.dp.nics.values())) if self.dp.nics else set()
+
+    # -- sockets -------------------------------------------------------------------------------
+
+    def _listen(self, name: str, mode: int) -> socket.socket:
+        path = self.run_dir / name
+        if path.exists():
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                probe.connect(str(path))
+                raise OSError(errno.EADDRINUSE, f"another mstackd serves {path}")
+            except ConnectionRefusedError:
+                path.unlink()  # a dead daemon's socket
+            finally:
+                probe.close()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK)
+        s.bind(str(path))
+        os.chmod(path, mode)
+        if name == "admin.sock" and self.admin_gid is not None:
+            os.chown(path, 0, self.admin_gid)
+        s.listen(128)
+        return s
+
+    def _add_reader(self, fd: int, fn: Callable[..., None], *args: object) -> None:
+        self.sel.register(fd, selectors.EVENT_READ, (fn, args))
+
+    def _remove_reader(self, fd: int) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(fd)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.stopping = True
+
+    def run(self) -> None:
+        """Serve until SIGTERM/SIGINT, then take everything down (also on any failure)."""
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            for iface in self.cfg.attach:
+                self.dp.attach_nic(iface, self.cfg.mode)
+            app = self._listen("app.sock", 0o666)
+            admin = self._listen("admin.sock", 0o660)
+            self.listeners = [app, admin]
+            self._add_reader(app.fileno(), self._accept, app, False)
+            self._add_reader(admin.fileno(), self._accept, admin, True)
+            wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            signal.set_wakeup_fd(wake_w)
+            self._add_reader(wake_r, lambda: os.read(wake_r, 512))
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self._on_signal)
+            (self.run_dir / "mstackd.pid").write_text(f"{os.getpid()}\n")
+            print("mstackd: ready", flush=True)
+            log.info("mstackd %s serving %s", __version__, self.run_dir)
+            next_sweep = time.monotonic() + self.cfg.sweep_interval
+            while not self.stopping:
+                timeout = max(0.0, next_sweep - time.monotonic())
+                for key, _ in self.sel.select(timeout):
+                    fn, args = key.data
+                    fn(*args)
+                    if self.stopping:
+                        break
+                if time.monotonic() >= next_sweep:
+                    self._sweep()
+                    next_sweep = time.monotonic() + self.cfg.sweep_interval
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop serving and take everything down: no program, link, netns or pin is left."""
+        for s in self.listeners:
+            self._remove_reader(s.fileno())
+            s.close()
+        self.listeners = []
+        for name in ("app.sock", "admin.sock", "mstackd.pid"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.run_dir / name).unlink()
+        for fd in list(self.conns):
+            self._drop_conn(fd)
+        for pid in list(self.pidfds):
+            self._unwatch(pid)
+        self.registry.close()
+        self.dp.close(teardown=True)
+
+    def _sweep(self) -> None:
+        try:
+            self.registry.sweep()
+            self._refresh_addrs()
+        except Exception:
+            log.exception("sweep failed")
+
+    def _refresh_addrs(self) -> None:
+        """NIC addresses come and go: keep the switch's local-address map in step."""
+        with IPRoute() as ipr:
+            for nic in list(self.dp.nics.values()):
+                now = {a.get("IFA_ADDRESS") for a in ipr.get_addr(index=nic.ifindex, family=2)}
+                for a in now - nic.addrs:
+                    self.dp.nic_addr_added(nic.ifindex, a)
+                for a in nic.addrs - now:
+                    self.dp.nic_addr_removed(nic.ifindex, a)
+
+    def _accept(self, lsock: socket.socket, admin: bool) -> None:
+        try:
+            s, _ = lsock.accept()
+        except BlockingIOError:
+            return
+        s.setblocking(False)
+        pid, uid, gid = peercred(s)
+        if admin and not self._admin_allowed(pid, uid, gid):
+            log.warning("admin.sock: refused pid %d uid %d", pid, uid)
+            s.close()
+            return
+        conn = Conn(s, pid, uid, gid)
+        self.conns[s.fileno()] = conn
+        self._add_reader(s.fileno(), self._readable_admin if admin else self._readable, conn)
+
+    def _admin_allowed(self, pid: int, uid: int, gid: int) -> bool:
+        if uid == 0 or self.admin_gid is None:
+            return uid == 0
+        if gid == self.admin_gid:
+            return True
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("Groups:"):
+                        return self.admin_gid in {int(g) for g in line.split()[1:]}
+        except OSError:
+            pass
+        return False
+
+    def _drop_conn(self, fd: int) -> None:
+        conn = self.conns.pop(fd, None)
+        if conn is None:
+            return
+        self._remove_reader(fd)
+        for port_id in list(conn.ports):
+            self._close_port(conn, port_id)
+        conn.sock.close()
+
+    def _close_port(self, conn: Conn, port_id: int) -> None:
+        conn.ports.pop(port_id, None)
+        region = conn.stats.pop(port_id, None)
+        if region is not None:
+            region.close()
+        self.registry.port_gone(port_id)
+        self.dp.delete_port(port_id)
+
+    # -- processes -----------------------------------------------------------------------------
+
+    def _watch(self, pid: int) -> None:
+        if pid in self.pidfds:
+            return
+        pidfd = os.pidfd_open(pid)
+        self.pidfds[pid] = pidfd
+        self._add_reader(pidfd, self._process_exited, pid)
+
+    def _unwatch(self, pid: int) -> None:
+        pidfd = self.pidfds.pop(pid, None)
+        if pidfd is not None:
+            self._remove_reader(pidfd)
+            os.close(pidfd)
+
+    def _process_exited(self, pid: int) -> None:
+        log.info("process %d exited", pid)
+        self._unwatch(pid)
+        for fd, conn in list(self.conns.items()):
+            if conn.pid == pid:
+                self._drop_conn(fd)
+        self.registry.process_gone(pid)
+
+    # -- app.sock ------------------------------------------------------------------------------
+
+    def _readable(self, conn: Conn) -> None:
+        fd = conn.sock.fileno()
+        try:
+            data, fds, truncated = recv_with_fds(conn.sock, consts.MSTACK_MSG_MAX)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._drop_conn(fd)
+            return
+        if not data and not fds:
+            self._drop_conn(fd)  # orderly close
+            return
+        try:
+            req = proto.decode(data, fds, truncated)
+        except proto.ProtoError as e:
+            close_fds(fds)
+            if e.seq is None:
+                log.warning("pid %d: %s; closing its connection", conn.pid, e.detail)
+                self._drop_conn(fd)
+            else:
+                self._reply(conn, e.msg_type, e.seq, -e.errno, e.detail)
+            return
+        try:
+            self._dispatch(conn, req)
+        except (RegistryError, proto.ProtoError, AttachError) as e:
+            err = getattr(e, "errno", errno.EINVAL) or errno.EINVAL
+            self._reply(conn, req.type, req.seq, -err, str(e))
+        except OSError as e:
+            self._reply(conn, req.type, req.seq, -(e.errno or errno.EIO), str(e))
+        except Exception as e:
+            log.exception("pid %d: %s failed", conn.pid, req.name)
+            self._reply(conn, req.type, req.seq, -errno.EIO, f"internal error: {e}")
+        finally:
+            close_fds(req.fds)
+
+    def _reply(
+        self,
+        conn: Conn,
+        mtype: int,
+        seq: int,
+        status: int = 0,
+        detail: str = "",
+        fields: dict[str, Any] | None = None,
+        fds: list[int] | None = None,
+    ) -> None:
+        msg = proto.encode_reply(mtype, seq, status, detail, fields)
+        anc = []
+        if fds:
+            anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+        try:
+            conn.sock.sendmsg([msg], anc)
+        except OSError as e:
+            log.info("pid %d: reply lost (%s)", conn.pid, e)
+
+    def _dispatch(self, conn: Conn, req: proto.Request) -> None:
+        b = req.body
+        if req.type == consts.MSTACK_MSG_HELLO:
+            if b.pid != conn.pid:
+                raise proto.ProtoError(
+                    errno.EPERM, f"HELLO says pid {b.pid}, the socket's peer is {conn.pid}"
+                )
+            self._watch(conn.pid)
+            conn.hello = True
+            self._reply(
+                conn,
+                req.type,
+                req.seq,
+                fields={
+                    "daemon_version": consts.MSTACK_PROTO_VERSION,
+                    "max_ports": self.cfg.max_ports_per_process,
+                },
+            )
+            return
+        if not conn.hello:
+            raise proto.ProtoError(errno.EPROTO, "HELLO first")
+        if req.type == consts.MSTACK_MSG_PORT_OPEN:
+            self._port_open(conn, req)
+        elif req.type == consts.MSTACK_MSG_PORT_CLOSE:
+            if b.port_id not in conn.ports:
+                raise proto.ProtoError(errno.ENOENT, f"port {b.port_id} is not this connection's")
+            self._close_port(conn, b.port_id)
+            self._reply(conn, req.type, req.seq)
+        elif req.type == consts.MSTACK_MSG_REGISTER:
+            binding = self.registry.register(
+                req.fds[0], b.kind, conn.pid, b.port_id, b.port_id in conn.ports
+            )
+            self._reply(
+                conn, req.type, req.seq,
+                fields={
+                    "binding_id": binding.id,
+                    "proto": 17 if binding.key.proto == "udp" else 6,
+                    "addr": ip_be(binding.key.addr),
+                    "port": socket.htons(binding.key.port),
+                },
+            )  # fmt: skip
+        elif req.type == consts.MSTACK_MSG_CLAIM:
+            self.registry.claim(b.binding_id, req.fds[0], conn.pid)
+            self._reply(conn, req.type, req.seq)
+        elif req.type == consts.MSTACK_MSG_RELEASE:
+            self.registry.release(b.binding_id, conn.pid)
+            self._reply(conn, req.type, req.seq)
+        elif req.type in (consts.MSTACK_MSG_GROUP_JOIN, consts.MSTACK_MSG_GROUP_LEAVE):
+            if b.port_id not in conn.ports:
+                raise proto.ProtoError(errno.EPERM, f"port {b.port_id} is not this connection's")
+            if req.type == consts.MSTACK_MSG_GROUP_JOIN:
+                self.registry.join(b.binding_id, b.port_id, conn.pid)
+            else:
+                self.registry.leave(b.binding_id, b.port_id)
+            self._reply(conn, req.type, req.seq)
+        elif req.type == consts.MSTACK_MSG_STATS_REGION:
+            if b.port_id not in conn.ports:
+                raise proto.ProtoError(errno.EPERM, f"port {b.port_id} is not this connection's")
+            size = os.fstat(req.fds[0]).st_size
+            if not 0 < size <= 64 << 20:
+                raise proto.ProtoError(errno.EINVAL, f"statistics region of {size} bytes")
+            old = conn.stats.pop(b.port_id, None)
+            if old is not None:
+                old.close()
+            conn.stats[b.port_id] = mmap.mmap(req.fds[0], size, mmap.MAP_SHARED, mmap.PROT_READ)
+            self._reply(conn, req.type, req.seq)
+
+    def _port_open(self, conn: Conn, req: proto.Request) -> None:
+        if len(conn.ports) >= self.cfg.max_ports_per_process:
+            raise proto.ProtoError(
+                errno.EMFILE, f"at most {self.cfg.max_ports_per_process} ports per process"
+            )
+        if not self.dp.nics:
+            raise proto.ProtoError(errno.ENETDOWN, "the switch is attached to no NIC")
+        b = req.body
+        frames = b.frames or self.cfg.umem_frames
+        ring = b.ring_size or self.cfg.ring_size
+        try:
+            geom = Geometry(
+                frames=frames, rx_size=ring, tx_size=ring, comp_size=ring, fill_size=2 * ring
+            )
+            geom.validate()
+        except ValueError as e:
+            raise proto.ProtoError(errno.EINVAL, str(e)) from e
+        port = self.dp.create_port(geom)
+        assert port.xsk is not None
+        nic = next(iter(self.dp.nics.values()))
+        addrs = sorted(nic.addrs)[: consts.MSTACK_MAX_ADDRS]
+        conn.ports[port.port_id] = port
+        try:
+            self._reply(
+                conn, req.type, req.seq,
+                fields={
+                    "port_id": port.port_id, "nic_ifindex": nic.ifindex,
+                    "umem_size": geom.umem_size, "frame_size": geom.frame_size,
+                    "frame_headroom": geom.frame_headroom, "rx_size": geom.rx_size,
+                    "tx_size": geom.tx_size, "fill_size": geom.fill_size,
+                    "comp_size": geom.comp_size, "bind_flags": geom.bind_flags, "mtu": nic.mtu,
+                    "nic_mac": list(mac_bytes(nic.mac)), "n_addrs": len(addrs),
+                    "addrs": [ip_be(a) for a in addrs],
+                },
+                fds=[port.xsk.umem_fd, port.xsk.xsk_fd],
+            )  # fmt: skip
+        finally:
+            port.xsk.close()  # the application's copies (and the XSKMAP) keep it alive
+
+    # -- admin.sock ----------------------------------------------------------------------------
+
+    def _readable_admin(self, conn: Conn) -> None:
+        fd = conn.sock.fileno()
+        try:
+            data, fds, truncated = recv_with_fds(conn.sock, ADMIN_MAX)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._drop_conn(fd)
+            return
+        close_fds(fds)
+        if not data:
+            self._drop_conn(fd)
+            return
+        try:
+            if truncated:
+                raise ValueError("request too large")
+            req = json.loads(data)
+            if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
+                raise ValueError('a request is a JSON object with a "cmd" string')
+            result = self._admin(req)
+            out = {"ok": True, "result": result}
+        except (ValueError, AttachError, OSError, RegistryError) as e:
+            out = {"ok": False, "error": str(e)}
+        with contextlib.suppress(OSError):
+            conn.sock.send(json.dumps(out).encode())
+
+    def _admin(self, req: dict[str, Any]) -> Any:
+        cmd = req["cmd"]
+        if cmd == "status":
+            return self.status()
+        if cmd == "ports":
+            return self.ports_view()
+        if cmd == "bindings":
+            return self.bindings_view()
+        if cmd == "stats":
+            return self.stats_view()
+        if cmd == "attach":
+            nic = self.dp.attach_nic(str(req.get("iface", "")), str(req.get("mode", self.cfg.mode)))
+            return {"iface": nic.ifname, "mode": nic.mode, "prog_id": nic.prog_id}
+        if cmd == "detach":
+            iface = str(req.get("iface", ""))
+            self.dp.detach_nic(iface)
+            return {"iface": iface}
+        raise ValueError(f"unknown command {cmd!r}")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "run_dir": str(self.run_dir),
+            "bpf_dir": str(self.dp.bpf_dir),
+            "ports_netns": self.dp.ports_netns,
+            "nics": [
+                {
+                    "iface": n.ifname,
+                    "ifindex": n.ifindex,
+                    "mode": n.mode,
+                    "mac": n.mac,
+                    "mtu": n.mtu,
+                    "prog_id": n.prog_id,
+                    "addrs": sorted(n.addrs),
+                }
+                for n in self.dp.nics.values()
+            ],
+            "ports": len(self.dp.ports),
+            "bindings": len(self.registry.bindings),
+            "processes": sorted(self.pidfds),
+        }
+
+    def ports_view(self) -> list[dict[str, Any]]:
+        owners = {pid: c.pid for c in self.conns.values() for pid in c.ports}
+        out = []
+        for p in self.dp.ports.values():
+            out.append(
+                {
+                    "port_id": p.port_id,
+                    "pid": owners.get(p.port_id),
+                    "host_if": p.host_if,
+                    "app_if": p.app_if,
+                    "umem_bytes": p.geom.umem_size,
+                    "counters": self.dp.maps.port_counters(p.port_id),
+                }
+            )
+        return out
+
+    def bindings_view(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "binding_id": b.id,
+                "proto": b.key.proto,
+                "addr": b.key.addr,
+                "port": b.key.port,
+                "kind": b.kind,
+                "group": b.group,
+                "members": list(b.members),
+                "port_id": b.port_id or None,
+                "sockets": len(b.shadows),
+                "claimants": sorted(b.claimants()),
+            }
+            for b in self.registry.bindings.values()
+        ]
+
+    def stats_view(self) -> dict[str, Any]:
+        eg = {}
+        for name in dir(consts):
+            if name.startswith("MSTACK_EG_") and name != "MSTACK_EG_NSLOTS":
+                vals = self.dp.egress_stats.lookup(getattr(consts, name))
+                eg[name[len("MSTACK_EG_") :].lower()] = int(sum(vals))  # type: ignore[arg-type]
+        return {
+            "ingress": self.dp.maps.ingress_counters(),
+            "egress": eg,
+            "flows": sum(1 for _ in self.dp.maps.flows.each_key()),
+            "ports": {p["port_id"]: p["counters"] for p in self.ports_view()},
+        }
+
+
+__all__ = ["INGRESS_COUNTERS", "Daemon"]
