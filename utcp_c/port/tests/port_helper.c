@@ -509,9 +509,17 @@ static int run_bench_rx(struct mstack_port *p, const struct opts *o)
 	unsigned long got = 0;
 	char buf[160];
 
-	/* The clock starts at the first frame and runs for SECONDS. */
+	double last = now(), gap = 0;
+
+	/* The clock starts at the first frame and runs for SECONDS.  The longest gap between
+	 * two polls tells whether the scheduler took the core away (drops then follow). */
 	while (now() < end) {
 		unsigned n = mstack_port_rx_burst(p, f, BATCH);
+		double t = now();
+
+		if (t0 && t - last > gap)
+			gap = t - last;
+		last = t;
 
 		if (n) {
 			if (!t0) {
@@ -523,8 +531,9 @@ static int run_bench_rx(struct mstack_port *p, const struct opts *o)
 			t1 = now();
 		}
 	}
-	snprintf(buf, sizeof(buf), ", \"received\": %lu, \"seconds\": %.3f, \"pps\": %.0f", got,
-		 t1 - t0, t1 > t0 ? (double)got / (t1 - t0) : 0.0);
+	snprintf(buf, sizeof(buf),
+		 ", \"received\": %lu, \"seconds\": %.3f, \"pps\": %.0f, \"max_gap_us\": %.0f", got,
+		 t1 - t0, t1 > t0 ? (double)got / (t1 - t0) : 0.0, gap * 1e6);
 	print_stats(p, buf);
 	return 0;
 }
