@@ -53,6 +53,11 @@ def gen_frame(hdr: bytes, seq: int) -> bytes:
     return hdr + struct.pack("!I", seq) + body
 
 
+def kernel_at_least(major: int, minor: int) -> bool:
+    nums = os.uname().release.split("-")[0].split(".")
+    return (int(nums[0]), int(nums[1])) >= (major, minor)
+
+
 def mac_bytes(mac: str) -> bytes:
     return bytes.fromhex(mac.replace(":", ""))
 
@@ -138,7 +143,7 @@ class PortLink:
         argv = ["ip", "netns", "exec", self.ns, str(helper_path(variant)), "--ifname"]
         argv += [self.app_if, *args]
         env = dict(os.environ)
-        env.setdefault("ASAN_OPTIONS", "detect_leaks=0")  # libbpf/libxdp in the daemon half
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
         h = Helper(argv, env)
         self.helpers.append(h)
         return h
@@ -365,9 +370,12 @@ def test_rx_burst_larger_than_rings_restocks_fill_ring(port_link: PortLink) -> N
 def test_tx_burst_larger_than_rings_reaps_completions(port_link: PortLink) -> None:
     st = tx_burst_scenario(port_link, BURST, SMALL).stats
     assert st["tx_quota"] == 768 and 10 * st["tx_quota"] < BURST  # every frame reused ~13x
-    # One kick per batch of 64 (the library raises the copy-mode budget to the ring size on
-    # kernels that allow it; elsewhere a kick takes two sendto calls per 64 frames).
-    assert st["kicks"] <= 2 * (BURST // 64 + 1) + 50
+    # One sendto per batch of 64: the library raises the copy-mode budget (32 frames per call
+    # by default) to the ring size where the kernel allows it (Linux >= 6.17); before that a
+    # kick needs two calls per 64 frames.
+    batches = -(-BURST // 64)
+    per_batch = 1 if kernel_at_least(6, 17) else 2
+    assert batches <= st["kicks"] <= per_batch * batches + 16, st["kicks"]
 
 
 @pytest.mark.system

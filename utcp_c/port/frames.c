@@ -132,6 +132,8 @@ unsigned mstack_port_rx_burst(struct mstack_port *p, struct mstack_frame *out, u
 	uint32_t idx, n, got = 0;
 
 	fill_flush(p);
+	if (max == 0)
+		return 0;
 	n = msport_cons_peek(&p->rx, max, &idx);
 	if (n == 0) {
 		p->st.rx_empty_polls++;
