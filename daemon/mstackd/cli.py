@@ -56,7 +56,7 @@ EX_USAGE, EX_UNAVAILABLE, EX_OSERR, EX_CONFIG, EX_NOPERM = 64, 69, 71, 78, 77
     "--port-prefix",
     default="msp",
     show_default=True,
-    help="Name prefix of port veths (<= 8 characters).",
+    help="Name prefix of port veths (<= 10 characters).",
 )
 @click.option("--foreground", is_flag=True, help="Stay in the foreground (always the case).")
 @click.option("-v", "--verbose", count=True, help="More logging.")

@@ -80,8 +80,8 @@ class Dataplane:
         ports_netns: str = paths.DEFAULT_PORTS_NETNS,
         port_prefix: str = "msp",
     ) -> None:
-        if len(port_prefix) > 8:
-            raise ValueError("port name prefix: at most 8 characters (IFNAMSIZ)")
+        if len(port_prefix) > 10:  # + up to 4 digits of port id + "h"/"a" <= IFNAMSIZ (15)
+            raise ValueError("port name prefix: at most 10 characters")
         self.bpf_dir = bpf_dir
         self.ports_netns = ports_netns
         self.port_prefix = port_prefix

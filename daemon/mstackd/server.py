@@ -88,6 +88,8 @@ class Daemon:
     ) -> None:
         self.cfg = cfg
         self.run_dir = run_dir
+        for name in ("app.sock", "admin.sock"):  # before touching anything of the switch
+            self._check_not_served(run_dir / name)
         self.dp = Dataplane(bpf_dir, ports_netns, port_prefix)
         self.registry = Registry(self.dp.maps, self.local_addrs, sockcheck.netns_cookie_of_self())
         self.conns: dict[int, Conn] = {}
@@ -102,17 +104,23 @@ class Daemon:
 
     # -- sockets -------------------------------------------------------------------------------
 
+    @staticmethod
+    def _check_not_served(path: Path) -> None:
+        """Refuse to start beside a live daemon; remove a dead one's socket."""
+        if not path.exists():
+            return
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            probe.connect(str(path))
+            raise OSError(errno.EADDRINUSE, f"another mstackd serves {path}")
+        except ConnectionRefusedError:
+            path.unlink()
+        finally:
+            probe.close()
+
     def _listen(self, name: str, mode: int) -> socket.socket:
         path = self.run_dir / name
-        if path.exists():
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            try:
-                probe.connect(str(path))
-                raise OSError(errno.EADDRINUSE, f"another mstackd serves {path}")
-            except ConnectionRefusedError:
-                path.unlink()  # a dead daemon's socket
-            finally:
-                probe.close()
+        self._check_not_served(path)
         s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK)
         s.bind(str(path))
         os.chmod(path, mode)
@@ -134,7 +142,7 @@ class Daemon:
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT, then take everything down (also on any failure)."""
         try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.run_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
             for iface in self.cfg.attach:
                 self.dp.attach_nic(iface, self.cfg.mode)
             app = self._listen("app.sock", 0o666)
