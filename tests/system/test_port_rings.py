@@ -9,6 +9,7 @@ that is `nobody` before the port exists, the application running the library.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import random
@@ -388,15 +389,28 @@ def test_port_outlives_its_daemon(port_link: PortLink) -> None:
 
 
 @pytest.mark.system
+def test_daemon_made_with_plain_syscalls_keeping_no_mapping(port_link: PortLink) -> None:
+    """The XSK made the way mstackd (Python, no libxdp) will make it: socket, XDP_UMEM_REG on
+    a mapping of the memfd that is unmapped right after, the four ring sizes, bind.  The daemon
+    never maps a ring, and it is SIGKILLed after the handover; the app's port works."""
+    args = ["--raw-daemon", "1", "--daemon-exit", "1"]
+    rx_scenario(port_link, 1000, args)
+    tx_burst_scenario(port_link, 1000, args)
+
+
+@pytest.mark.system
 def test_forked_child_cannot_touch_the_port(port_link: PortLink) -> None:
     """design.md 4a: the UMEM and ring mappings are MADV_DONTFORK, so a child of the process
     that holds the port faults on them (it must get a port of its own); the parent's port
-    keeps working."""
-    h = port_link.start(["--fork-check", "1", "--timeout", "20", "tx-burst", "100"])
+    keeps working.  Opening the same fds a second time is refused (the fill ring is in use)."""
+    h = port_link.start(
+        ["--fork-check", "1", "--reopen-check", "1", "--timeout", "20", "tx-burst", "100"]
+    )
     res = h.finish(40)
     assert res.rc == 0, res.stderr
     fork = next(line for line in res.lines if line.startswith("FORK "))
     assert fork == f"FORK umem={signal.SIGSEGV} rings={signal.SIGSEGV}", fork
+    assert f"REOPEN err={-errno.EBUSY}" in res.lines
     assert res.stats["completions"] == 100
     assert_at_rest(res.stats)
 

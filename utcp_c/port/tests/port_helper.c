@@ -15,6 +15,9 @@
  *          --daemon-exit 1   the daemon process SIGKILLs itself right after the handover;
  *                            the supervisor prints "DAEMON gone sig=9" once it is reaped
  *          --wait-stdin 1    the app waits for a line on stdin after READY
+ *          --raw-daemon 1    make the XSK with plain syscalls (as mstackd does) instead of
+ *                            libxdp; the daemon keeps no mapping of the UMEM or the rings
+ *          --reopen-check 1  opening the same (dup'ed) fds again must fail: "REOPEN err=E"
  *          --fork-check 1    first show that a forked child of the app cannot reach the
  *                            port's memory (MADV_DONTFORK): "FORK umem=SIG rings=SIG"
  * stdout: "READY uid=U caps=HEX xsk_denied=0|1", "GOT n" progress lines, frames, and a final
@@ -56,7 +59,7 @@ struct opts {
 	uid_t uid;
 	double timeout;
 	unsigned long progress;
-	bool daemon_exit, fork_check, wait_stdin;
+	bool daemon_exit, fork_check, wait_stdin, raw_daemon, reopen_check;
 	uint8_t hdr[14];
 	const char *mode;
 	unsigned long count;
@@ -96,7 +99,7 @@ static uint32_t gen_frame(uint8_t *buf, const uint8_t hdr[14], uint32_t seq)
 /* ---------------- the daemon's side ---------------- */
 
 struct daemon_side {
-	int memfd, ifindex;
+	int memfd, ifindex, xsk_fd;
 	void *area;
 	uint64_t size;
 	struct xsk_umem *umem;
@@ -106,6 +109,41 @@ struct daemon_side {
 	struct bpf_object *obj;
 	bool attached;
 };
+
+/* The XSK the way the Python daemon will make it: plain syscalls, and no mapping kept — the
+ * UMEM is mapped only for XDP_UMEM_REG (which pins its pages), the rings never. */
+static int raw_xsk(const struct opts *o, struct daemon_side *d, uint32_t bind_flags)
+{
+	struct xdp_umem_reg mr;
+	struct sockaddr_xdp sxdp;
+	uint32_t sizes[4] = {o->fill, o->ring, o->ring, o->ring};
+	const int opts[4] = {XDP_UMEM_FILL_RING, XDP_UMEM_COMPLETION_RING, XDP_RX_RING,
+			     XDP_TX_RING};
+
+	d->xsk_fd = socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0);
+	if (d->xsk_fd < 0)
+		return -errno;
+	memset(&mr, 0, sizeof(mr)); /* newer kernels read more fields: zero them */
+	mr.addr = (uintptr_t)d->area;
+	mr.len = d->size;
+	mr.chunk_size = o->frame_size;
+	mr.headroom = o->headroom;
+	if (setsockopt(d->xsk_fd, SOL_XDP, XDP_UMEM_REG, &mr, sizeof(mr)) < 0)
+		return -errno;
+	munmap(d->area, d->size);
+	d->area = NULL;
+	for (int i = 0; i < 4; i++)
+		if (setsockopt(d->xsk_fd, SOL_XDP, opts[i], &sizes[i], sizeof(sizes[i])) < 0)
+			return -errno;
+	memset(&sxdp, 0, sizeof(sxdp));
+	sxdp.sxdp_family = AF_XDP;
+	sxdp.sxdp_ifindex = (uint32_t)d->ifindex;
+	sxdp.sxdp_queue_id = 0;
+	sxdp.sxdp_flags = (uint16_t)bind_flags;
+	if (bind(d->xsk_fd, (struct sockaddr *)&sxdp, sizeof(sxdp)) < 0)
+		return -errno;
+	return 0;
+}
 
 static int daemon_setup(const struct opts *o, struct daemon_side *d, struct mstack_port_geom *g)
 {
@@ -120,7 +158,7 @@ static int daemon_setup(const struct opts *o, struct daemon_side *d, struct msta
 	};
 	struct bpf_program *prog;
 	struct bpf_map *map;
-	int err, key = 0, fd;
+	int err, key = 0;
 
 	d->ifindex = (int)if_nametoindex(o->ifname);
 	if (!d->ifindex)
@@ -139,9 +177,6 @@ static int daemon_setup(const struct opts *o, struct daemon_side *d, struct msta
 		d->area = NULL;
 		return -errno;
 	}
-	err = xsk_umem__create(&d->umem, d->area, d->size, &d->fill, &d->comp, &ucfg);
-	if (err)
-		return err;
 
 	/* The app end's program: everything to the XSK of its queue, misses dropped. */
 	d->obj = bpf_object__open_file(o->bpf_obj, NULL);
@@ -160,11 +195,19 @@ static int daemon_setup(const struct opts *o, struct daemon_side *d, struct msta
 		return err;
 	d->attached = true;
 
-	err = xsk_socket__create(&d->xsk, o->ifname, 0, d->umem, &d->rx, &d->tx, &scfg);
+	if (o->raw_daemon) {
+		err = raw_xsk(o, d, scfg.bind_flags);
+	} else {
+		err = xsk_umem__create(&d->umem, d->area, d->size, &d->fill, &d->comp, &ucfg);
+		if (!err)
+			err = xsk_socket__create(&d->xsk, o->ifname, 0, d->umem, &d->rx, &d->tx,
+						 &scfg);
+		if (!err)
+			d->xsk_fd = xsk_socket__fd(d->xsk);
+	}
 	if (err)
 		return err;
-	fd = xsk_socket__fd(d->xsk);
-	err = bpf_map_update_elem(bpf_map__fd(map), &key, &fd, BPF_ANY);
+	err = bpf_map_update_elem(bpf_map__fd(map), &key, &d->xsk_fd, BPF_ANY);
 	if (err)
 		return err;
 
@@ -184,6 +227,8 @@ static void daemon_teardown(struct daemon_side *d)
 {
 	if (d->xsk)
 		xsk_socket__delete(d->xsk);
+	else if (d->xsk_fd >= 0)
+		close(d->xsk_fd);
 	if (d->umem)
 		xsk_umem__delete(d->umem);
 	if (d->attached)
@@ -608,6 +653,19 @@ static int app_main(int sock, const struct opts *o)
 		if (!fgets(go, sizeof(go), stdin))
 			die("waiting for go", EPIPE);
 	}
+	if (o->reopen_check) {
+		struct mstack_port *again = NULL;
+		int u = dup(umem_fd), x = dup(xsk_fd);
+		int e = mstack_port_open(&again, u, x, &g);
+
+		printf("REOPEN err=%d\n", e);
+		if (!e)
+			mstack_port_close(again);
+		else {
+			close(u);
+			close(x);
+		}
+	}
 	if (o->fork_check) {
 		int umem_sig = fork_touch(p, 0), rings_sig = fork_touch(p, 1);
 
@@ -695,6 +753,10 @@ static void parse(int argc, char **argv, struct opts *o)
 			o->timeout = strtod(v, NULL);
 		else if (!strcmp(k, "--daemon-exit"))
 			o->daemon_exit = atoi(v) != 0;
+		else if (!strcmp(k, "--raw-daemon"))
+			o->raw_daemon = atoi(v) != 0;
+		else if (!strcmp(k, "--reopen-check"))
+			o->reopen_check = atoi(v) != 0;
 		else if (!strcmp(k, "--wait-stdin"))
 			o->wait_stdin = atoi(v) != 0;
 		else if (!strcmp(k, "--fork-check"))
@@ -730,13 +792,13 @@ static void parse(int argc, char **argv, struct opts *o)
  * the handover (as if mstackd died) while the supervisor keeps waiting for the application. */
 static int daemon_main(const struct opts *o, int app_sock, int status_fd, int ctl_fd)
 {
-	struct daemon_side d = {.memfd = -1};
+	struct daemon_side d = {.memfd = -1, .xsk_fd = -1};
 	struct mstack_port_geom g;
 	char c;
 	int err = daemon_setup(o, &d, &g);
 
 	if (!err)
-		err = send_fds(app_sock, d.memfd, xsk_socket__fd(d.xsk), &g);
+		err = send_fds(app_sock, d.memfd, d.xsk_fd, &g);
 	close(app_sock); /* the application sees EOF if setup failed */
 	if (err)
 		fprintf(stderr, "port_helper: daemon side: %s\n", strerror(-err));
