@@ -1,29 +1,46 @@
 """mstackctl: the MultiStack admin CLI. One click group carrying a context object; every
-listing takes --json. Commands that need the running daemon's admin socket arrive with the
-switch issue; until then they say so and exit EX_UNAVAILABLE."""
+listing takes --json (the daemon's own keys, documented in docs/mstackctl.md) and prints a
+readable table otherwise. Exit statuses mean something: EX_UNAVAILABLE when mstackd cannot be
+reached, 1 when it refused the request."""
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
-from mstack import __version__, exitcodes
-
-_PENDING = "arrives with mstackd's admin socket (the switch issue)"
+from mstack import __version__, admin, exitcodes
 
 
 @dataclass
 class Ctx:
     run_dir: Path
-    json: bool
+
+    def ask(self, cmd: str, **args: Any) -> Any:
+        try:
+            return admin.request(self.run_dir, cmd, **args)
+        except admin.AdminError as e:
+            click.echo(f"mstackctl: {e}", err=True)
+            sys.exit(exitcodes.EX_UNAVAILABLE if e.unavailable else exitcodes.EX_FAILURE)
 
 
-def _pending(ctx: click.Context, what: str) -> None:
-    click.echo(f"mstackctl {what}: not available yet — {_PENDING}", err=True)
-    ctx.exit(exitcodes.EX_UNAVAILABLE)
+def emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def table(rows: list[dict[str, Any]], cols: list[tuple[str, str]]) -> None:
+    """A plain aligned table: cols are (key, heading)."""
+    cells = [[h for _, h in cols]] + [
+        ["-" if r.get(k) is None else str(r.get(k)) for k, _ in cols] for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    for row in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 @click.group(
@@ -41,59 +58,132 @@ def _pending(ctx: click.Context, what: str) -> None:
 @click.version_option(__version__, prog_name="mstackctl")
 @click.pass_context
 def main(ctx: click.Context, run_dir: Path) -> None:
-    ctx.obj = Ctx(run_dir=run_dir, json=False)
+    ctx.obj = Ctx(run_dir=run_dir)
+
+
+json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
 @main.command(help="Daemon state: attached NICs and their modes, ports, bindings.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
-    _pending(ctx, "status")
+@json_opt
+@click.pass_obj
+def status(c: Ctx, as_json: bool) -> None:
+    st = c.ask("status")
+    if as_json:
+        emit_json(st)
+        return
+    click.echo(f"mstackd {st['version']} (pid {st['pid']}), run dir {st['run_dir']}")
+    click.echo(f"BPF pins {st['bpf_dir']}, ports namespace {st['ports_netns']}")
+    click.echo(f"ports {st['ports']}, bindings {st['bindings']}, processes {len(st['processes'])}")
+    if not st["nics"]:
+        click.echo("no NIC attached")
+        return
+    rows = [{**n, "addrs": ",".join(n["addrs"])} for n in st["nics"]]
+    table(rows, [("iface", "NIC"), ("mode", "MODE"), ("prog_id", "PROG"), ("mtu", "MTU"),
+                 ("mac", "MAC"), ("addrs", "ADDRESSES")])  # fmt: skip
 
 
 @main.command(help="Attach the switch to IFACE (running daemon only; see mstackd.toml).")
 @click.argument("iface")
 @click.option("--mode", type=click.Choice(["native", "generic"]), default="native")
-@click.pass_context
-def attach(ctx: click.Context, iface: str, mode: str) -> None:
-    _pending(ctx, "attach")
+@json_opt
+@click.pass_obj
+def attach(c: Ctx, iface: str, mode: str, as_json: bool) -> None:
+    r = c.ask("attach", iface=iface, mode=mode)
+    if as_json:
+        emit_json(r)
+    else:
+        click.echo(f"attached {r['iface']} ({r['mode']}, XDP program {r['prog_id']})")
 
 
 @main.command(help="Detach the switch from IFACE.")
 @click.argument("iface")
-@click.pass_context
-def detach(ctx: click.Context, iface: str) -> None:
-    _pending(ctx, "detach")
+@click.pass_obj
+def detach(c: Ctx, iface: str) -> None:
+    c.ask("detach", iface=iface)
+    click.echo(f"detached {iface}")
 
 
-@main.command(help="List ports (one per application stack): owner pids, veth, counters.")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def ports(ctx: click.Context, as_json: bool) -> None:
-    _pending(ctx, "ports")
+@main.command(help="List ports (one per application stack): owner pid, veth, counters.")
+@json_opt
+@click.pass_obj
+def ports(c: Ctx, as_json: bool) -> None:
+    ps = c.ask("ports")
+    if as_json:
+        emit_json(ps)
+        return
+    rows = [{**p, **p["counters"], "umem": f"{p['umem_bytes'] // 1024} KB"} for p in ps]
+    table(rows, [("port_id", "PORT"), ("pid", "PID"), ("host_if", "HOST-END"),
+                 ("app_if", "APP-END"), ("umem", "UMEM"), ("rx_frames", "RX"),
+                 ("tx_frames", "TX"), ("tx_dropped", "TX-DROP")])  # fmt: skip
 
 
 @main.command(help="List bindings (proto, IP, port) with their listen-group members.")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def bindings(ctx: click.Context, as_json: bool) -> None:
-    _pending(ctx, "bindings")
+@json_opt
+@click.pass_obj
+def bindings(c: Ctx, as_json: bool) -> None:
+    bs = c.ask("bindings")
+    if as_json:
+        emit_json(bs)
+        return
+    rows = [
+        {
+            **b,
+            "local": f"{b['addr']}:{b['port']}",
+            "members": ",".join(map(str, b["members"])) or "-",
+            "claimants": ",".join(map(str, b["claimants"])),
+        }
+        for b in bs
+    ]
+    table(rows, [("binding_id", "ID"), ("proto", "PROTO"), ("local", "LOCAL"), ("kind", "KIND"),
+                 ("members", "GROUP"), ("port_id", "PORT"), ("sockets", "SOCKETS"),
+                 ("claimants", "PIDS")])  # fmt: skip
 
 
 @main.command(help="Connections of user-level stacks, like `ss -tni` (state, cwnd, srtt, ...).")
 @click.option("--pid", type=int, help="Only this process's stack.")
-@click.option("--json", "as_json", is_flag=True)
+@json_opt
 @click.pass_context
 def conns(ctx: click.Context, pid: int | None, as_json: bool) -> None:
-    _pending(ctx, "conns")
+    click.echo(
+        "mstackctl conns: not available yet — arrives with UTCP's statistics region", err=True
+    )
+    ctx.exit(exitcodes.EX_UNAVAILABLE)
 
 
-@main.command(help="Switch and stack counters.")
-@click.option("--watch", is_flag=True, help="Refresh every second.")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def stats(ctx: click.Context, watch: bool, as_json: bool) -> None:
-    _pending(ctx, "stats")
+def _print_stats(st: dict[str, Any]) -> None:
+    click.echo("ingress (NIC):  " + "  ".join(f"{k}={v}" for k, v in st["ingress"].items() if v))
+    click.echo("egress (ports): " + "  ".join(f"{k}={v}" for k, v in st["egress"].items() if v))
+    click.echo(f"flows: {st['flows']}")
+    rows = [{"port_id": k, **v} for k, v in st["ports"].items()]
+    if rows:
+        table(rows, [("port_id", "PORT"), ("rx_frames", "RX"), ("rx_bytes", "RX-BYTES"),
+                     ("tx_frames", "TX"), ("tx_bytes", "TX-BYTES"),
+                     ("tx_dropped", "TX-DROP")])  # fmt: skip
+
+
+@main.command(help="Switch counters: ingress verdicts, egress drops by reason, per port.")
+@click.option("--watch", is_flag=True, help="Refresh every second until interrupted.")
+@click.option("--count", type=int, default=0, help="With --watch: stop after N refreshes.")
+@json_opt
+@click.pass_obj
+def stats(c: Ctx, watch: bool, count: int, as_json: bool) -> None:
+    n = 0
+    while True:
+        st = c.ask("stats")
+        if as_json:
+            click.echo(json.dumps(st, sort_keys=True))
+        else:
+            if watch:
+                click.echo(time.strftime("-- %H:%M:%S"))
+            _print_stats(st)
+        n += 1
+        if not watch or (count and n >= count):
+            return
+        try:
+            time.sleep(1.0)
+        except KeyboardInterrupt:
+            return
 
 
 @main.group(help="Policy file tools.")

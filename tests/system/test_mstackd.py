@@ -6,6 +6,7 @@ test_dataplane.py; here the daemon's decisions are."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import socket
@@ -346,3 +347,32 @@ def test_a_second_daemon_on_the_same_run_dir_refuses(mstackd: Mstackd, mstackd_f
 def test_app_client_helper_is_usable(mstackd: Mstackd) -> None:
     with AppClient(mstackd.run_dir / "app.sock") as c:
         assert c.hello().max_ports > 0
+
+
+def test_mstackctl_shows_the_daemon(mstackd: Mstackd) -> None:
+    h = mstackd.host
+    assert h is not None
+    with mstackd.client() as c, listener(h.host_ip, 8130) as ls:
+        c.hello()
+        port_id, fds, _ = c.port_open()
+        for fd in fds:
+            os.close(fd)
+        bid = c.register(ls, LISTEN)
+        c.join(bid, port_id)
+        st = json.loads(mstackd.ctl("status", "--json").stdout)
+        assert [n["iface"] for n in st["nics"]] == [h.host_if] and st["ports"] == 1
+        (p,) = json.loads(mstackd.ctl("ports", "--json").stdout)
+        assert (p["port_id"], p["pid"]) == (port_id, os.getpid())
+        (b,) = json.loads(mstackd.ctl("bindings", "--json").stdout)
+        assert (b["port"], b["members"], b["kind"]) == (8130, [port_id], "listen")
+        s = json.loads(mstackd.ctl("stats", "--json").stdout)
+        assert set(s) == {"ingress", "egress", "flows", "ports"}
+        text = mstackd.ctl("bindings").stdout
+        assert f"{h.host_ip}:8130" in text and "listen" in text
+        assert h.host_if in mstackd.ctl("status").stdout
+        watch = mstackd.ctl("stats", "--watch", "--count", "2")
+        assert watch.returncode == 0 and watch.stdout.count("ingress (NIC)") == 2
+        bad = mstackd.ctl("detach", "mstnosuch0")
+        assert bad.returncode == 1 and "not attached" in bad.stderr
+        assert mstackd.ctl("detach", h.host_if).returncode == 0
+        assert mstackd.ctl("attach", h.host_if, "--mode", "native").returncode == 0

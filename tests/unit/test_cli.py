@@ -34,8 +34,15 @@ def test_mstackctl_subcommands_have_help(sub: str) -> None:
     assert "Usage:" in res.output
 
 
+@pytest.mark.parametrize("sub", ["status", "ports", "bindings", "stats"])
+def test_mstackctl_without_a_daemon_is_unavailable(sub: str, tmp_path: Path) -> None:
+    res = CliRunner().invoke(mstackctl.main, ["--run-dir", str(tmp_path), sub, "--json"])
+    assert res.exit_code == exitcodes.EX_UNAVAILABLE
+    assert "mstackd is not running" in res.output
+
+
 def test_mstackctl_pending_command_is_honest() -> None:
-    res = CliRunner().invoke(mstackctl.main, ["ports", "--json"])
+    res = CliRunner().invoke(mstackctl.main, ["conns", "--json"])
     assert res.exit_code == exitcodes.EX_UNAVAILABLE
     assert "not available yet" in res.output
 
