@@ -67,7 +67,7 @@ struct mstack_port_stats {
 	uint64_t tx_alloc_short;   /* tx_alloc calls that could not hand out every frame */
 	uint64_t fill_starved;     /* rx_burst calls that found the fill ring empty */
 	uint64_t kicks;            /* sendto() calls */
-	uint64_t kick_errors;      /* sendto() failures other than EAGAIN/EBUSY/ENOBUFS */
+	uint64_t kick_errors;      /* sendto() failures other than EAGAIN/EBUSY/ENOBUFS/EINTR */
 	uint64_t completions;      /* frames reaped from the completion ring */
 	uint64_t bad_descs;        /* RX/completion entries naming no frame the kernel held */
 	/* frame accounting, a snapshot; at rest rx_held == tx_held == tx_inflight == 0 and

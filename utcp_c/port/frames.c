@@ -317,8 +317,9 @@ int mstack_port_kick(struct mstack_port *p)
 		err = p->wake_tx(p);
 		p->st.kicks++;
 		/* EAGAIN: budget used up or completion ring full; EBUSY: the device dropped the
-		 * frame (its completion still comes); ENOBUFS: no memory now.  All transient. */
-		if (err && err != -EAGAIN && err != -EBUSY && err != -ENOBUFS) {
+		 * frame (its completion still comes); ENOBUFS: no memory now; EINTR: a signal.
+		 * All transient. */
+		if (err && err != -EAGAIN && err != -EBUSY && err != -ENOBUFS && err != -EINTR) {
 			p->st.kick_errors++;
 			return err;
 		}

@@ -814,7 +814,8 @@ static int daemon_main(const struct opts *o, int app_sock, int status_fd, int ct
 	return err ? 2 : 0;
 }
 
-static int wait_child(pid_t pid, double deadline)
+/* Wait for pid until deadline (or a SIGTERM/SIGINT if honour_stop), then SIGKILL it. */
+static int wait_child(pid_t pid, double deadline, bool honour_stop)
 {
 	int status;
 
@@ -825,7 +826,7 @@ static int wait_child(pid_t pid, double deadline)
 			return status;
 		if (w < 0 && errno != EINTR)
 			return -1;
-		if (stop || now() > deadline) {
+		if ((honour_stop && stop) || now() > deadline) {
 			kill(pid, SIGKILL);
 			waitpid(pid, &status, 0);
 			return -1;
@@ -883,15 +884,15 @@ int main(int argc, char **argv)
 
 	deadline = now() + o.timeout + (o.seconds > 0 ? o.seconds : 0) + 10;
 	if (o.daemon_exit && c == 0) {
-		dstatus = wait_child(daemon, now() + 10);
+		dstatus = wait_child(daemon, now() + 10, true);
 		printf("DAEMON gone sig=%d\n", dstatus != -1 && WIFSIGNALED(dstatus) ?
 			WTERMSIG(dstatus) : 0);
 		fflush(stdout);
 	}
-	status = wait_child(app, deadline);
+	status = wait_child(app, deadline, true);
 	close(ctl[1]); /* the daemon tears down now */
 	if (!o.daemon_exit)
-		dstatus = wait_child(daemon, now() + 10);
+		dstatus = wait_child(daemon, now() + 10, false); /* let it tear down */
 	/* Whatever happened to the daemon, take the program off the link. */
 	bpf_xdp_detach((int)ifindex, XDP_FLAGS_DRV_MODE, NULL);
 	if (c)
