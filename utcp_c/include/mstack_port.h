@@ -30,7 +30,8 @@ extern "C" {
 #define MSTACK_PORT_XDP_HEADROOM	256u
 
 /* Geometry of a port, as the daemon created it (sent with the fds).  Extensible: set sz to
- * sizeof(struct mstack_port_geom); fields past sz read as zero (libbpf opts style). */
+ * sizeof(struct mstack_port_geom); fields past sz read as zero (libbpf opts style), fields up
+ * to comp_size are required.  48 bytes, no padding (Python: struct "=IIQIIIIIIII"). */
 struct mstack_port_geom {
 	uint32_t sz;
 	uint32_t frame_size;      /* UMEM chunk size: a power of two, >= 2048 (aligned mode) */
@@ -48,7 +49,8 @@ struct mstack_port_geom {
 
 /* One frame in UMEM.  RX: data and len describe the received bytes.  TX: tx_alloc sets data
  * and len to the writable room; the caller writes the frame and sets len before submit.
- * addr is the frame's UMEM handle; leave it as it was given. */
+ * addr is the UMEM offset of data, and names the frame: to send from another offset inside
+ * the same frame (e.g. into its headroom), move data and addr together. */
 struct mstack_frame {
 	uint8_t *data;
 	uint32_t len;
