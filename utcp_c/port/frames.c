@@ -23,6 +23,10 @@ static inline uint64_t frame_base(const struct mstack_port *p, uint32_t i)
 	return (uint64_t)i << p->frame_shift;
 }
 
+/* The daemon (Python) packs the geometry by hand: keep the layout the header states. */
+_Static_assert(sizeof(struct mstack_port_geom) == 48, "mstack_port_geom layout changed");
+_Static_assert(offsetof(struct mstack_port_geom, umem_size) == 8, "mstack_port_geom layout");
+
 int msport_geom_check(const struct mstack_port_geom *g, struct mstack_port_geom *out)
 {
 	if (!g || g->sz < offsetof(struct mstack_port_geom, bind_flags))
