@@ -754,6 +754,92 @@ static void test_malformed(void)
 	}
 }
 
+/* Randomly damaged PORT_OPEN replies (bytes flipped, length changed, 0-4 fds of random
+ * kinds): whatever the verdict, no crash, no fd left behind, and a success is a sane port. */
+#define FUZZ_ROUNDS 400
+
+static uint32_t fuzz_rand(uint32_t *x)
+{
+	*x = *x * 1103515245u + 12345u;
+	return *x >> 8;
+}
+
+static void fake_fuzz(int fd)
+{
+	uint32_t x = 4242;
+
+	for (int i = 0; i < FUZZ_ROUNDS; i++) {
+		struct req r;
+		union {
+			struct mstack_port_open_reply rep;
+			uint8_t b[MSTACK_MSG_MAX + 64];
+		} u;
+		int fds[4];
+		size_t len = sizeof(u.rep);
+
+		fexpect(fd, &r, MSTACK_MSG_PORT_OPEN, sizeof(struct mstack_port_open), 0);
+		memset(&u, 0, sizeof(u));
+		fill_port_reply(&u.rep, fds);
+		fds[2] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		fds[3] = memfd_create("extra", MFD_CLOEXEC);
+		u.rep.r.hdr = (struct mstack_msg_hdr){
+			.magic = MSTACK_PROTO_MAGIC,
+			.version = MSTACK_PROTO_VERSION,
+			.type = MSTACK_MSG_PORT_OPEN | MSTACK_MSG_REPLY,
+			.len = (uint32_t)len,
+			.seq = r.u.h.seq,
+		};
+		if (fuzz_rand(&x) % 4 == 0)
+			u.rep.r.status = -(int32_t)(fuzz_rand(&x) % 200);
+		unsigned flips = fuzz_rand(&x) % 4;
+		for (unsigned k = 0; k < flips; k++)
+			u.b[fuzz_rand(&x) % sizeof(u.rep)] ^= (uint8_t)(1u << (fuzz_rand(&x) % 8));
+		if (fuzz_rand(&x) % 4 == 0) {
+			len = fuzz_rand(&x) % (MSTACK_MSG_MAX + 64);
+			if (fuzz_rand(&x) % 2)
+				u.rep.r.hdr.len = (uint32_t)len;
+		}
+		unsigned nfds = fuzz_rand(&x) % 3 ? 2 : fuzz_rand(&x) % 5;
+		if (fuzz_rand(&x) % 8 == 0) {
+			int t = fds[0];
+			fds[0] = fds[3];
+			fds[3] = t;
+		}
+		fsend(fd, u.b, len, fds, nfds);
+		for (int k = 0; k < 4; k++)
+			close(fds[k]);
+	}
+}
+
+static void test_random_replies(void)
+{
+	struct fake f;
+	int ok = 0, errs = 0;
+
+	fake_start(&f, fake_fuzz);
+	CHECK_EQ(mstack_ctl_set_timeout(f.ctl, 100), 0);
+	int n0 = count_fds();
+	for (int i = 0; i < FUZZ_ROUNDS; i++) {
+		struct mstack_ctl_port p;
+		int rc = mstack_ctl_port_open(f.ctl, NULL, &p);
+		if (rc >= 0) {
+			ok++;
+			CHECK(p.n_addrs <= MSTACK_MAX_ADDRS);
+			CHECK(p.umem_fd >= 0 && p.xsk_fd >= 0);
+			CHECK(fcntl(p.umem_fd, F_GETFD) & FD_CLOEXEC);
+			close(p.umem_fd);
+			close(p.xsk_fd);
+		} else {
+			errs++;
+			CHECK(rc > -4096);
+			CHECK(p.umem_fd == -1 && p.xsk_fd == -1);
+		}
+		CHECK_EQ(count_fds(), n0);
+	}
+	CHECK(ok > 10 && errs > 10);
+	fake_finish(&f);
+}
+
 /* -- timeouts, a peer that goes away, fork ------------------------------------------------- */
 
 static void fake_late(int fd)
@@ -934,6 +1020,7 @@ int main(int argc, char **argv)
 		CHECK_CASE(test_error_replies),
 		CHECK_CASE(test_hello_refused),
 		CHECK_CASE(test_malformed),
+		CHECK_CASE(test_random_replies),
 		CHECK_CASE(test_timeout),
 		CHECK_CASE(test_timeout_silent),
 		CHECK_CASE(test_peer_closes),

@@ -1,0 +1,165 @@
+/* utcp.h — UTCP, a user-level TCP/IPv4 stack: the public API.
+ *
+ * A stack is a pure state machine.  Frames and the current time go in (utcp_poll(),
+ * utcp_input()); frames go out through the stack's port, events come out through
+ * utcp_next_event().  Nothing reads a clock or starts a thread: every call that can
+ * make progress takes `now_us`, a monotonic time in microseconds chosen by the caller,
+ * and utcp_next_deadline() says when the stack next needs to be called.
+ *
+ * All memory (control blocks, per-connection send and receive buffers, the timer
+ * wheel, the TX batch) is allocated by utcp_stack_create(); the packet path allocates
+ * nothing.  Functions return 0 / a count on success and a negative errno on failure.
+ * Addresses and ports are host byte order. */
+#ifndef UTCP_H
+#define UTCP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "utcp_port.h"
+#include "utcp_wire.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct utcp_stack;
+
+/* A connection handle: slot index + generation, so a stale handle is detected (-EBADF). */
+typedef uint32_t utcp_cid;
+#define UTCP_CID_NONE UINT32_MAX
+
+/* Stack configuration.  Call utcp_config_init() first, then change fields; `sz` lets
+ * the library accept configs from older callers (libbpf opts style). */
+struct utcp_config {
+	size_t sz;
+	uint32_t local_ip;
+	uint8_t local_mac[6];
+	uint8_t gw_mac[6];           /* next hop for active opens (passive: learned from the SYN) */
+	uint16_t mtu;                /* IP MTU; MSS advertised = mtu - 40 */
+	uint8_t ttl;
+	uint32_t max_conns;          /* control blocks, allocated up front */
+	uint32_t max_listeners;
+	uint32_t sndbuf, rcvbuf;     /* bytes per connection, allocated up front */
+	uint8_t isn_key[16];         /* RFC 6528 secret; also keys hashes and TS offsets */
+	bool window_scaling, sack, timestamps;   /* offered/accepted (RFC 7323, RFC 2018) */
+	bool nodelay;                /* disable Nagle by default on new connections */
+	uint32_t initial_window_segs;            /* RFC 6928: 10 */
+	uint32_t rto_init_us, rto_min_us, rto_max_us;
+	uint32_t delack_us;          /* bounded delay of a delayed ACK (RFC 5681: < 500 ms) */
+	uint32_t time_wait_us;       /* 2*MSL */
+	uint32_t syn_retries, data_retries;
+	uint32_t challenge_ack_limit;            /* per second, per stack (RFC 5961 7) */
+	uint16_t ephemeral_lo, ephemeral_hi;     /* local ports for active opens */
+	uint32_t tx_batch;           /* frames per tx_burst/kick */
+	uint32_t rx_batch;           /* frames per rx_burst */
+	uint32_t timer_tick_us, timer_slots;
+	uint16_t min_mss;            /* PMTU floor (RFC 5927 / RFC 1191 68-byte MTU is too low) */
+};
+
+void utcp_config_init(struct utcp_config *cfg);
+
+int utcp_stack_create(const struct utcp_config *cfg, const struct utcp_port *port, uint64_t now_us,
+		      struct utcp_stack **out);
+void utcp_stack_destroy(struct utcp_stack *st);
+
+/* Receives up to a batch of frames from the port, processes them, runs due timers and
+ * sends what is queued (one kick).  Returns frames received or a negative errno. */
+int utcp_poll(struct utcp_stack *st, uint64_t now_us);
+/* Processes frames the caller already holds (the port is only used for output).
+ * Sends what this produced before returning. */
+int utcp_input(struct utcp_stack *st, const struct utcp_frame *frames, unsigned n, uint64_t now_us);
+/* Runs due timers and flushes output. */
+int utcp_timers(struct utcp_stack *st, uint64_t now_us);
+/* Sends frames produced by API calls (send, close...) now rather than at the next poll. */
+int utcp_flush(struct utcp_stack *st, uint64_t now_us);
+/* When the stack next needs utcp_poll()/utcp_timers() even if no frame arrives;
+ * UINT64_MAX if never. */
+uint64_t utcp_next_deadline(struct utcp_stack *st);
+
+/* ---- the low-level event API ---- */
+
+enum utcp_event_type {
+	UTCP_EV_ACCEPTED = 1 << 0,   /* a passive open completed: ev.conn is the new connection */
+	UTCP_EV_CONNECTED = 1 << 1,  /* an active open completed */
+	UTCP_EV_READABLE = 1 << 2,   /* new data, or the peer's FIN (recv returns 0) */
+	UTCP_EV_WRITABLE = 1 << 3,   /* send space freed by a new ACK */
+	UTCP_EV_CLOSED = 1 << 4,     /* the connection is gone; ev.error says why (0: orderly) */
+};
+
+struct utcp_event {
+	uint32_t events;             /* mask of utcp_event_type */
+	utcp_cid conn;
+	int error;                   /* with UTCP_EV_CLOSED: 0, -ECONNRESET, -ETIMEDOUT, -ECONNREFUSED */
+	int listener;                /* with UTCP_EV_ACCEPTED: the listener id */
+};
+
+/* Pops the next connection with pending events.  1 if *ev was filled, 0 if none. */
+int utcp_next_event(struct utcp_stack *st, struct utcp_event *ev);
+
+/* Returns a listener id (>= 0). */
+int utcp_listen(struct utcp_stack *st, uint16_t port, int backlog);
+int utcp_unlisten(struct utcp_stack *st, int listener);
+/* Active open.  lport 0 picks an ephemeral port keeping the 4-tuple unique;
+ * next_hop NULL uses cfg.gw_mac. */
+int utcp_connect(struct utcp_stack *st, uint32_t raddr, uint16_t rport, uint16_t lport,
+		 const uint8_t next_hop[6], uint64_t now_us, utcp_cid *out);
+/* Queues up to len bytes; returns bytes queued, -EAGAIN if the buffer is full, -EPIPE
+ * after shutdown, -ENOTCONN before the handshake is done, -ECONNRESET... */
+ssize_t utcp_send(struct utcp_stack *st, utcp_cid c, const void *buf, size_t len, uint64_t now_us);
+/* Returns bytes read, 0 at end of stream, -EAGAIN if nothing yet. */
+ssize_t utcp_recv(struct utcp_stack *st, utcp_cid c, void *buf, size_t len, uint64_t now_us);
+/* Half-close: sends FIN after the queued data. */
+int utcp_shutdown(struct utcp_stack *st, utcp_cid c, uint64_t now_us);
+/* Shutdown + release the handle; the stack finishes the close on its own. */
+int utcp_close(struct utcp_stack *st, utcp_cid c, uint64_t now_us);
+/* Sends RST and releases the handle. */
+int utcp_abort(struct utcp_stack *st, utcp_cid c, uint64_t now_us);
+int utcp_set_nodelay(struct utcp_stack *st, utcp_cid c, bool on);
+
+/* ---- introspection ---- */
+
+enum utcp_state {
+	UTCP_CLOSED = 0, UTCP_LISTEN, UTCP_SYN_SENT, UTCP_SYN_RECEIVED, UTCP_ESTABLISHED,
+	UTCP_FIN_WAIT_1, UTCP_FIN_WAIT_2, UTCP_CLOSE_WAIT, UTCP_CLOSING, UTCP_LAST_ACK,
+	UTCP_TIME_WAIT,
+};
+const char *utcp_state_str(enum utcp_state s);
+
+struct utcp_conn_info {
+	size_t sz;
+	enum utcp_state state;
+	uint32_t laddr, raddr;
+	uint16_t lport, rport;
+	bool ws_ok, sack_ok, ts_ok;
+	uint8_t snd_wscale, rcv_wscale;
+	uint16_t snd_mss;            /* payload bytes per full segment */
+	uint32_t cwnd, ssthresh, snd_wnd, rcv_wnd;
+	uint32_t srtt_us, rttvar_us, rto_us;
+	uint32_t unacked, sndbuf_used, rcvbuf_used;
+	uint64_t retransmits, rto_timeouts, fast_retransmits;
+	uint64_t bytes_acked, bytes_received;
+	const char *cc;
+};
+int utcp_conn_info(struct utcp_stack *st, utcp_cid c, struct utcp_conn_info *info);
+
+struct utcp_stats {
+	uint64_t frames_in, frames_out, tx_dropped;
+	uint64_t segs_in, segs_out, data_segs_out, retransmits;
+	uint64_t rto_timeouts, fast_retransmits, dupacks_in;
+	uint64_t rst_in, rst_out, challenge_acks, challenge_acks_limited;
+	uint64_t active_opens, passive_opens, established, resets, timeouts;
+	uint64_t conns_in_use;
+	uint64_t drops[UTCP_DROP__MAX];
+};
+const struct utcp_stats *utcp_get_stats(const struct utcp_stack *st);
+
+/* strerror-style text for a negative errno returned by this library. */
+const char *utcp_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

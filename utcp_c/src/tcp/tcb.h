@@ -1,0 +1,153 @@
+/* tcb.h — the transmission control block (RFC 9293 3.3.1) and the TCP layer's
+ * internal interface.  The TCP layer knows nothing of rings or devices: it hands
+ * finished segments to the stack's IP output (stack.h). */
+#ifndef UTCP_TCB_H
+#define UTCP_TCB_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/conntab.h"
+#include "core/ring.h"
+#include "core/seq.h"
+#include "core/timer.h"
+#include "utcp.h"
+
+struct utcp_cc_ops;
+struct utcp_stack;
+
+#define UTCP_OOO_MAX 8     /* out-of-order ranges kept by a receiver (and reported as SACK) */
+
+struct utcp_ooo {
+	utcp_seq left, right;  /* [left, right) */
+};
+
+struct utcp_tcb {
+	uint32_t idx;
+	enum utcp_state state;
+	struct utcp_tuple t;
+	uint8_t rmac[6];
+	bool app_owned;          /* the application holds the handle */
+	bool passive;            /* came from a listener */
+	int listener;            /* for passive opens */
+	bool nodelay;
+
+	/* send sequence space (RFC 9293 3.3.1) */
+	utcp_seq iss, snd_una, snd_nxt, snd_max, snd_wl1, snd_wl2;
+	uint32_t snd_wnd, max_snd_wnd;
+	uint8_t snd_wscale;
+	bool fin_queued;         /* the application closed its side */
+	bool fin_sent, fin_acked;
+	utcp_seq fin_seq;        /* sequence number of our FIN, fixed once queued */
+	struct utcp_ring sbuf;   /* bytes from the first unacknowledged data byte */
+
+	/* receive sequence space */
+	utcp_seq irs, rcv_nxt, rcv_adv;   /* rcv_adv: right edge we advertised */
+	uint8_t rcv_wscale;
+	bool fin_rcvd;
+	struct utcp_ring rbuf;   /* in-order unread bytes; out-of-order bytes beyond */
+	struct utcp_ooo ooo[UTCP_OOO_MAX];
+	uint8_t nooo;
+	int8_t ooo_recent;       /* index of the most recently changed range, for SACK */
+
+	/* negotiated options */
+	bool ws_ok, sack_ok, ts_ok;
+	uint16_t peer_mss;       /* from the peer's SYN (536 if absent, RFC 9293 3.7.1) */
+	uint16_t mss;            /* max payload without options: min(peer_mss, our MTU - 40) */
+	uint32_t ts_recent;
+	uint32_t ts_offset;
+	utcp_seq last_ack_sent;
+
+	/* ACK generation */
+	uint32_t ack_pending_bytes;
+	bool ack_now;
+
+	/* RTT / RTO (RFC 6298) */
+	uint32_t srtt_us, rttvar_us, rto_us;
+	bool have_rtt, rtt_timing;
+	utcp_seq rtt_seq;
+	uint64_t rtt_start;
+	uint8_t backoff;
+	uint8_t retries;
+	bool syn_timed_out;      /* RFC 6298 (5.7) */
+	bool persist;            /* rtx timer is the persist timer (RFC 9293 3.8.6.1) */
+
+	/* congestion control */
+	const struct utcp_cc_ops *cc;
+	uint32_t cwnd, ssthresh;
+	uint32_t cwnd_acc;       /* congestion-avoidance byte counter */
+	uint32_t dupacks;
+	bool in_recovery;
+	utcp_seq recover;        /* RFC 6582 */
+
+	/* timers: one wheel entry armed at the earliest of these deadlines */
+	struct utcp_timer timer;
+	uint64_t rtx_at, delack_at, tw_at;
+
+	/* events for the application */
+	uint32_t ev_pending;
+	int ev_error;
+	uint32_t ev_next;        /* intrusive FIFO of connections with events */
+	bool ev_queued;
+
+	/* counters */
+	uint64_t retransmits, rto_timeouts, fast_retransmits, bytes_acked, bytes_received;
+};
+
+/* ---- the segment under processing, passed explicitly (no per-segment statics) ---- */
+struct utcp_seg {
+	const struct utcp_eth *eth;
+	const struct utcp_ipv4 *ip;
+	const struct utcp_tcp *th;
+	utcp_seq seq, ack;
+	uint32_t len;            /* SEG.LEN: data + SYN + FIN */
+	uint32_t wnd;            /* unscaled */
+	uint64_t now;
+};
+
+/* tcp_in.c */
+void tcp_input(struct utcp_stack *st, const struct utcp_seg *seg);
+void tcp_icmp_input(struct utcp_stack *st, const struct utcp_icmp *icmp, uint64_t now);
+
+/* tcp_out.c: every segment leaves through tcp_send_segment() */
+int tcp_send_segment(struct utcp_stack *st, struct utcp_tcb *tcb, utcp_seq seq, uint8_t flags,
+		     uint32_t data_off, uint32_t data_len, uint64_t now);
+void tcp_send_ack(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
+void tcp_send_syn(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
+void tcp_send_rst(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
+void tcp_reply_rst(struct utcp_stack *st, const struct utcp_seg *seg);
+void tcp_send_challenge_ack(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
+void tcp_output(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
+void tcp_retransmit_first(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
+uint32_t tcp_rcv_window(const struct utcp_tcb *tcb);
+uint32_t tcp_ts_now(const struct utcp_tcb *tcb, uint64_t now);
+uint32_t tcp_flight(const struct utcp_tcb *tcb);
+
+/* tcp_timer.c */
+void tcp_timer_update(struct utcp_stack *st, struct utcp_tcb *tcb);
+void tcp_timer_fire(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
+void tcp_rtt_sample(struct utcp_tcb *tcb, uint32_t rtt_us, const struct utcp_config *cfg);
+uint32_t tcp_rto_current(const struct utcp_tcb *tcb, const struct utcp_config *cfg);
+void tcp_arm_rtx(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
+
+/* tcp_conn.c: control block life cycle and user calls */
+struct utcp_tcb *tcp_tcb_new(struct utcp_stack *st, const struct utcp_tuple *t, uint64_t now);
+void tcp_tcb_init_options(struct utcp_stack *st, struct utcp_tcb *tcb);
+void tcp_set_state(struct utcp_stack *st, struct utcp_tcb *tcb, enum utcp_state s);
+/* Moves to CLOSED: unhashed; freed now if the application no longer holds it. */
+void tcp_tcb_closed(struct utcp_stack *st, struct utcp_tcb *tcb, int error);
+void tcp_event(struct utcp_stack *st, struct utcp_tcb *tcb, uint32_t ev);
+void tcp_enter_time_wait(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
+void tcp_established(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
+
+/* isn.c: RFC 6528 */
+uint32_t tcp_isn(const uint8_t key[16], const struct utcp_tuple *t, uint64_t now_us);
+uint32_t tcp_ts_offset(const uint8_t key[16], const struct utcp_tuple *t);
+
+static inline bool tcp_synchronized(enum utcp_state s)
+{
+	return s >= UTCP_ESTABLISHED;
+}
+
+#endif

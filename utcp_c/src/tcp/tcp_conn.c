@@ -1,0 +1,486 @@
+/* tcp_conn.c — control block life cycle, application events and the user calls of
+ * RFC 9293 3.10.1-3.10.6 (OPEN, SEND, RECEIVE, CLOSE, ABORT). */
+#include <errno.h>
+#include <string.h>
+
+#include "stack.h"
+#include "tcp/cc.h"
+#include "tcp/tcb.h"
+
+#define CID_IDX_BITS 20
+#define CID_IDX_MASK ((1u << CID_IDX_BITS) - 1)
+
+static utcp_cid cid_of(const struct utcp_stack *st, const struct utcp_tcb *tcb)
+{
+	return ((uint32_t)(st->ct.gen[tcb->idx] & 0xfff) << CID_IDX_BITS) | tcb->idx;
+}
+
+static struct utcp_tcb *tcb_of(struct utcp_stack *st, utcp_cid c)
+{
+	uint32_t idx = c & CID_IDX_MASK;
+
+	if (c == UTCP_CID_NONE || !utcp_conntab_used(&st->ct, idx) ||
+	    (st->ct.gen[idx] & 0xfff) != (c >> CID_IDX_BITS) || !st->tcbs[idx].app_owned)
+		return NULL;
+	return &st->tcbs[idx];
+}
+
+const char *utcp_state_str(enum utcp_state s)
+{
+	static const char *const names[] = {
+		"CLOSED", "LISTEN", "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED", "FIN-WAIT-1",
+		"FIN-WAIT-2", "CLOSE-WAIT", "CLOSING", "LAST-ACK", "TIME-WAIT",
+	};
+
+	return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
+}
+
+static uint8_t wscale_for(uint32_t buf)
+{
+	uint8_t s = 0;
+
+	while (s < UTCP_TCP_MAX_WSCALE && (buf >> s) > 0xffff)
+		s++;
+	return s;
+}
+
+struct utcp_tcb *tcp_tcb_new(struct utcp_stack *st, const struct utcp_tuple *t, uint64_t now)
+{
+	uint32_t idx = utcp_conntab_alloc(&st->ct);
+	struct utcp_tcb *tcb;
+	uint32_t ev_next;
+	bool ev_queued;
+	uint8_t *mem;
+
+	if (idx == UTCP_CT_NONE)
+		return NULL;
+	if (utcp_conntab_insert(&st->ct, idx, t) < 0) {
+		utcp_conntab_free(&st->ct, idx);
+		return NULL;
+	}
+	tcb = &st->tcbs[idx];
+	/* A freed slot may still sit in the event FIFO: keep its links. */
+	ev_next = tcb->ev_next;
+	ev_queued = tcb->ev_queued;
+	memset(tcb, 0, sizeof(*tcb));
+	tcb->ev_next = ev_next;
+	tcb->ev_queued = ev_queued;
+	tcb->idx = idx;
+	tcb->t = *t;
+	tcb->listener = -1;
+	tcb->nodelay = st->cfg.nodelay;
+	mem = st->bufmem + (size_t)idx * (st->cfg.sndbuf + st->cfg.rcvbuf);
+	ring_init(&tcb->sbuf, mem, st->cfg.sndbuf);
+	ring_init(&tcb->rbuf, mem + st->cfg.sndbuf, st->cfg.rcvbuf);
+	tcb->rto_us = st->cfg.rto_init_us;          /* RFC 6298 (2.1) */
+	tcb->cc = &utcp_cc_newreno;
+	tcb->ts_offset = tcp_ts_offset(st->cfg.isn_key, t);
+	tcb->iss = seq_of(tcp_isn(st->cfg.isn_key, t, now));
+	tcb->snd_una = tcb->iss;
+	tcb->snd_nxt = seq_add(tcb->iss, 1);
+	tcb->snd_max = tcb->snd_nxt;
+	tcb->peer_mss = 536;                        /* RFC 9293 3.7.1 default */
+	tcp_tcb_init_options(st, tcb);
+	st->stats.conns_in_use = st->ct.used;
+	return tcb;
+}
+
+/* What we offer (active open) before negotiation narrows it. */
+void tcp_tcb_init_options(struct utcp_stack *st, struct utcp_tcb *tcb)
+{
+	tcb->ws_ok = st->cfg.window_scaling;
+	tcb->sack_ok = st->cfg.sack;
+	tcb->ts_ok = st->cfg.timestamps;
+	tcb->rcv_wscale = tcb->ws_ok ? wscale_for(st->cfg.rcvbuf) : 0;
+	tcb->mss = (uint16_t)(st->cfg.mtu - 40);
+}
+
+void tcp_set_state(struct utcp_stack *st, struct utcp_tcb *tcb, enum utcp_state s)
+{
+	(void)st;
+	tcb->state = s;
+}
+
+void tcp_event(struct utcp_stack *st, struct utcp_tcb *tcb, uint32_t ev)
+{
+	if (!tcb->app_owned)
+		return;
+	tcb->ev_pending |= ev;
+	if (tcb->ev_queued)
+		return;
+	tcb->ev_queued = true;
+	tcb->ev_next = UTCP_CT_NONE;
+	if (st->ev_tail == UTCP_CT_NONE)
+		st->ev_head = tcb->idx;
+	else
+		st->tcbs[st->ev_tail].ev_next = tcb->idx;
+	st->ev_tail = tcb->idx;
+}
+
+int utcp_next_event(struct utcp_stack *st, struct utcp_event *ev)
+{
+	while (st->ev_head != UTCP_CT_NONE) {
+		struct utcp_tcb *tcb = &st->tcbs[st->ev_head];
+
+		st->ev_head = tcb->ev_next;
+		if (st->ev_head == UTCP_CT_NONE)
+			st->ev_tail = UTCP_CT_NONE;
+		tcb->ev_queued = false;
+		if (!utcp_conntab_used(&st->ct, tcb->idx) || !tcb->app_owned || !tcb->ev_pending)
+			continue;
+		memset(ev, 0, sizeof(*ev));
+		ev->events = tcb->ev_pending;
+		ev->conn = cid_of(st, tcb);
+		ev->error = tcb->ev_error;
+		ev->listener = tcb->listener;
+		tcb->ev_pending = 0;
+		return 1;
+	}
+	return 0;
+}
+
+static void tcb_free(struct utcp_stack *st, struct utcp_tcb *tcb)
+{
+	utcp_wheel_cancel(&st->wheel, &tcb->timer);
+	tcb->app_owned = false;
+	tcb->ev_pending = 0;
+	utcp_conntab_free(&st->ct, tcb->idx);
+	st->stats.conns_in_use = st->ct.used;
+}
+
+void tcp_tcb_closed(struct utcp_stack *st, struct utcp_tcb *tcb, int error)
+{
+	if (tcb->passive && tcb->state == UTCP_SYN_RECEIVED && tcb->listener >= 0)
+		st->listeners[tcb->listener].pending--;
+	if (error == -ECONNRESET || error == -ECONNREFUSED)
+		st->stats.resets++;
+	tcb->state = UTCP_CLOSED;
+	tcb->rtx_at = tcb->delack_at = tcb->tw_at = 0;
+	utcp_wheel_cancel(&st->wheel, &tcb->timer);
+	utcp_conntab_remove(&st->ct, tcb->idx);
+	if (!tcb->app_owned) {
+		tcb_free(st, tcb);
+		return;
+	}
+	if (!tcb->ev_error)
+		tcb->ev_error = error;
+	tcp_event(st, tcb, UTCP_EV_CLOSED | UTCP_EV_READABLE | UTCP_EV_WRITABLE);
+}
+
+void tcp_enter_time_wait(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
+{
+	tcp_set_state(st, tcb, UTCP_TIME_WAIT);
+	tcb->rtx_at = 0;
+	tcb->persist = false;
+	tcb->tw_at = now + st->cfg.time_wait_us;
+	/* Both directions are done: the application may release the handle. */
+	tcp_event(st, tcb, UTCP_EV_CLOSED);
+	tcp_timer_update(st, tcb);
+}
+
+/* Entering ESTABLISHED from either SYN state. */
+void tcp_established(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
+{
+	tcp_set_state(st, tcb, UTCP_ESTABLISHED);
+	st->stats.established++;
+	tcb->retries = 0;
+	tcb->backoff = 0;
+	tcb->rtx_at = 0;
+	/* RFC 6298 (5.7): after a SYN timeout with no RTT sample, RTO restarts at 3 s. */
+	if (tcb->syn_timed_out && !tcb->have_rtt && tcb->rto_us < 3000000u)
+		tcb->rto_us = 3000000u;
+	tcb->cc->init(tcb, st->cfg.initial_window_segs);
+	if (tcb->passive) {
+		if (tcb->listener >= 0)
+			st->listeners[tcb->listener].pending--;
+		tcb->app_owned = true;
+		tcp_event(st, tcb, UTCP_EV_ACCEPTED);
+	} else {
+		tcp_event(st, tcb, UTCP_EV_CONNECTED | UTCP_EV_WRITABLE);
+	}
+	/* A close requested while in SYN-RECEIVED was deferred until now (3.10.4). */
+	if (tcb->fin_queued)
+		tcp_set_state(st, tcb, UTCP_FIN_WAIT_1);
+	(void)now;
+}
+
+/* ---- user calls ---- */
+
+int utcp_listen(struct utcp_stack *st, uint16_t port, int backlog)
+{
+	uint32_t i;
+	int fr = -1;
+
+	if (!port)
+		return -EINVAL;
+	for (i = 0; i < st->cfg.max_listeners; i++) {
+		if (st->listeners[i].used && st->listeners[i].port == port)
+			return -EADDRINUSE;
+		if (!st->listeners[i].used && fr < 0)
+			fr = (int)i;
+	}
+	if (fr < 0)
+		return -ENOBUFS;
+	st->listeners[fr].used = true;
+	st->listeners[fr].port = port;
+	st->listeners[fr].backlog = backlog > 0 ? backlog : 128;
+	st->listeners[fr].pending = 0;
+	return fr;
+}
+
+int utcp_unlisten(struct utcp_stack *st, int l)
+{
+	if (l < 0 || (uint32_t)l >= st->cfg.max_listeners || !st->listeners[l].used)
+		return -EBADF;
+	st->listeners[l].used = false;
+	return 0;
+}
+
+int stack_find_listener(struct utcp_stack *st, uint16_t port)
+{
+	uint32_t i;
+
+	for (i = 0; i < st->cfg.max_listeners; i++)
+		if (st->listeners[i].used && st->listeners[i].port == port)
+			return (int)i;
+	return -1;
+}
+
+int utcp_connect(struct utcp_stack *st, uint32_t raddr, uint16_t rport, uint16_t lport,
+		 const uint8_t next_hop[6], uint64_t now, utcp_cid *out)
+{
+	struct utcp_tuple t = {st->cfg.local_ip, raddr, lport, rport};
+	struct utcp_tcb *tcb = NULL;
+
+	if (!raddr || !rport)
+		return -EINVAL;
+	if (lport) {
+		if (utcp_conntab_lookup(&st->ct, &t) != UTCP_CT_NONE)
+			return -EADDRINUSE;
+		tcb = tcp_tcb_new(st, &t, now);
+		if (!tcb)
+			return -ENOBUFS;
+	} else {
+		/* Ephemeral port keeping the 4-tuple unique within the stack's range. */
+		uint32_t span = (uint32_t)st->cfg.ephemeral_hi - st->cfg.ephemeral_lo + 1, i;
+
+		for (i = 0; i < span; i++) {
+			t.lport = (uint16_t)(st->cfg.ephemeral_lo + (st->next_ephemeral + i) % span);
+			if (utcp_conntab_lookup(&st->ct, &t) == UTCP_CT_NONE)
+				break;
+		}
+		if (i == span)
+			return -EADDRNOTAVAIL;
+		st->next_ephemeral = (uint16_t)((st->next_ephemeral + i + 1) % span);
+		tcb = tcp_tcb_new(st, &t, now);
+		if (!tcb)
+			return -ENOBUFS;
+	}
+	memcpy(tcb->rmac, next_hop ? next_hop : st->cfg.gw_mac, 6);
+	tcb->app_owned = true;
+	tcp_set_state(st, tcb, UTCP_SYN_SENT);
+	st->stats.active_opens++;
+	tcp_send_syn(st, tcb, now);
+	tcb->rtt_start = now;
+	tcp_arm_rtx(st, tcb, now);
+	tcp_timer_update(st, tcb);
+	*out = cid_of(st, tcb);
+	return 0;
+}
+
+ssize_t utcp_send(struct utcp_stack *st, utcp_cid c, const void *buf, size_t len, uint64_t now)
+{
+	struct utcp_tcb *tcb = tcb_of(st, c);
+	uint32_t n;
+
+	if (!tcb)
+		return -EBADF;
+	if (tcb->state == UTCP_CLOSED)
+		return tcb->ev_error ? tcb->ev_error : -ENOTCONN;
+	if (tcb->fin_queued)
+		return -EPIPE;
+	if (len > UINT32_MAX)
+		len = UINT32_MAX;
+	n = ring_append(&tcb->sbuf, buf, (uint32_t)len);
+	if (!n)
+		return len ? -EAGAIN : 0;
+	if (tcp_synchronized(tcb->state))
+		tcp_output(st, tcb, now);
+	return n;
+}
+
+ssize_t utcp_recv(struct utcp_stack *st, utcp_cid c, void *buf, size_t len, uint64_t now)
+{
+	struct utcp_tcb *tcb = tcb_of(st, c);
+	uint32_t n, before, after;
+
+	if (!tcb)
+		return -EBADF;
+	if (len > UINT32_MAX)
+		len = UINT32_MAX;
+	before = tcp_rcv_window(tcb);
+	n = ring_read(&tcb->rbuf, buf, (uint32_t)len);
+	if (n) {
+		/* Window update once the window opened by a useful amount (3.8.6.2.2). */
+		after = tcp_rcv_window(tcb);
+		if (after > before && tcp_synchronized(tcb->state) && tcb->state != UTCP_TIME_WAIT &&
+		    !tcb->fin_rcvd) {
+			tcb->ack_now = true;
+			tcp_output(st, tcb, now);
+		}
+		return n;
+	}
+	if (tcb->fin_rcvd)
+		return 0;
+	if (tcb->state == UTCP_CLOSED)
+		return tcb->ev_error ? tcb->ev_error : 0;
+	if (tcb->state == UTCP_SYN_SENT || tcb->state == UTCP_SYN_RECEIVED)
+		return -EAGAIN;
+	return -EAGAIN;
+}
+
+/* CLOSE without releasing the handle: queue a FIN after the data (3.10.4). */
+static int do_shutdown(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
+{
+	if (tcb->fin_queued)
+		return 0;
+	switch (tcb->state) {
+	case UTCP_SYN_SENT:
+		/* "Delete the TCB" */
+		tcp_tcb_closed(st, tcb, 0);
+		return 0;
+	case UTCP_SYN_RECEIVED:
+		tcb->fin_queued = true;
+		tcb->fin_seq = seq_add(tcb->iss, 1 + tcb->sbuf.len);
+		return 0;               /* FIN-WAIT-1 once established */
+	case UTCP_ESTABLISHED:
+		tcb->fin_queued = true;
+		tcb->fin_seq = seq_add(tcb->snd_una, tcb->sbuf.len);
+		tcp_set_state(st, tcb, UTCP_FIN_WAIT_1);
+		break;
+	case UTCP_CLOSE_WAIT:
+		tcb->fin_queued = true;
+		tcb->fin_seq = seq_add(tcb->snd_una, tcb->sbuf.len);
+		tcp_set_state(st, tcb, UTCP_LAST_ACK);
+		break;
+	default:
+		return 0;               /* already closing or closed */
+	}
+	tcp_output(st, tcb, now);
+	return 0;
+}
+
+int utcp_shutdown(struct utcp_stack *st, utcp_cid c, uint64_t now)
+{
+	struct utcp_tcb *tcb = tcb_of(st, c);
+
+	if (!tcb)
+		return -EBADF;
+	if (tcb->state == UTCP_CLOSED)
+		return -ENOTCONN;
+	return do_shutdown(st, tcb, now);
+}
+
+static void do_abort(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
+{
+	/* 3.10.5: RST in SYN-RECEIVED and the synchronized states except the closing ones */
+	if (tcb->state == UTCP_SYN_RECEIVED || tcb->state == UTCP_ESTABLISHED ||
+	    tcb->state == UTCP_FIN_WAIT_1 || tcb->state == UTCP_FIN_WAIT_2 ||
+	    tcb->state == UTCP_CLOSE_WAIT)
+		tcp_send_rst(st, tcb, now);
+	tcb->app_owned = false;
+	if (tcb->state != UTCP_CLOSED)
+		tcp_tcb_closed(st, tcb, -ECONNABORTED);
+	else
+		tcb_free(st, tcb);
+}
+
+int utcp_close(struct utcp_stack *st, utcp_cid c, uint64_t now)
+{
+	struct utcp_tcb *tcb = tcb_of(st, c);
+
+	if (!tcb)
+		return -EBADF;
+	if (tcb->state == UTCP_CLOSED) {
+		tcb_free(st, tcb);
+		return 0;
+	}
+	/* Unread data at close: reset rather than pretend an orderly close
+	 * (RFC 2525 2.17, what Linux does). */
+	if (tcb->rbuf.len > 0) {
+		do_abort(st, tcb, now);
+		return 0;
+	}
+	tcb->app_owned = false;
+	tcb->ev_pending = 0;
+	do_shutdown(st, tcb, now);
+	if (tcb->state == UTCP_FIN_WAIT_2 && !tcb->tw_at) {
+		tcb->tw_at = now + st->cfg.time_wait_us;    /* orphan FIN-WAIT-2 timeout */
+		tcp_timer_update(st, tcb);
+	}
+	return 0;
+}
+
+int utcp_abort(struct utcp_stack *st, utcp_cid c, uint64_t now)
+{
+	struct utcp_tcb *tcb = tcb_of(st, c);
+
+	if (!tcb)
+		return -EBADF;
+	do_abort(st, tcb, now);
+	return 0;
+}
+
+int utcp_set_nodelay(struct utcp_stack *st, utcp_cid c, bool on)
+{
+	struct utcp_tcb *tcb = tcb_of(st, c);
+
+	if (!tcb)
+		return -EBADF;
+	tcb->nodelay = on;
+	return 0;
+}
+
+int utcp_conn_info(struct utcp_stack *st, utcp_cid c, struct utcp_conn_info *info)
+{
+	struct utcp_tcb *tcb = tcb_of(st, c);
+	struct utcp_conn_info ci;
+	size_t sz;
+
+	if (!tcb)
+		return -EBADF;
+	if (!info || info->sz == 0)
+		return -EINVAL;
+	sz = info->sz < sizeof(ci) ? info->sz : sizeof(ci);
+	memset(&ci, 0, sizeof(ci));
+	ci.sz = sz;
+	ci.state = tcb->state;
+	ci.laddr = tcb->t.laddr;
+	ci.raddr = tcb->t.raddr;
+	ci.lport = tcb->t.lport;
+	ci.rport = tcb->t.rport;
+	ci.ws_ok = tcb->ws_ok;
+	ci.sack_ok = tcb->sack_ok;
+	ci.ts_ok = tcb->ts_ok;
+	ci.snd_wscale = tcb->ws_ok ? tcb->snd_wscale : 0;
+	ci.rcv_wscale = tcb->ws_ok ? tcb->rcv_wscale : 0;
+	ci.snd_mss = tcb->mss;
+	ci.cwnd = tcb->cwnd;
+	ci.ssthresh = tcb->ssthresh;
+	ci.snd_wnd = tcb->snd_wnd;
+	ci.rcv_wnd = tcp_rcv_window(tcb);
+	ci.srtt_us = tcb->srtt_us;
+	ci.rttvar_us = tcb->rttvar_us;
+	ci.rto_us = tcp_rto_current(tcb, &st->cfg);
+	ci.unacked = tcp_flight(tcb);
+	ci.sndbuf_used = tcb->sbuf.len;
+	ci.rcvbuf_used = tcb->rbuf.len;
+	ci.retransmits = tcb->retransmits;
+	ci.rto_timeouts = tcb->rto_timeouts;
+	ci.fast_retransmits = tcb->fast_retransmits;
+	ci.bytes_acked = tcb->bytes_acked;
+	ci.bytes_received = tcb->bytes_received;
+	ci.cc = tcb->cc->name;
+	memcpy(info, &ci, sz);
+	return 0;
+}

@@ -1,0 +1,632 @@
+/* tcp_in.c — TCP input, shaped like RFC 9293 3.10.7 "SEGMENT ARRIVES":
+ * tcp_input() finds the control block, then listen_state(), syn_sent_state() or
+ * other_states() run the RFC's checks in the RFC's order.  Hardening from RFC 5961
+ * (RST/SYN/ACK), PAWS from RFC 7323, TIME-WAIT reuse from RFC 6191. */
+#include <string.h>
+
+#include "stack.h"
+#include "tcp/cc.h"
+#include "tcp/tcb.h"
+
+static void drop(struct utcp_stack *st, enum utcp_drop why)
+{
+	stack_drop(st, why);
+}
+
+/* ---- options negotiation on a SYN (RFC 7323, RFC 2018, RFC 9293 3.7.1) ---- */
+static void negotiate(struct utcp_stack *st, struct utcp_tcb *tcb, const struct utcp_tcp *th)
+{
+	const struct utcp_tcp_opts *o = &th->opt;
+	uint32_t mss;
+
+	tcb->ws_ok = tcb->ws_ok && o->has_ws;
+	if (tcb->ws_ok)
+		tcb->snd_wscale = o->ws > UTCP_TCP_MAX_WSCALE ? UTCP_TCP_MAX_WSCALE : o->ws;  /* 2.3 */
+	else
+		tcb->snd_wscale = tcb->rcv_wscale = 0;
+	tcb->sack_ok = tcb->sack_ok && o->sack_ok;
+	tcb->ts_ok = tcb->ts_ok && o->has_ts;
+	if (tcb->ts_ok)
+		tcb->ts_recent = o->tsval;
+	tcb->peer_mss = o->has_mss ? o->mss : 536;
+	mss = tcb->peer_mss;
+	if (mss > (uint32_t)st->cfg.mtu - 40)
+		mss = (uint32_t)st->cfg.mtu - 40;
+	if (mss < st->cfg.min_mss)
+		mss = st->cfg.min_mss;          /* a tiny announced MSS is a resource attack */
+	tcb->mss = (uint16_t)mss;
+}
+
+/* ---- receive-side reassembly: out-of-order ranges live in the receive ring ---- */
+static bool ooo_insert(struct utcp_tcb *tcb, utcp_seq l, utcp_seq r)
+{
+	int i, j, n = tcb->nooo;
+
+	/* find the first range whose right edge reaches l */
+	for (i = 0; i < n && seq_lt(tcb->ooo[i].right, l); i++)
+		;
+	if (i < n && seq_le(tcb->ooo[i].left, r)) {
+		/* overlaps or touches range i: merge, then swallow followers */
+		tcb->ooo[i].left = seq_min(tcb->ooo[i].left, l);
+		tcb->ooo[i].right = seq_max(tcb->ooo[i].right, r);
+		for (j = i + 1; j < n && seq_le(tcb->ooo[j].left, tcb->ooo[i].right); j++)
+			tcb->ooo[i].right = seq_max(tcb->ooo[i].right, tcb->ooo[j].right);
+		if (j > i + 1) {
+			memmove(&tcb->ooo[i + 1], &tcb->ooo[j], (size_t)(n - j) * sizeof(tcb->ooo[0]));
+			tcb->nooo = (uint8_t)(n - (j - i - 1));
+		}
+		tcb->ooo_recent = (int8_t)i;
+		return true;
+	}
+	if (n == UTCP_OOO_MAX)
+		return false;
+	memmove(&tcb->ooo[i + 1], &tcb->ooo[i], (size_t)(n - i) * sizeof(tcb->ooo[0]));
+	tcb->ooo[i].left = l;
+	tcb->ooo[i].right = r;
+	tcb->nooo++;
+	tcb->ooo_recent = (int8_t)i;
+	return true;
+}
+
+/* After RCV.NXT advanced: absorb out-of-order ranges it reached. */
+static void ooo_advance(struct utcp_tcb *tcb)
+{
+	while (tcb->nooo && seq_le(tcb->ooo[0].left, tcb->rcv_nxt)) {
+		if (seq_gt(tcb->ooo[0].right, tcb->rcv_nxt)) {
+			uint32_t more = (uint32_t)seq_diff(tcb->ooo[0].right, tcb->rcv_nxt);
+
+			ring_commit(&tcb->rbuf, more);
+			tcb->bytes_received += more;
+			tcb->rcv_nxt = tcb->ooo[0].right;
+		}
+		memmove(&tcb->ooo[0], &tcb->ooo[1], (size_t)(tcb->nooo - 1) * sizeof(tcb->ooo[0]));
+		tcb->nooo--;
+		if (tcb->ooo_recent > 0)
+			tcb->ooo_recent--;
+	}
+	if (tcb->ooo_recent >= tcb->nooo)
+		tcb->ooo_recent = 0;
+}
+
+/* ---- CLOSED (no control block, no listener): 3.10.7.1 ---- */
+static void closed_state(struct utcp_stack *st, const struct utcp_seg *seg)
+{
+	drop(st, UTCP_DROP_NO_CONN);
+	tcp_reply_rst(st, seg);         /* ignores RSTs itself */
+}
+
+/* ---- LISTEN: 3.10.7.2 ---- */
+static void listen_state(struct utcp_stack *st, const struct utcp_seg *seg, int li)
+{
+	const struct utcp_tcp *th = seg->th;
+	struct utcp_listener *l = &st->listeners[li];
+	struct utcp_tuple t = {seg->ip->dst, seg->ip->src, th->dport, th->sport};
+	struct utcp_tcb *tcb;
+
+	/* First, check for a RST: an incoming RST should be ignored. */
+	if (th->flags & UTCP_TH_RST) {
+		drop(st, UTCP_DROP_TCP_STATE);
+		return;
+	}
+	/* Second, check for an ACK: <SEQ=SEG.ACK><CTL=RST>. */
+	if (th->flags & UTCP_TH_ACK) {
+		drop(st, UTCP_DROP_TCP_STATE);
+		tcp_reply_rst(st, seg);
+		return;
+	}
+	/* Third, check for a SYN. */
+	if (!(th->flags & UTCP_TH_SYN)) {
+		drop(st, UTCP_DROP_TCP_STATE);  /* fourth: other control or text: drop */
+		return;
+	}
+	if (l->pending >= l->backlog) {
+		drop(st, UTCP_DROP_BACKLOG);
+		return;
+	}
+	tcb = tcp_tcb_new(st, &t, seg->now);
+	if (!tcb) {
+		drop(st, UTCP_DROP_TABLE_FULL);
+		return;
+	}
+	memcpy(tcb->rmac, seg->eth->src, 6);    /* next hop learned from the peer's frame */
+	tcb->passive = true;
+	tcb->listener = li;
+	l->pending++;
+	st->stats.passive_opens++;
+	negotiate(st, tcb, th);
+	/* RCV.NXT = SEG.SEQ+1, IRS = SEG.SEQ; text in the SYN is not queued (the peer will
+	 * send it again once our SYN,ACK acknowledges only its SYN). */
+	tcb->irs = seg->seq;
+	tcb->rcv_nxt = seq_add(seg->seq, 1);
+	tcb->rcv_adv = tcb->rcv_nxt;
+	tcb->snd_wnd = seg->wnd;                /* never scaled in a SYN (RFC 7323 2.2) */
+	tcb->max_snd_wnd = tcb->snd_wnd;
+	tcb->snd_wl1 = seg->seq;
+	tcb->snd_wl2 = tcb->iss;
+	/* <SEQ=ISS><ACK=RCV.NXT><CTL=SYN,ACK>, SND.NXT = ISS+1, SND.UNA = ISS */
+	tcp_set_state(st, tcb, UTCP_SYN_RECEIVED);
+	tcp_send_syn(st, tcb, seg->now);
+	tcb->rtt_start = seg->now;
+	tcp_arm_rtx(st, tcb, seg->now);
+	tcp_timer_update(st, tcb);
+}
+
+/* ---- SYN-SENT: 3.10.7.3 ---- */
+static void syn_sent_state(struct utcp_stack *st, struct utcp_tcb *tcb, const struct utcp_seg *seg)
+{
+	const struct utcp_tcp *th = seg->th;
+	bool ack_ok = false;
+
+	/* First, check the ACK bit. */
+	if (th->flags & UTCP_TH_ACK) {
+		/* SEG.ACK =< ISS or SEG.ACK > SND.NXT: <SEQ=SEG.ACK><CTL=RST> unless RST. */
+		if (seq_le(seg->ack, tcb->iss) || seq_gt(seg->ack, tcb->snd_nxt)) {
+			drop(st, UTCP_DROP_TCP_STATE);
+			tcp_reply_rst(st, seg);
+			return;
+		}
+		ack_ok = seq_le(tcb->snd_una, seg->ack) && seq_le(seg->ack, tcb->snd_nxt);
+	}
+	/* Second, check the RST bit: only with an acceptable ACK (RFC 5961 3.2 likewise). */
+	if (th->flags & UTCP_TH_RST) {
+		st->stats.rst_in++;
+		if (ack_ok)
+			tcp_tcb_closed(st, tcb, -ECONNREFUSED);     /* "connection reset" */
+		else
+			drop(st, UTCP_DROP_TCP_STATE);
+		return;
+	}
+	/* Fourth, check the SYN bit. */
+	if (!(th->flags & UTCP_TH_SYN)) {
+		drop(st, UTCP_DROP_TCP_STATE);  /* fifth: neither SYN nor RST */
+		return;
+	}
+	negotiate(st, tcb, th);
+	tcb->irs = seg->seq;
+	tcb->rcv_nxt = seq_add(seg->seq, 1);
+	tcb->rcv_adv = tcb->rcv_nxt;
+	tcb->snd_wnd = seg->wnd;                /* unscaled in a SYN */
+	tcb->max_snd_wnd = tcb->snd_wnd;
+	tcb->snd_wl1 = seg->seq;
+	tcb->snd_wl2 = seg->ack;
+	if (ack_ok) {
+		tcb->snd_una = seg->ack;
+		/* Karn: the SYN's RTT counts only if it was not retransmitted. */
+		if (!tcb->syn_timed_out)
+			tcp_rtt_sample(tcb, (uint32_t)(seg->now - tcb->rtt_start), &st->cfg);
+	}
+	if (seq_gt(tcb->snd_una, tcb->iss)) {
+		/* Our SYN is acknowledged: ESTABLISHED, <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>. */
+		tcp_established(st, tcb, seg->now);
+		tcb->ack_now = true;
+		tcp_output(st, tcb, seg->now);
+		return;
+	}
+	/* Simultaneous open: SYN-RECEIVED, <SEQ=ISS><ACK=RCV.NXT><CTL=SYN,ACK>. */
+	tcp_set_state(st, tcb, UTCP_SYN_RECEIVED);
+	tcp_send_syn(st, tcb, seg->now);
+	tcp_arm_rtx(st, tcb, seg->now);
+	tcp_timer_update(st, tcb);
+}
+
+/* ---- the fifth check's ACK processing for synchronized states ---- */
+static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struct utcp_seg *seg,
+			uint32_t dlen)
+{
+	uint32_t seg_wnd = seg->wnd << (tcb->ws_ok ? tcb->snd_wscale : 0);
+	bool is_dup = false;
+
+	if (seq_lt(tcb->snd_una, seg->ack) && seq_le(seg->ack, tcb->snd_max)) {
+		uint32_t acked = (uint32_t)seq_diff(seg->ack, tcb->snd_una);
+		uint32_t data_acked = acked < tcb->sbuf.len ? acked : tcb->sbuf.len;
+
+		ring_consume(&tcb->sbuf, data_acked);
+		tcb->snd_una = seg->ack;
+		if (seq_lt(tcb->snd_nxt, tcb->snd_una))
+			tcb->snd_nxt = tcb->snd_una;
+		if (tcb->fin_sent && seq_gt(tcb->snd_una, tcb->fin_seq))
+			tcb->fin_acked = true;
+		tcb->bytes_acked += data_acked;
+		tcb->retries = 0;
+		/* RTT sample (Karn: timing was cancelled if the range was retransmitted). */
+		if (tcb->rtt_timing && seq_ge(seg->ack, tcb->rtt_seq)) {
+			tcb->rtt_timing = false;
+			tcp_rtt_sample(tcb, (uint32_t)(seg->now - tcb->rtt_start), &st->cfg);
+			tcb->backoff = 0;
+		}
+		if (tcb->in_recovery) {
+			if (seq_ge(seg->ack, tcb->recover)) {
+				/* RFC 6582 3.2 (3): full acknowledgment */
+				tcb->in_recovery = false;
+				tcb->cc->on_recovery_end(tcb);
+			} else {
+				/* RFC 6582 3.2 (4): partial acknowledgment — retransmit the first
+				 * unacknowledged segment, deflate by the amount acked, add back one
+				 * SMSS if that was at least one SMSS. */
+				tcp_retransmit_first(st, tcb, seg->now);
+				tcb->cwnd = tcb->cwnd > acked ? tcb->cwnd - acked : tcb->mss;
+				if (acked >= tcb->mss)
+					tcb->cwnd += tcb->mss;
+			}
+		} else {
+			tcb->cc->on_ack(tcb, acked, seg->now);
+		}
+		tcb->dupacks = 0;
+		/* RFC 6298 (5.2)/(5.3) */
+		if (seq_eq(tcb->snd_una, tcb->snd_max)) {
+			if (!tcb->persist)
+				tcb->rtx_at = 0;
+		} else {
+			tcb->persist = false;
+			tcp_arm_rtx(st, tcb, seg->now);
+		}
+		if (data_acked && !tcb->fin_queued)
+			tcp_event(st, tcb, UTCP_EV_WRITABLE);
+	} else if (seq_eq(seg->ack, tcb->snd_una) && dlen == 0 &&
+		   !(seg->th->flags & (UTCP_TH_SYN | UTCP_TH_FIN)) && seg_wnd == tcb->snd_wnd &&
+		   seq_lt(tcb->snd_una, tcb->snd_max)) {
+		is_dup = true;                  /* RFC 5681 section 2 "DUPLICATE ACKNOWLEDGMENT" */
+	}
+	if (is_dup) {
+		st->stats.dupacks_in++;
+		tcb->dupacks++;
+		if (tcb->dupacks == 3 && !tcb->in_recovery &&
+		    seq_gt(seq_add(seg->ack, -1), tcb->recover)) {
+			/* RFC 6582 3.2 (2): fast retransmit, enter fast recovery */
+			tcb->cc->on_loss(tcb, seg->now);
+			tcb->recover = tcb->snd_max;
+			tcb->in_recovery = true;
+			tcb->fast_retransmits++;
+			st->stats.fast_retransmits++;
+			tcp_retransmit_first(st, tcb, seg->now);
+		} else if (tcb->dupacks > 3 && tcb->in_recovery) {
+			tcb->cwnd += tcb->mss;          /* (3.2 (3)) inflate */
+		}
+	}
+	/* Window update: SND.WL1 < SEG.SEQ or (SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK). */
+	if (seq_lt(tcb->snd_wl1, seg->seq) ||
+	    (seq_eq(tcb->snd_wl1, seg->seq) && seq_le(tcb->snd_wl2, seg->ack))) {
+		bool opened = tcb->snd_wnd == 0 && seg_wnd > 0;
+
+		tcb->snd_wnd = seg_wnd;
+		tcb->snd_wl1 = seg->seq;
+		tcb->snd_wl2 = seg->ack;
+		if (seg_wnd > tcb->max_snd_wnd)
+			tcb->max_snd_wnd = seg_wnd;
+		if (opened && tcb->persist) {
+			/* persist exit: the window opened */
+			tcb->persist = false;
+			tcb->rtx_at = 0;
+			tcb->backoff = 0;
+		}
+	}
+}
+
+/* ---- all other states: 3.10.7.4 ---- */
+static void other_states(struct utcp_stack *st, struct utcp_tcb *tcb, const struct utcp_seg *seg)
+{
+	const struct utcp_tcp *th = seg->th;
+	uint64_t now = seg->now;
+	uint32_t wnd = ring_free(&tcb->rbuf);
+	const uint8_t *data = th->payload;
+	uint32_t dlen = (uint32_t)th->payload_len;
+	utcp_seq dseq = seq_add(seg->seq, (th->flags & UTCP_TH_SYN) ? 1 : 0);
+	bool fin = (th->flags & UTCP_TH_FIN) != 0, acceptable;
+
+	/* RFC 7323 5.3 PAWS, before the sequence number check: R1) a segment whose TSval
+	 * is older than TS.Recent is not acceptable (RSTs are exempt, 5.2 of RFC 7323). */
+	if (tcb->ts_ok && th->opt.has_ts && !(th->flags & UTCP_TH_RST) &&
+	    (int32_t)(th->opt.tsval - tcb->ts_recent) < 0) {
+		drop(st, UTCP_DROP_PAWS);
+		tcp_send_ack(st, tcb, now);
+		return;
+	}
+
+	/* First, check the sequence number (the four cases of the acceptance test). */
+	if (seg->len == 0)
+		acceptable = wnd == 0 ? seq_eq(seg->seq, tcb->rcv_nxt)
+				      : seq_in(seg->seq, tcb->rcv_nxt, seq_add(tcb->rcv_nxt, wnd));
+	else
+		acceptable = wnd != 0 &&
+			     (seq_in(seg->seq, tcb->rcv_nxt, seq_add(tcb->rcv_nxt, wnd)) ||
+			      seq_in(seq_add(seg->seq, seg->len - 1), tcb->rcv_nxt,
+				     seq_add(tcb->rcv_nxt, wnd)));
+	if (!acceptable) {
+		drop(st, UTCP_DROP_OUT_OF_WINDOW);
+		if (th->flags & UTCP_TH_RST)
+			return;                 /* RFC 5961 3.2: out-of-window RST: silently drop */
+		if (tcb->state == UTCP_SYN_RECEIVED && (th->flags & UTCP_TH_SYN) &&
+		    seq_eq(seg->seq, tcb->irs)) {
+			tcp_send_syn(st, tcb, now);     /* the peer lost our SYN,ACK */
+			return;
+		}
+		/* TIME-WAIT: a retransmitted FIN is acknowledged and restarts the 2 MSL. */
+		if (tcb->state == UTCP_TIME_WAIT && fin) {
+			tcb->tw_at = now + st->cfg.time_wait_us;
+			tcp_timer_update(st, tcb);
+		}
+		tcp_send_ack(st, tcb, now);     /* <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK> */
+		return;
+	}
+	/* RFC 7323 4.3: remember the timestamp of a segment covering Last.ACK.sent. */
+	if (tcb->ts_ok && th->opt.has_ts && (int32_t)(th->opt.tsval - tcb->ts_recent) >= 0 &&
+	    seq_le(seg->seq, tcb->last_ack_sent))
+		tcb->ts_recent = th->opt.tsval;
+	/* Trim to the window: bytes before RCV.NXT, and whatever lies past its right edge
+	 * (a FIN past the edge is not processed). */
+	if (seq_lt(dseq, tcb->rcv_nxt)) {
+		uint32_t skip = (uint32_t)seq_diff(tcb->rcv_nxt, dseq);
+
+		if (skip >= dlen) {
+			if (fin && seq_lt(seq_add(dseq, dlen), tcb->rcv_nxt))
+				fin = false;    /* an old FIN */
+			skip = dlen;
+		}
+		data += skip;
+		dlen -= skip;
+		dseq = seq_add(dseq, skip);
+	}
+	{
+		utcp_seq edge = seq_add(tcb->rcv_nxt, wnd);
+
+		if (seq_gt(seq_add(dseq, dlen), edge)) {
+			dlen = (uint32_t)seq_diff(edge, dseq);
+			fin = false;
+		}
+	}
+
+	/* Second, check the RST bit (RFC 5961 3.2): exact match resets, anything else in
+	 * the window gets a challenge ACK. */
+	if (th->flags & UTCP_TH_RST) {
+		st->stats.rst_in++;
+		if (!seq_eq(seg->seq, tcb->rcv_nxt)) {
+			tcp_send_challenge_ack(st, tcb, now);
+			return;
+		}
+		switch (tcb->state) {
+		case UTCP_SYN_RECEIVED:
+			/* passive: back to LISTEN (the listener never saw it); active: refused */
+			tcp_tcb_closed(st, tcb, tcb->passive ? 0 : -ECONNREFUSED);
+			return;
+		case UTCP_TIME_WAIT:
+			/* RFC 1337: do not let a RST assassinate TIME-WAIT. */
+			drop(st, UTCP_DROP_TCP_STATE);
+			return;
+		case UTCP_CLOSING:
+		case UTCP_LAST_ACK:
+			tcp_tcb_closed(st, tcb, 0);
+			return;
+		default:
+			tcp_tcb_closed(st, tcb, -ECONNRESET);
+			return;
+		}
+	}
+
+	/* Third: security/compartment — not used. */
+
+	/* Fourth, check the SYN bit (RFC 5961 4.2): a SYN in a synchronized state, in
+	 * window or not, gets a challenge ACK. */
+	if (th->flags & UTCP_TH_SYN) {
+		if (tcb->state == UTCP_SYN_RECEIVED && tcb->passive) {
+			/* RFC 9293: a passive SYN-RECEIVED returns to LISTEN. */
+			tcp_tcb_closed(st, tcb, 0);
+			return;
+		}
+		tcp_send_challenge_ack(st, tcb, now);
+		return;
+	}
+
+	/* Fifth, check the ACK field. */
+	if (!(th->flags & UTCP_TH_ACK)) {
+		drop(st, UTCP_DROP_TCP_STATE);
+		return;
+	}
+	if (tcb->state == UTCP_SYN_RECEIVED) {
+		if (!(seq_lt(tcb->snd_una, seg->ack) && seq_le(seg->ack, tcb->snd_max))) {
+			drop(st, UTCP_DROP_TCP_STATE);
+			tcp_reply_rst(st, seg);     /* <SEQ=SEG.ACK><CTL=RST> */
+			return;
+		}
+		/* ESTABLISHED; SND.WND = SEG.WND, SND.WL1 = SEG.SEQ, SND.WL2 = SEG.ACK */
+		tcb->snd_una = seg->ack;
+		tcb->snd_wnd = seg->wnd << (tcb->ws_ok ? tcb->snd_wscale : 0);
+		tcb->max_snd_wnd = tcb->snd_wnd;
+		tcb->snd_wl1 = seg->seq;
+		tcb->snd_wl2 = seg->ack;
+		if (!tcb->syn_timed_out)
+			tcp_rtt_sample(tcb, (uint32_t)(now - tcb->rtt_start), &st->cfg);
+		tcp_established(st, tcb, now);
+	} else if (seq_gt(seg->ack, tcb->snd_max) ||
+		   seq_lt(seg->ack, seq_add(tcb->snd_una, -(int64_t)tcb->max_snd_wnd))) {
+		/* RFC 5961 5.2: acceptable only if SND.UNA - MAX.SND.WND =< SEG.ACK =< SND.NXT;
+		 * otherwise send an ACK and drop. */
+		drop(st, UTCP_DROP_TCP_STATE);
+		tcp_send_ack(st, tcb, now);
+		return;
+	}
+	process_ack(st, tcb, seg, dlen);
+	switch (tcb->state) {
+	case UTCP_FIN_WAIT_1:
+		if (tcb->fin_acked) {
+			tcp_set_state(st, tcb, UTCP_FIN_WAIT_2);
+			if (!tcb->app_owned)
+				tcb->tw_at = now + st->cfg.time_wait_us;   /* orphan timeout */
+		}
+		break;
+	case UTCP_CLOSING:
+		if (tcb->fin_acked)
+			tcp_enter_time_wait(st, tcb, now);
+		break;
+	case UTCP_LAST_ACK:
+		if (tcb->fin_acked) {
+			tcp_tcb_closed(st, tcb, 0);
+			return;
+		}
+		break;
+	default:
+		break;
+	}
+
+	/* Sixth, check the URG bit: urgent data is not supported (RFC 6093); the
+	 * urgent pointer is ignored and the data delivered inline. */
+
+	/* Seventh, process the segment text. */
+	if (dlen && (tcb->state == UTCP_ESTABLISHED || tcb->state == UTCP_FIN_WAIT_1 ||
+		     tcb->state == UTCP_FIN_WAIT_2)) {
+		if (!tcb->app_owned) {
+			/* Nobody will read it: reset (RFC 2525 2.17; Linux does the same). */
+			tcp_send_rst(st, tcb, now);
+			tcp_tcb_closed(st, tcb, -ECONNRESET);
+			return;
+		}
+		if (seq_eq(dseq, tcb->rcv_nxt)) {
+			bool had_ooo = tcb->nooo > 0;
+
+			ring_append(&tcb->rbuf, data, dlen);
+			tcb->rcv_nxt = seq_add(tcb->rcv_nxt, dlen);
+			tcb->bytes_received += dlen;
+			ooo_advance(tcb);
+			tcp_event(st, tcb, UTCP_EV_READABLE);
+			/* RFC 5681 4.2: ACK at least every second full-sized segment, at once
+			 * when a hole is being filled; otherwise within the delayed-ACK bound. */
+			tcb->ack_pending_bytes += dlen;
+			if (had_ooo || tcb->ack_pending_bytes >= 2u * (tcb->mss - (tcb->ts_ok ? 12u : 0u)))
+				tcb->ack_now = true;
+			else if (!tcb->delack_at)
+				tcb->delack_at = now + st->cfg.delack_us;
+		} else {
+			/* Out of order: keep it in the ring beyond the in-order bytes, ACK at
+			 * once (a duplicate ACK, with SACK blocks if negotiated). */
+			uint32_t off = tcb->rbuf.len + (uint32_t)seq_diff(dseq, tcb->rcv_nxt);
+
+			if (ooo_insert(tcb, dseq, seq_add(dseq, dlen)))
+				ring_write_at(&tcb->rbuf, off, data, dlen);
+			tcb->ack_now = true;
+			fin = false;            /* a FIN past a hole waits for retransmission */
+		}
+	} else if (dlen) {
+		drop(st, UTCP_DROP_TCP_STATE);  /* text after the peer's FIN: ignore */
+	}
+
+	/* Eighth, check the FIN bit (only once everything before it has arrived). */
+	if (fin && seq_eq(seq_add(dseq, dlen), tcb->rcv_nxt) && !tcb->fin_rcvd) {
+		tcb->rcv_nxt = seq_add(tcb->rcv_nxt, 1);
+		tcb->fin_rcvd = true;
+		tcb->ack_now = true;
+		tcp_event(st, tcb, UTCP_EV_READABLE);
+		switch (tcb->state) {
+		case UTCP_SYN_RECEIVED:
+		case UTCP_ESTABLISHED:
+			tcp_set_state(st, tcb, UTCP_CLOSE_WAIT);
+			break;
+		case UTCP_FIN_WAIT_1:
+			if (tcb->fin_acked)
+				tcp_enter_time_wait(st, tcb, now);
+			else
+				tcp_set_state(st, tcb, UTCP_CLOSING);
+			break;
+		case UTCP_FIN_WAIT_2:
+			tcp_enter_time_wait(st, tcb, now);
+			break;
+		default:
+			break;
+		}
+	} else if (fin && tcb->state == UTCP_TIME_WAIT) {
+		tcb->ack_now = true;
+		tcb->tw_at = now + st->cfg.time_wait_us;
+	}
+	tcp_output(st, tcb, now);
+}
+
+/* RFC 6191: a SYN may reuse a 4-tuple in TIME-WAIT if it is provably new: with
+ * timestamps, its TSval is above TS.Recent; without, its SEQ is above RCV.NXT. */
+static bool syn_reopens_time_wait(const struct utcp_tcb *tcb, const struct utcp_tcp *th)
+{
+	if ((th->flags & (UTCP_TH_SYN | UTCP_TH_ACK | UTCP_TH_RST)) != UTCP_TH_SYN)
+		return false;
+	if (tcb->ts_ok && th->opt.has_ts)
+		return (int32_t)(th->opt.tsval - tcb->ts_recent) > 0;
+	if (tcb->ts_ok)
+		return false;   /* timestamps were in use: a SYN without them proves nothing */
+	return seq_gt(seq_of(th->seq), tcb->rcv_nxt);
+}
+
+void tcp_input(struct utcp_stack *st, const struct utcp_seg *seg)
+{
+	const struct utcp_tcp *th = seg->th;
+	struct utcp_tuple t = {seg->ip->dst, seg->ip->src, th->dport, th->sport};
+	uint32_t idx = utcp_conntab_lookup(&st->ct, &t);
+	struct utcp_tcb *tcb;
+	int li;
+
+	st->stats.segs_in++;
+	if (idx == UTCP_CT_NONE) {
+		li = stack_find_listener(st, th->dport);
+		if (li < 0)
+			closed_state(st, seg);
+		else
+			listen_state(st, seg, li);
+		return;
+	}
+	tcb = &st->tcbs[idx];
+	if (tcb->state == UTCP_TIME_WAIT && syn_reopens_time_wait(tcb, th) &&
+	    (li = stack_find_listener(st, th->dport)) >= 0) {
+		tcp_tcb_closed(st, tcb, 0);
+		listen_state(st, seg, li);
+		return;
+	}
+	if (tcb->state == UTCP_SYN_SENT)
+		syn_sent_state(st, tcb, seg);
+	else
+		other_states(st, tcb, seg);
+}
+
+/* ICMP errors quoting one of our segments (RFC 5927 checks first). */
+void tcp_icmp_input(struct utcp_stack *st, const struct utcp_icmp *ic, uint64_t now)
+{
+	struct utcp_tuple t = {ic->q_src, ic->q_dst, ic->q_sport, ic->q_dport};
+	struct utcp_tcb *tcb;
+	uint32_t idx;
+
+	if (!ic->has_quote || ic->q_proto != UTCP_IPPROTO_TCP || ic->q_src != st->cfg.local_ip) {
+		drop(st, UTCP_DROP_ICMP_UNHANDLED);
+		return;
+	}
+	idx = utcp_conntab_lookup(&st->ct, &t);
+	if (idx == UTCP_CT_NONE) {
+		drop(st, UTCP_DROP_ICMP_NO_CONN);
+		return;
+	}
+	tcb = &st->tcbs[idx];
+	/* RFC 5927 4.1: the quoted sequence number must be in SND.UNA..SND.NXT-1. */
+	if (!seq_in(seq_of(ic->q_seq), tcb->snd_una, tcb->snd_max)) {
+		drop(st, UTCP_DROP_ICMP_STALE);
+		return;
+	}
+	if (ic->type == UTCP_ICMP_DEST_UNREACH && ic->code == UTCP_ICMP_CODE_FRAG_NEEDED) {
+		uint32_t mss;
+
+		if (ic->next_hop_mtu < 68 + 40 || ic->next_hop_mtu >= st->cfg.mtu) {
+			drop(st, UTCP_DROP_ICMP_UNHANDLED);  /* no usable MTU, or no decrease */
+			return;
+		}
+		mss = (uint32_t)ic->next_hop_mtu - 40;
+		if (mss < st->cfg.min_mss)
+			mss = st->cfg.min_mss;  /* never below the floor */
+		if (mss >= tcb->mss)
+			return;
+		tcb->mss = (uint16_t)mss;
+		if (tcb->cwnd > 0 && tcp_synchronized(tcb->state)) {
+			tcp_retransmit_first(st, tcb, now);   /* the big segment was dropped */
+			tcp_timer_update(st, tcb);
+		}
+		return;
+	}
+	if (ic->type == UTCP_ICMP_DEST_UNREACH && tcb->state == UTCP_SYN_SENT &&
+	    (ic->code == UTCP_ICMP_CODE_PORT_UNREACH || ic->code == 2 /* protocol */)) {
+		tcp_tcb_closed(st, tcb, -ECONNREFUSED);
+		return;
+	}
+	/* Other errors are soft (RFC 5461): nothing to do for an established connection. */
+	drop(st, UTCP_DROP_ICMP_UNHANDLED);
+}

@@ -1,0 +1,318 @@
+/* tcp_out.c — TCP output.  Every segment, with or without a control block, is built
+ * by emit(): options are chosen in one place (segment_options) and every ACK we send
+ * updates the receive-side bookkeeping in one place (after_ack_sent). */
+#include <string.h>
+
+#include "stack.h"
+#include "tcp/cc.h"
+#include "tcp/tcb.h"
+
+static int emit(struct utcp_stack *st, const struct utcp_tuple *t, const uint8_t rmac[6],
+		utcp_seq seq, utcp_seq ack, uint8_t flags, uint16_t wnd, const struct utcp_tcp_opts *opt,
+		const uint8_t *p1, uint32_t l1, const uint8_t *p2, uint32_t l2, uint64_t now)
+{
+	struct utcp_tcp th;
+
+	memset(&th, 0, sizeof(th));
+	th.sport = t->lport;
+	th.dport = t->rport;
+	th.seq = seq.v;
+	th.ack = (flags & UTCP_TH_ACK) ? ack.v : 0;
+	th.flags = flags;
+	th.wnd = wnd;
+	if (opt)
+		th.opt = *opt;
+	st->stats.segs_out++;
+	if (flags & UTCP_TH_RST)
+		st->stats.rst_out++;
+	if (l1 + l2)
+		st->stats.data_segs_out++;
+	return stack_tcp_output(st, t, rmac, &th, p1, l1, p2, l2, now);
+}
+
+uint32_t tcp_ts_now(const struct utcp_tcb *tcb, uint64_t now)
+{
+	return (uint32_t)(now / 1000u) + tcb->ts_offset;   /* 1 ms timestamp clock */
+}
+
+uint32_t tcp_flight(const struct utcp_tcb *tcb)
+{
+	return (uint32_t)seq_diff(tcb->snd_max, tcb->snd_una);
+}
+
+/* The window to offer: free receive space, with receiver-side silly window syndrome
+ * avoidance (RFC 9293 3.8.6.2.2): the right edge only moves by a useful amount. */
+uint32_t tcp_rcv_window(const struct utcp_tcb *tcb)
+{
+	uint32_t space = ring_free(&tcb->rbuf), cur = 0, step;
+
+	if (seq_gt(tcb->rcv_adv, tcb->rcv_nxt))
+		cur = (uint32_t)seq_diff(tcb->rcv_adv, tcb->rcv_nxt);
+	step = tcb->rbuf.cap / 2 < tcb->mss ? tcb->rbuf.cap / 2 : tcb->mss;
+	if (space > cur && space - cur < step)
+		return cur;
+	return space;
+}
+
+/* Options for a segment: SYNs carry what we offer (active) or accept (passive);
+ * later segments carry timestamps and SACK blocks if negotiated. */
+static void segment_options(const struct utcp_stack *st, const struct utcp_tcb *tcb, uint8_t flags,
+			    uint64_t now, struct utcp_tcp_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	if (flags & UTCP_TH_SYN) {
+		o->has_mss = true;
+		o->mss = (uint16_t)(st->cfg.mtu - 40);
+		o->has_ws = tcb->ws_ok;
+		o->ws = tcb->rcv_wscale;
+		o->sack_ok = tcb->sack_ok;
+	}
+	if (tcb->ts_ok && !(flags & UTCP_TH_RST)) {
+		o->has_ts = true;
+		o->tsval = tcp_ts_now(tcb, now);
+		o->tsecr = (flags & UTCP_TH_ACK) ? tcb->ts_recent : 0;
+	}
+	if (tcb->sack_ok && tcb->nooo && !(flags & (UTCP_TH_SYN | UTCP_TH_RST))) {
+		/* RFC 2018 4: the first block reports the most recently received segment. */
+		unsigned i, n = 0;
+
+		o->sack[n].left = tcb->ooo[tcb->ooo_recent].left.v;
+		o->sack[n].right = tcb->ooo[tcb->ooo_recent].right.v;
+		n++;
+		for (i = 0; i < tcb->nooo && n < UTCP_TCP_MAX_SACK; i++) {
+			if ((int)i == tcb->ooo_recent)
+				continue;
+			o->sack[n].left = tcb->ooo[i].left.v;
+			o->sack[n].right = tcb->ooo[i].right.v;
+			n++;
+		}
+		o->nsack = (uint8_t)n;
+	}
+}
+
+static uint32_t opt_len(const struct utcp_tcp_opts *o)
+{
+	uint8_t tmp[40];
+	int n = utcp_tcp_emit_options(tmp, sizeof(tmp), o);
+
+	return n > 0 ? (uint32_t)n : 0;
+}
+
+/* Payload that fits one segment given the options it will carry (RFC 6691). */
+static uint32_t max_payload(const struct utcp_stack *st, const struct utcp_tcb *tcb, uint64_t now)
+{
+	struct utcp_tcp_opts o;
+	uint32_t ol;
+
+	segment_options(st, tcb, UTCP_TH_ACK, now, &o);
+	ol = opt_len(&o);
+	return tcb->mss > ol ? tcb->mss - ol : 1;
+}
+
+static void after_ack_sent(struct utcp_tcb *tcb, uint32_t wnd_adv)
+{
+	utcp_seq edge = seq_add(tcb->rcv_nxt, wnd_adv);
+
+	tcb->ack_pending_bytes = 0;
+	tcb->ack_now = false;
+	tcb->delack_at = 0;
+	tcb->last_ack_sent = tcb->rcv_nxt;
+	if (seq_gt(edge, tcb->rcv_adv))
+		tcb->rcv_adv = edge;
+}
+
+int tcp_send_segment(struct utcp_stack *st, struct utcp_tcb *tcb, utcp_seq seq, uint8_t flags,
+		     uint32_t data_off, uint32_t data_len, uint64_t now)
+{
+	struct utcp_tcp_opts o;
+	const uint8_t *p1 = NULL, *p2 = NULL;
+	uint32_t l1 = 0, l2 = 0, wnd = 0, field;
+	int rc;
+
+	segment_options(st, tcb, flags, now, &o);
+	if (data_len)
+		ring_peek(&tcb->sbuf, data_off, data_len, &p1, &l1, &p2, &l2);
+	if (!(flags & UTCP_TH_RST))
+		wnd = tcp_rcv_window(tcb);
+	/* RFC 7323 2.2: the window in a SYN is never scaled. */
+	if (flags & UTCP_TH_SYN)
+		field = wnd > 0xffff ? 0xffff : wnd;
+	else {
+		field = wnd >> (tcb->ws_ok ? tcb->rcv_wscale : 0);
+		if (field > 0xffff)
+			field = 0xffff;
+	}
+	rc = emit(st, &tcb->t, tcb->rmac, seq, tcb->rcv_nxt, flags, (uint16_t)field, &o, p1, l1, p2, l2,
+		  now);
+	if (flags & UTCP_TH_ACK)
+		after_ack_sent(tcb, (flags & UTCP_TH_SYN) ? field
+					: field << (tcb->ws_ok ? tcb->rcv_wscale : 0));
+	return rc;
+}
+
+void tcp_send_ack(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
+{
+	/* <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK> */
+	tcp_send_segment(st, tcb, tcb->snd_nxt, UTCP_TH_ACK, 0, 0, now);
+}
+
+void tcp_send_syn(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
+{
+	/* SYN-SENT: <SEQ=ISS><CTL=SYN>; SYN-RECEIVED: <SEQ=ISS><ACK=RCV.NXT><CTL=SYN,ACK> */
+	uint8_t flags = UTCP_TH_SYN | (tcb->state == UTCP_SYN_RECEIVED ? UTCP_TH_ACK : 0);
+
+	tcp_send_segment(st, tcb, tcb->iss, flags, 0, 0, now);
+}
+
+void tcp_send_rst(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
+{
+	/* ABORT (RFC 9293 3.10.5): <SEQ=SND.NXT><CTL=RST> */
+	tcp_send_segment(st, tcb, tcb->snd_nxt, UTCP_TH_RST, 0, 0, now);
+}
+
+void tcp_send_challenge_ack(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
+{
+	/* RFC 5961 7: a per-stack budget of challenge ACKs per second. */
+	if (now - st->chack_window_start >= 1000000u) {
+		st->chack_window_start = now;
+		st->chack_count = 0;
+	}
+	if (st->chack_count >= st->cfg.challenge_ack_limit) {
+		st->stats.challenge_acks_limited++;
+		return;
+	}
+	st->chack_count++;
+	st->stats.challenge_acks++;
+	tcp_send_ack(st, tcb, now);
+}
+
+void tcp_reply_rst(struct utcp_stack *st, const struct utcp_seg *seg)
+{
+	/* RFC 9293 3.10.7.1: no control block (or a listener that got an ACK).
+	 * If ACK: <SEQ=SEG.ACK><CTL=RST>; else <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>. */
+	struct utcp_tuple t = {seg->ip->dst, seg->ip->src, seg->th->dport, seg->th->sport};
+
+	if (seg->th->flags & UTCP_TH_RST)
+		return;                 /* never answer a reset */
+	if (seg->th->flags & UTCP_TH_ACK)
+		emit(st, &t, seg->eth->src, seg->ack, seq_of(0), UTCP_TH_RST, 0, NULL, NULL, 0, NULL, 0,
+		     seg->now);
+	else
+		emit(st, &t, seg->eth->src, seq_of(0), seq_add(seg->seq, seg->len),
+		     UTCP_TH_RST | UTCP_TH_ACK, 0, NULL, NULL, 0, NULL, 0, seg->now);
+}
+
+/* Retransmits the first unacknowledged segment regardless of windows (RTO, fast
+ * retransmit, partial ACK, PMTU change). */
+void tcp_retransmit_first(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
+{
+	uint32_t outstanding = tcp_flight(tcb), len = tcb->sbuf.len;
+	uint32_t mp = max_payload(st, tcb, now);
+	uint8_t flags = UTCP_TH_ACK;
+	bool fin;
+	utcp_seq end;
+
+	if (len > mp)
+		len = mp;
+	if (len > outstanding)
+		len = outstanding;
+	fin = tcb->fin_sent && !tcb->fin_acked && seq_eq(seq_add(tcb->snd_una, len), tcb->fin_seq);
+	if (!len && !fin)
+		return;
+	if (fin)
+		flags |= UTCP_TH_FIN;
+	if (len && len == tcb->sbuf.len)
+		flags |= UTCP_TH_PSH;
+	tcp_send_segment(st, tcb, tcb->snd_una, flags, 0, len, now);
+	tcb->retransmits++;
+	st->stats.retransmits++;
+	tcb->rtt_timing = false;        /* Karn: no samples from retransmitted data */
+	end = seq_add(tcb->snd_una, len + (fin ? 1 : 0));
+	if (seq_lt(tcb->snd_nxt, end))
+		tcb->snd_nxt = end;
+	if (!tcb->rtx_at || tcb->persist) {
+		tcb->persist = false;
+		tcp_arm_rtx(st, tcb, now);
+	}
+}
+
+static bool can_send_data(enum utcp_state s)
+{
+	return s == UTCP_ESTABLISHED || s == UTCP_CLOSE_WAIT || s == UTCP_FIN_WAIT_1 ||
+	       s == UTCP_CLOSING || s == UTCP_LAST_ACK;
+}
+
+/* Sends what the windows allow: new data, retransmissions after an RTO (go-back-N from
+ * SND.NXT), the FIN, then a pending ACK if nothing else carried it. */
+void tcp_output(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
+{
+	bool sent = false;
+
+	while (can_send_data(tcb->state)) {
+		uint32_t off = (uint32_t)seq_diff(tcb->snd_nxt, tcb->snd_una);
+		uint32_t left = off < tcb->sbuf.len ? tcb->sbuf.len - off : 0;
+		bool fin_pending = tcb->fin_queued && !tcb->fin_acked && seq_le(tcb->snd_nxt, tcb->fin_seq);
+		uint32_t wnd = tcb->snd_wnd < tcb->cwnd ? tcb->snd_wnd : tcb->cwnd;
+		int32_t usable = seq_diff(seq_add(tcb->snd_una, wnd), tcb->snd_nxt);
+		uint32_t mp = max_payload(st, tcb, now), len = left;
+		bool fin, retx;
+		uint8_t flags = UTCP_TH_ACK;
+
+		if (usable < 0)
+			usable = 0;
+		if (len > (uint32_t)usable)
+			len = (uint32_t)usable;
+		if (len > mp)
+			len = mp;
+		/* The FIN rides with the last data if the window has room for it too. */
+		fin = fin_pending && len == left && (uint32_t)usable > len;
+		if (!len && !fin)
+			break;
+		if (len < mp && !fin) {
+			if (len < left) {
+				/* Window-limited: sender SWS avoidance (RFC 9293 3.8.6.2.1). */
+				if (len < tcb->max_snd_wnd / 2)
+					break;
+			} else if (!tcb->nodelay && seq_lt(tcb->snd_una, tcb->snd_nxt) &&
+				   !seq_lt(tcb->snd_nxt, tcb->snd_max)) {
+				/* Nagle (RFC 9293 3.7.4): one small segment in flight at a time. */
+				break;
+			}
+		}
+		if (len && len == left)
+			flags |= UTCP_TH_PSH;
+		if (fin)
+			flags |= UTCP_TH_FIN;
+		retx = seq_lt(tcb->snd_nxt, tcb->snd_max);
+		tcp_send_segment(st, tcb, tcb->snd_nxt, flags, off, len, now);
+		if (retx) {
+			tcb->retransmits++;
+			st->stats.retransmits++;
+		} else if (!tcb->rtt_timing && len) {
+			tcb->rtt_timing = true;     /* RFC 6298 (one sample per RTT) */
+			tcb->rtt_seq = seq_add(tcb->snd_nxt, len);
+			tcb->rtt_start = now;
+		}
+		if (fin) {
+			tcb->fin_sent = true;
+		}
+		tcb->snd_nxt = seq_add(tcb->snd_nxt, len + (fin ? 1 : 0));
+		tcb->snd_max = seq_max(tcb->snd_max, tcb->snd_nxt);
+		if (!tcb->rtx_at || tcb->persist) {
+			tcb->persist = false;
+			tcp_arm_rtx(st, tcb, now);      /* RFC 6298 (5.1) */
+		}
+		sent = true;
+	}
+	/* Zero window with data waiting and nothing in flight: the persist timer
+	 * (RFC 9293 3.8.6.1) keeps probing until the window opens. */
+	if (can_send_data(tcb->state) && tcb->snd_wnd == 0 && !tcb->rtx_at &&
+	    seq_eq(tcb->snd_una, tcb->snd_max) &&
+	    (tcb->sbuf.len > 0 || (tcb->fin_queued && !tcb->fin_sent))) {
+		tcb->persist = true;
+		tcp_arm_rtx(st, tcb, now);
+	}
+	if (!sent && tcb->ack_now && tcb->state != UTCP_SYN_SENT && tcb->state != UTCP_CLOSED)
+		tcp_send_ack(st, tcb, now);
+	tcp_timer_update(st, tcb);
+}
