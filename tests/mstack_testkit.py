@@ -37,6 +37,7 @@ class Mstackd:
     """A daemon started for a test: its process, names and the test bed host it serves."""
 
     proc: subprocess.Popen[str]
+    argv: list[str]
     run_dir: Path
     bpf_dir: Path
     ports_netns: str
@@ -74,6 +75,19 @@ class Mstackd:
                 self.proc.wait(timeout=10)
         return int(self.proc.returncode)
 
+    def kill(self) -> None:
+        """SIGKILL: the daemon dies without any teardown, as in a crash."""
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        stop_process(self.proc)
+
+    def restart(self) -> None:
+        """Start a new daemon with the same names (after kill() or stop())."""
+        self.proc = subprocess.Popen(
+            self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        wait_line(self.proc, "mstackd: ready", timeout=30)
+
     def wait_until(self, pred: Callable[[], bool], timeout: float = 15.0) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -100,6 +114,7 @@ def start_mstackd(
     name = unique_name()
     d = Mstackd(
         proc=None,  # type: ignore[arg-type]
+        argv=[],
         run_dir=run_dir,
         bpf_dir=pin_root / "sw",
         ports_netns=f"{name}p",
@@ -118,6 +133,7 @@ def start_mstackd(
     if host is not None:
         argv += ["--attach", host.host_if]
     argv += list(extra)
+    d.argv = argv
     d.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_line(d.proc, "mstackd: ready", timeout=30)

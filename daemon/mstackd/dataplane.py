@@ -91,6 +91,7 @@ class Dataplane:
         self.maps = SwitchMaps(self.ingress)
         self.xsks = self.portprog.map("xsks", "__u32", "__u32")
         self.egress_stats = self.portprog.map("egress_stats", "__u32", "__u64")
+        # Ours to remove at teardown if we made it — or a previous mstackd did (state file).
         self.created_netns = ensure_netns(ports_netns)
         self.ns = NetnsExecutor(ports_netns)
         # No IPv6 on port links: the kernel would emit solicitations on them.
@@ -168,6 +169,42 @@ class Dataplane:
         for a in nic.addrs:
             self.maps.del_local_addr(nic.ifindex, a)
         self.maps.nics.delete(nic.ifindex)
+
+    def adopt_nic(self, ifname: str, ifindex: int, mode: str, prog_id: int) -> Nic | None:
+        """A restarted daemon: the NIC still carries the switch program the dead daemon attached
+        (it uses the same pinned maps), so keep it rather than replace it."""
+        try:
+            if socket.if_nametoindex(ifname) != ifindex:
+                return None
+        except OSError:
+            return None
+        if libbpf.xdp_query_id(ifindex, MODES[mode]) != prog_id:
+            return None
+        with IPRoute() as ipr:
+            link = ipr.link("get", index=ifindex)[0]
+            addrs = {a.get("IFA_ADDRESS") for a in ipr.get_addr(index=ifindex, family=2)}
+        nic = Nic(ifname, ifindex, link.get("IFLA_ADDRESS"), int(link.get("IFLA_MTU")), mode,
+                  prog_id, addrs)  # fmt: skip
+        self.maps.add_nic(ifindex, mac_bytes(nic.mac))
+        for a in addrs:
+            self.maps.add_local_addr(ifindex, a)
+        self.nics[ifname] = nic
+        log.info("adopted %s (%s, prog %d)", ifname, mode, prog_id)
+        return nic
+
+    def adopt_port(self, port: Port) -> bool:
+        """A restarted daemon: take over a port whose links still exist (True), or clear what is
+        left of it from the switch (False)."""
+        self.ports[port.port_id] = port
+        try:
+            with IPRoute() as ipr:
+                idx = ipr.link_lookup(ifname=port.host_if)
+            if idx == [port.host_ifindex]:
+                return True
+        except Exception:
+            pass
+        self.delete_port(port.port_id)
+        return False
 
     def nic_addr_added(self, ifindex: int, addr: str) -> None:
         for nic in self.nics.values():

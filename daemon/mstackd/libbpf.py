@@ -217,6 +217,14 @@ class BpfMap:
     def pin(self, path: str | Path) -> None:
         _check(lib().bpf_obj_pin(self.fd, str(path).encode()), f"pin {self.name} at {path}")
 
+    @classmethod
+    def open_pinned(
+        cls, path: str | Path, key_type: str, value_type: str, percpu: bool = False
+    ) -> BpfMap:
+        """A map pinned on bpffs (e.g. by a daemon that is gone); close() releases the fd."""
+        fd = _check(lib().bpf_obj_get(str(path).encode()), f"open pinned map {path}")
+        return cls(Path(path).name, fd, key_type, value_type, percpu, _owned_fd=True)
+
     def close(self) -> None:
         if self._owned_fd and self.fd >= 0:
             os.close(self.fd)

@@ -47,7 +47,8 @@ class SwitchWriter(Protocol):
 
 @dataclass
 class Shadow:
-    """One shadow kernel socket: the daemon's fd copy and the pids that claimed it."""
+    """One shadow kernel socket: the daemon's fd copy (-1 after a restart, until a holder
+    registers the socket again) and the pids that claimed it."""
 
     inode: int
     fd: int
@@ -146,7 +147,10 @@ class Registry:
         self, b: Binding, kind: str, info: sockcheck.SockInfo, fd: int, pid: int
     ) -> Binding:
         if info.inode in b.shadows:  # the same socket again: a re-registration
-            b.shadows[info.inode].claimants.add(pid)
+            shadow = b.shadows[info.inode]
+            shadow.claimants.add(pid)
+            if shadow.fd < 0:  # after a daemon restart: hold the port in the kernel again
+                shadow.fd = os.dup(fd)
             return b
         # The kernel let a second socket take this 3-tuple. Only listeners sharing it through
         # SO_REUSEPORT form one listen group; anything else would be two owners of one key.
@@ -229,7 +233,8 @@ class Registry:
     def _collect(self, b: Binding) -> None:
         for inode, s in list(b.shadows.items()):
             if not s.claimants:
-                os.close(s.fd)
+                if s.fd >= 0:
+                    os.close(s.fd)
                 del b.shadows[inode]
         if b.shadows:
             return
@@ -274,6 +279,57 @@ class Registry:
     def _publish(self, b: Binding) -> None:
         b.gen += 1
         self.switch.set_group(b.group, list(b.members), b.gen)
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "next_id": self._next_id,
+            "bindings": [
+                {
+                    "id": b.id,
+                    "proto": b.key.proto,
+                    "addr": b.key.addr,
+                    "port": b.key.port,
+                    "kind": b.kind,
+                    "group": b.group,
+                    "members": b.members,
+                    "port_id": b.port_id,
+                    "gen": b.gen,
+                    "shadows": [
+                        {"inode": sh.inode, "claimants": sorted(sh.claimants)}
+                        for sh in b.shadows.values()
+                    ],
+                }
+                for b in self.bindings.values()
+            ],
+        }
+
+    def restore(self, snap: dict[str, object], live_ports: set[int]) -> None:
+        """A restarted daemon: keep the bindings some live claimant still holds (the switch
+        still steers them), drop the rest from the switch. The daemon lost its fd copies; a
+        holder that registers its socket again gives it a new one."""
+        self._next_id = max(self._next_id, int(snap.get("next_id", 1)))  # type: ignore[call-overload]
+        for item in snap.get("bindings", []):  # type: ignore[attr-defined]
+            key = BindKey(item["proto"], item["addr"], int(item["port"]))
+            b = Binding(int(item["id"]), key, item["kind"], group=int(item["group"]),
+                        port_id=int(item["port_id"]), gen=int(item["gen"]))  # fmt: skip
+            for sh in item["shadows"]:
+                live = {p for p in sh["claimants"] if pid_holds_inode(p, int(sh["inode"]))}
+                if live:
+                    b.shadows[int(sh["inode"])] = Shadow(int(sh["inode"]), -1, live)
+            b.members = [m for m in item["members"] if m in live_ports]
+            if not b.shadows:
+                self.switch.unbind(key)
+                if b.kind == "listen":
+                    self.switch.set_group(b.group, [])
+                continue
+            if b.kind == "listen":
+                self._free_groups.remove(b.group)
+                self._publish(b)
+            self.bindings[b.id] = b
+            self.by_key[key] = b
+            log.info("binding %d restored: %s %s:%d", b.id, key.proto, key.addr, key.port)
 
     def close(self) -> None:
         """Daemon shutdown: unbind everything and close the shadow copies."""

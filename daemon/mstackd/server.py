@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import dataclasses
 import errno
 import grp
 import json
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 from pyroute2 import IPRoute
 
 from mstackd import __version__, proto, sockcheck
@@ -98,6 +100,9 @@ class Daemon:
         self.stopping = False
         self.listeners: list[socket.socket] = []
         self.admin_gid = grp.getgrnam(cfg.admin_group).gr_gid if cfg.admin_group else None
+        # Ports adopted from a dead daemon: port id -> owner pid, until the owner says HELLO.
+        self.orphans: dict[int, int] = {}
+        self.state_path = run_dir / "state.json"
 
     def local_addrs(self) -> set[str]:
         return set().union(*(n.addrs for n in self.dp.nics.values())) if self.dp.nics else set()
@@ -143,8 +148,11 @@ class Daemon:
         """Serve until SIGTERM/SIGINT, then take everything down (also on any failure)."""
         try:
             self.run_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+            self._recover()
             for iface in self.cfg.attach:
-                self.dp.attach_nic(iface, self.cfg.mode)
+                if iface not in self.dp.nics:
+                    self.dp.attach_nic(iface, self.cfg.mode)
+            self._save()
             app = self._listen("app.sock", 0o666)
             admin = self._listen("admin.sock", 0o660)
             self.listeners = [app, admin]
@@ -178,7 +186,7 @@ class Daemon:
             self._remove_reader(s.fileno())
             s.close()
         self.listeners = []
-        for name in ("app.sock", "admin.sock", "mstackd.pid"):
+        for name in ("app.sock", "admin.sock", "mstackd.pid", "state.json"):
             with contextlib.suppress(FileNotFoundError):
                 (self.run_dir / name).unlink()
         for fd in list(self.conns):
@@ -192,8 +200,67 @@ class Daemon:
         try:
             self.registry.sweep()
             self._refresh_addrs()
+            self._save()
         except Exception:
             log.exception("sweep failed")
+
+    # -- state across a restart ----------------------------------------------------------------
+
+    def _save(self) -> None:
+        """What a daemon restarted after a crash needs to take over (run_dir/state.json)."""
+        owners = {p: c.pid for c in self.conns.values() for p in c.ports} | self.orphans
+        state = {
+            "version": 1,
+            "created_netns": self.dp.created_netns,
+            "nics": [
+                {"ifname": n.ifname, "ifindex": n.ifindex, "mode": n.mode, "prog_id": n.prog_id}
+                for n in self.dp.nics.values()
+            ],
+            "ports": [
+                {
+                    "port_id": p.port_id,
+                    "host_if": p.host_if,
+                    "app_if": p.app_if,
+                    "host_ifindex": p.host_ifindex,
+                    "app_ifindex": p.app_ifindex,
+                    "pid": owners.get(p.port_id),
+                    "geom": dataclasses.asdict(p.geom),
+                }
+                for p in self.dp.ports.values()
+            ],
+            "registry": self.registry.snapshot(),
+        }
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.state_path)
+
+    def _recover(self) -> None:
+        """After a crash: keep what live processes still use — NICs, ports, bindings — and
+        clear the rest from the switch. Documented in docs/mstackd.md."""
+        try:
+            state = json.loads(self.state_path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            log.warning("ignoring unreadable %s: %s", self.state_path, e)
+            return
+        self.dp.created_netns = self.dp.created_netns or bool(state.get("created_netns"))
+        for n in state.get("nics", []):
+            self.dp.adopt_nic(n["ifname"], n["ifindex"], n["mode"], n["prog_id"])
+        for p in state.get("ports", []):
+            port = Port(p["port_id"], p["host_if"], p["app_if"], p["host_ifindex"],
+                        p["app_ifindex"], Geometry(**p["geom"]))  # fmt: skip
+            pid = p.get("pid")
+            if pid and psutil.pid_exists(pid) and self.dp.adopt_port(port):
+                self.orphans[port.port_id] = pid
+                self._watch(pid)
+                log.info("port %d adopted, owner pid %d", port.port_id, pid)
+            else:
+                self.dp.ports[port.port_id] = port
+                self.dp.delete_port(port.port_id)
+        self.registry.restore(state.get("registry", {}), set(self.dp.ports))
+        for pid in {c for b in self.registry.bindings.values() for c in b.claimants()}:
+            self._watch(pid)
 
     def _refresh_addrs(self) -> None:
         """NIC addresses come and go: keep the switch's local-address map in step."""
@@ -272,7 +339,13 @@ class Daemon:
         for fd, conn in list(self.conns.items()):
             if conn.pid == pid:
                 self._drop_conn(fd)
+        for port_id, owner in list(self.orphans.items()):
+            if owner == pid:
+                del self.orphans[port_id]
+                self.registry.port_gone(port_id)
+                self.dp.delete_port(port_id)
         self.registry.process_gone(pid)
+        self._save()
 
     # -- app.sock ------------------------------------------------------------------------------
 
@@ -310,6 +383,7 @@ class Daemon:
             self._reply(conn, req.type, req.seq, -errno.EIO, f"internal error: {e}")
         finally:
             close_fds(req.fds)
+            self._save()
 
     def _reply(
         self,
@@ -339,6 +413,10 @@ class Daemon:
                 )
             self._watch(conn.pid)
             conn.hello = True
+            for port_id, owner in list(self.orphans.items()):
+                if owner == conn.pid:  # its stack reconnects after a daemon restart
+                    conn.ports[port_id] = self.dp.ports[port_id]
+                    del self.orphans[port_id]
             self._reply(
                 conn,
                 req.type,
@@ -463,6 +541,7 @@ class Daemon:
             out = {"ok": False, "error": str(e)}
         with contextlib.suppress(OSError):
             conn.sock.send(json.dumps(out).encode())
+        self._save()
 
     def _admin(self, req: dict[str, Any]) -> Any:
         cmd = req["cmd"]
@@ -508,7 +587,7 @@ class Daemon:
         }
 
     def ports_view(self) -> list[dict[str, Any]]:
-        owners = {pid: c.pid for c in self.conns.values() for pid in c.ports}
+        owners = {p: c.pid for c in self.conns.values() for p in c.ports} | self.orphans
         out = []
         for p in self.dp.ports.values():
             out.append(
