@@ -36,6 +36,10 @@ utcp:
 	$(MAKE) -C utcp_c BUILD=$(BUILD)/asan SAN=1
 	$(MAKE) -C utcp_c/port BUILD=$(BUILD)
 	$(MAKE) -C utcp_c/port BUILD=$(BUILD)/asan SAN=1
+	$(MAKE) -C utcp_c/ctl BUILD=$(BUILD)
+	$(MAKE) -C utcp_c/ctl BUILD=$(BUILD)/asan SAN=1
+	$(MAKE) -C utcp_c/tools BUILD=$(BUILD)
+	$(MAKE) -C utcp_c/tools BUILD=$(BUILD)/asan SAN=1
 
 shim: utcp
 	$(MAKE) -C shim BUILD=$(BUILD)
@@ -68,5 +72,7 @@ clean:
 	$(MAKE) -C daemon/bpf clean BUILD=$(BUILD)/bpf
 	$(MAKE) -C utcp_c clean BUILD=$(BUILD)
 	$(MAKE) -C utcp_c/port clean BUILD=$(BUILD)
+	$(MAKE) -C utcp_c/ctl clean BUILD=$(BUILD)
+	$(MAKE) -C utcp_c/tools clean BUILD=$(BUILD)
 	$(MAKE) -C shim clean BUILD=$(BUILD)
 	rm -rf $(BUILD)
