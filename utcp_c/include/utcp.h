@@ -107,11 +107,12 @@ int utcp_unlisten(struct utcp_stack *st, int listener);
 int utcp_connect(struct utcp_stack *st, uint32_t raddr, uint16_t rport, uint16_t lport,
 		 const uint8_t next_hop[6], uint64_t now_us, utcp_cid *out);
 /* Queues up to len bytes; returns bytes queued, -EAGAIN if the buffer is full, -EPIPE
- * after shutdown, -ENOTCONN before the handshake is done, -ECONNRESET... */
+ * after shutdown, the connection's error once it is closed (-ECONNRESET...).  Data
+ * queued before the handshake completes is sent once it does. */
 ssize_t utcp_send(struct utcp_stack *st, utcp_cid c, const void *buf, size_t len, uint64_t now_us);
 /* Returns bytes read, 0 at end of stream, -EAGAIN if nothing yet. */
 ssize_t utcp_recv(struct utcp_stack *st, utcp_cid c, void *buf, size_t len, uint64_t now_us);
-/* Half-close: sends FIN after the queued data. */
+/* Half-close: sends FIN after the queued data (deferred until established). */
 int utcp_shutdown(struct utcp_stack *st, utcp_cid c, uint64_t now_us);
 /* Shutdown + release the handle; the stack finishes the close on its own. */
 int utcp_close(struct utcp_stack *st, utcp_cid c, uint64_t now_us);

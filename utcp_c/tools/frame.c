@@ -62,7 +62,7 @@ uint16_t resp_csum_fold(uint32_t sum)
 	return (uint16_t)sum;
 }
 
-uint32_t resp_isn(const struct resp_cfg *cfg, uint32_t saddr, uint32_t daddr, uint16_t sport,
+uint32_t resp_seq_offset(const struct resp_cfg *cfg, uint32_t saddr, uint32_t daddr, uint16_t sport,
 		  uint16_t dport)
 {
 	/* A keyed mix of the 4-tuple (murmur3's finaliser): stable per flow, spread out. */
@@ -206,9 +206,13 @@ size_t resp_frame(const struct resp_cfg *cfg, const uint8_t *in, size_t len, uin
 {
 	struct seg s;
 	size_t n = 0;
+	uint32_t off = 0;
 
 	c->frames++;
-	switch (parse(cfg, in, len, &s)) {
+	enum verdict v = parse(cfg, in, len, &s);
+	if (v == V_SYN || v == V_DATA || v == V_FIN)
+		off = resp_seq_offset(cfg, s.daddr, s.saddr, s.dport, s.sport);
+	switch (v) {
 	case V_MALFORMED:
 		c->malformed++;
 		return 0;
@@ -217,20 +221,21 @@ size_t resp_frame(const struct resp_cfg *cfg, const uint8_t *in, size_t len, uin
 		return 0;
 	case V_SYN:
 		c->syn++;
-		n = build(&s, out, room, resp_isn(cfg, s.daddr, s.saddr, s.dport, s.sport),
-			  s.seq + 1, TH_SYN | TH_ACK, cfg->mss, NULL, 0);
+		n = build(&s, out, room, s.seq + off, s.seq + 1, TH_SYN | TH_ACK, cfg->mss, NULL, 0);
 		break;
 	case V_DATA: {
+		/* The echo of the bytes at the peer's offset o goes at our offset o: seq + off. */
 		int fin = !!(s.flags & TH_FIN);
 		c->data++;
-		n = build(&s, out, room, s.ack, s.seq + (uint32_t)s.payload_len + (uint32_t)fin,
+		n = build(&s, out, room, s.seq + off, s.seq + (uint32_t)s.payload_len + (uint32_t)fin,
 			  (uint8_t)(TH_ACK | TH_PSH | (fin ? TH_FIN : 0)), 0, s.payload,
 			  s.payload_len);
 		break;
 	}
 	case V_FIN:
+		/* Our FIN follows the echo of everything before the peer's. */
 		c->fin++;
-		n = build(&s, out, room, s.ack, s.seq + 1, TH_FIN | TH_ACK, 0, NULL, 0);
+		n = build(&s, out, room, s.seq + off, s.seq + 1, TH_FIN | TH_ACK, 0, NULL, 0);
 		break;
 	}
 	if (n)

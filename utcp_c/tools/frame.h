@@ -1,7 +1,13 @@
 /* frame.h — mstack-responder's frame logic, kept apart from ports and sockets so that it can
  * be tested with crafted frames: one Ethernet frame in, at most one frame out.  No TCP
  * state: a SYN to the listener gets a SYN-ACK, a segment with payload gets the payload
- * echoed back in an ACK, a FIN gets a FIN-ACK; everything else is only counted. */
+ * echoed back in an ACK, a FIN gets a FIN-ACK; everything else is only counted.
+ *
+ * Stateless but exact: the responder's ISN is the peer's ISN plus a keyed hash of the flow,
+ * so every byte the peer sends at stream offset o is echoed at the responder's stream offset
+ * o (seq = the segment's seq + that hash).  With one segment in flight this is "seq = the
+ * segment's ack"; with many, or with retransmissions, the peer still reads back exactly the
+ * byte stream it sent. */
 #ifndef MSTACK_RESP_FRAME_H
 #define MSTACK_RESP_FRAME_H
 
@@ -12,7 +18,7 @@ struct resp_cfg {
 	uint32_t addr;      /* listening address, network byte order; 0: any */
 	uint16_t port;      /* listening port, network byte order */
 	uint16_t mss;       /* MSS option on SYN-ACKs (host order); 0: no option */
-	uint32_t isn_key;   /* mixed into the ISNs */
+	uint32_t isn_key;   /* mixed into the ISNs (resp_seq_offset) */
 };
 
 /* What the responder saw.  Every frame counts in exactly one of syn, data, fin, other,
@@ -36,9 +42,9 @@ struct resp_counts {
 size_t resp_frame(const struct resp_cfg *cfg, const uint8_t *in, size_t len, uint8_t *out,
 		  size_t room, struct resp_counts *c);
 
-/* The ISN of the responder's SYN-ACK on the flow from saddr:sport (the responder) to
- * daddr:dport, all in network order. */
-uint32_t resp_isn(const struct resp_cfg *cfg, uint32_t saddr, uint32_t daddr, uint16_t sport,
+/* The responder's ISN minus the peer's on the flow from saddr:sport (the responder) to
+ * daddr:dport, all in network order: a keyed hash of the 4-tuple. */
+uint32_t resp_seq_offset(const struct resp_cfg *cfg, uint32_t saddr, uint32_t daddr, uint16_t sport,
 		  uint16_t dport);
 
 /* The Internet checksum (RFC 1071) of data, folded, not inverted, starting from sum. */

@@ -346,9 +346,6 @@ static int do_shutdown(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now
 		return 0;
 	switch (tcb->state) {
 	case UTCP_SYN_SENT:
-		/* "Delete the TCB" */
-		tcp_tcb_closed(st, tcb, 0);
-		return 0;
 	case UTCP_SYN_RECEIVED:
 		tcb->fin_queued = true;
 		tcb->fin_seq = seq_add(tcb->iss, 1 + tcb->sbuf.len);
@@ -413,6 +410,11 @@ int utcp_close(struct utcp_stack *st, utcp_cid c, uint64_t now)
 	}
 	tcb->app_owned = false;
 	tcb->ev_pending = 0;
+	if (tcb->state == UTCP_SYN_SENT) {
+		/* CLOSE in SYN-SENT (3.10.4): delete the TCB. */
+		tcp_tcb_closed(st, tcb, 0);
+		return 0;
+	}
 	do_shutdown(st, tcb, now);
 	if (tcb->state == UTCP_FIN_WAIT_2 && !tcb->tw_at) {
 		tcb->tw_at = now + st->cfg.time_wait_us;    /* orphan FIN-WAIT-2 timeout */

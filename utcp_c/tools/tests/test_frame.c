@@ -40,6 +40,13 @@ struct spec {
 	size_t pad;
 };
 
+/* The responder's ISN minus the peer's on the default flow. */
+static uint32_t off_default(const struct resp_cfg *cfg)
+{
+	return resp_seq_offset(cfg, htonl(0x0a000001), htonl(0x0a000002), htons(8080),
+			       htons(40000));
+}
+
 static struct spec spec_default(uint8_t flags)
 {
 	struct spec s = {
@@ -177,8 +184,7 @@ static void test_syn_gets_synack(void)
 	size_t len = make_frame(&s, f);
 	size_t n = run_exact(&cfg, f, len, o, sizeof(o), &c);
 	const uint8_t *t = check_reply(o, n, 24);
-	CHECK_EQ(g32(t + 4), resp_isn(&cfg, htonl(0x0a000001), htonl(0x0a000002), htons(8080),
-				      htons(40000)));
+	CHECK_EQ(g32(t + 4), 1000 + off_default(&cfg));
 	CHECK_EQ(g32(t + 8), 1001);
 	CHECK_EQ(t[12], 6 << 4);
 	CHECK_EQ(t[13], 0x12);
@@ -197,6 +203,7 @@ static void test_syn_gets_synack(void)
 	len = make_frame(&s, f);
 	n = run_exact(&cfg, f, len, o, sizeof(o), &c);
 	t = check_reply(o, n, 20);
+	CHECK_EQ(g32(t + 4), (uint32_t)(0xffffffffu + off_default(&cfg)));
 	CHECK_EQ(g32(t + 8), 0);
 	CHECK_EQ(t[12], 5 << 4);
 	CHECK_EQ(c.syn, 2);
@@ -206,15 +213,15 @@ static void test_syn_gets_synack(void)
 static void test_isn_per_flow(void)
 {
 	struct resp_cfg cfg = cfg_default();
-	uint32_t a = resp_isn(&cfg, 1, 2, 3, 4);
+	uint32_t a = resp_seq_offset(&cfg, 1, 2, 3, 4);
 
-	CHECK_EQ(resp_isn(&cfg, 1, 2, 3, 4), a);
-	CHECK(resp_isn(&cfg, 1, 2, 3, 5) != a);
-	CHECK(resp_isn(&cfg, 1, 2, 4, 4) != a);
-	CHECK(resp_isn(&cfg, 1, 3, 3, 4) != a);
-	CHECK(resp_isn(&cfg, 2, 2, 3, 4) != a);
+	CHECK_EQ(resp_seq_offset(&cfg, 1, 2, 3, 4), a);
+	CHECK(resp_seq_offset(&cfg, 1, 2, 3, 5) != a);
+	CHECK(resp_seq_offset(&cfg, 1, 2, 4, 4) != a);
+	CHECK(resp_seq_offset(&cfg, 1, 3, 3, 4) != a);
+	CHECK(resp_seq_offset(&cfg, 2, 2, 3, 4) != a);
 	cfg.isn_key++;
-	CHECK(resp_isn(&cfg, 1, 2, 3, 4) != a);
+	CHECK(resp_seq_offset(&cfg, 1, 2, 3, 4) != a);
 }
 
 static void test_data_is_echoed(void)
@@ -236,7 +243,7 @@ static void test_data_is_echoed(void)
 		size_t len = make_frame(&s, f);
 		size_t n = run_exact(&cfg, f, len, o, sizeof(o), &c);
 		const uint8_t *t = check_reply(o, n, 20 + lens[k]);
-		CHECK_EQ(g32(t + 4), 5000);
+		CHECK_EQ(g32(t + 4), (uint32_t)(0xfffffff0u + off_default(&cfg)));
 		CHECK_EQ(g32(t + 8), (uint32_t)(0xfffffff0u + lens[k]));
 		CHECK_EQ(t[13], 0x18);
 		CHECK(!memcmp(t + 20, payload, lens[k]));
@@ -257,7 +264,7 @@ static void test_data_with_fin(void)
 	s.payload_len = 3;
 	size_t n = run_exact(&cfg, f, make_frame(&s, f), o, sizeof(o), &c);
 	const uint8_t *t = check_reply(o, n, 23);
-	CHECK_EQ(g32(t + 4), 5000);
+	CHECK_EQ(g32(t + 4), 1000 + off_default(&cfg));
 	CHECK_EQ(g32(t + 8), 1004);
 	CHECK_EQ(t[13], 0x19);
 	CHECK(!memcmp(t + 20, "bye", 3));
@@ -275,9 +282,66 @@ static void test_fin_gets_finack(void)
 
 	size_t n = run_exact(&cfg, f, make_frame(&s, f), o, sizeof(o), &c);
 	const uint8_t *t = check_reply(o, n, 20);
-	CHECK_EQ(g32(t + 4), 5000);
+	CHECK_EQ(g32(t + 4), 1000 + off_default(&cfg));
 	CHECK_EQ(g32(t + 8), 1001);
 	CHECK_EQ(t[13], 0x11);
+	CHECK_EQ(c.fin, 1);
+	check_sum(&c);
+}
+
+/* A peer with several segments in flight (all acking only the SYN-ACK), a retransmission,
+ * then its FIN: the echoes tile the responder's stream exactly, as the peer sent its own. */
+static void test_stream_in_flight(void)
+{
+	struct resp_cfg cfg = cfg_default();
+	struct resp_counts c = { 0 };
+	struct spec s = spec_default(0x02);
+	uint8_t f[ROOM], o[ROOM], payload[400];
+	const uint32_t irs = 0xfffffe00u;
+
+	for (size_t i = 0; i < sizeof(payload); i++)
+		payload[i] = (uint8_t)i;
+	s.seq = irs;
+	size_t n = run_exact(&cfg, f, make_frame(&s, f), o, sizeof(o), &c);
+	const uint8_t *t = check_reply(o, n, 24);
+	uint32_t iss = g32(t + 4);
+
+	/* one segment in flight: the echo's seq is the segment's ack */
+	s = spec_default(0x18);
+	s.seq = irs + 1;
+	s.ack = iss + 1;
+	s.payload = payload;
+	s.payload_len = 10;
+	n = run_exact(&cfg, f, make_frame(&s, f), o, sizeof(o), &c);
+	t = check_reply(o, n, 30);
+	CHECK_EQ(g32(t + 4), iss + 1);
+	CHECK_EQ(g32(t + 8), irs + 11);
+
+	/* three in flight, all acking only the first echo, and the second sent twice */
+	const uint32_t offs[] = { 10, 110, 310, 110 }, lens[] = { 100, 200, 50, 200 };
+	for (int k = 0; k < 4; k++) {
+		s = spec_default(0x18);
+		s.seq = irs + 1 + offs[k];
+		s.ack = iss + 11;
+		s.payload = payload + offs[k];
+		s.payload_len = lens[k];
+		n = run_exact(&cfg, f, make_frame(&s, f), o, sizeof(o), &c);
+		t = check_reply(o, n, 20 + lens[k]);
+		CHECK_EQ(g32(t + 4), iss + 1 + offs[k]);
+		CHECK_EQ(g32(t + 8), irs + 1 + offs[k] + lens[k]);
+		CHECK(!memcmp(t + 20, payload + offs[k], lens[k]));
+	}
+
+	/* the FIN after 360 bytes: ours follows the echo of all of them */
+	s = spec_default(0x11);
+	s.seq = irs + 1 + 360;
+	s.ack = iss + 1 + 360;
+	n = run_exact(&cfg, f, make_frame(&s, f), o, sizeof(o), &c);
+	t = check_reply(o, n, 20);
+	CHECK_EQ(g32(t + 4), iss + 1 + 360);
+	CHECK_EQ(g32(t + 8), irs + 1 + 361);
+	CHECK_EQ(c.syn, 1);
+	CHECK_EQ(c.data, 5);
 	CHECK_EQ(c.fin, 1);
 	check_sum(&c);
 }
@@ -568,6 +632,7 @@ int main(int argc, char **argv)
 		CHECK_CASE(test_data_is_echoed),
 		CHECK_CASE(test_data_with_fin),
 		CHECK_CASE(test_fin_gets_finack),
+		CHECK_CASE(test_stream_in_flight),
 		CHECK_CASE(test_padding_and_ip_options),
 		CHECK_CASE(test_wildcard_address),
 		CHECK_CASE(test_others_ignored),
