@@ -190,6 +190,12 @@ static void handle_events(struct world *w, struct utcp_stack *st, struct flow *f
 
 typedef bool (*done_fn)(struct world *w);
 
+static uint64_t g_stop_at;
+static bool time_up(struct world *w)
+{
+	return w->now >= g_stop_at;
+}
+
 /* Runs both stacks until done() or the virtual time limit; returns the time. */
 static uint64_t run(struct world *w, done_fn done, uint64_t limit_us)
 {
@@ -395,15 +401,25 @@ TEST(test_pair_slow_reader_zero_window)
 	w.fa.salt_tx = w.fb.salt_rx = 5;
 	w.fb.expect = 100000;
 	start_client(&w);
-	run(&w, NULL, 3000000);                  /* reader asleep: window closes */
-	CHECK(w.fa.sent < 100000 || utcp_get_stats(w.a)->segs_out > 0);
-	for (i = 0; i < 100 && w.fb.received < 100000; i++) {
+	g_stop_at = w.now + 3000000;
+	run(&w, time_up, 4000000);               /* reader asleep: the window closes */
+	{
+		struct utcp_conn_info ci = {.sz = sizeof(ci)};
+
+		CHECK_EQ(utcp_conn_info(w.a, w.fa.c, &ci), 0);
+		CHECK_EQ(ci.snd_wnd, 0);
+		CHECK(ci.sndbuf_used > 0);
+	}
+	for (i = 0; i < 200 && w.fb.received < 100000; i++) {
 		w.fb.read_paused = false;
 		pump_recv(w.b, &w.fb, w.now);
 		w.fb.read_paused = true;
-		run(&w, NULL, 2000000);
+		g_stop_at = w.now + 500000;
+		run(&w, time_up, 1000000);
 	}
 	CHECK_EQ(w.fb.received, 100000);
+	/* the sender probed the zero window meanwhile */
+	CHECK(utcp_get_stats(w.a)->segs_out > 100000 / 1448);
 	world_free(&w);
 }
 

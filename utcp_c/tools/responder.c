@@ -368,20 +368,25 @@ static int teardown(struct responder *r)
 	return failed;
 }
 
-static int write_counts(const struct responder *r)
+static int write_counts(const struct responder *r, const struct mstack_port_stats *ps)
 {
 	const struct resp_counts *c = &r->counts;
-	char line[512];
+	char line[768];
 	int n = snprintf(line, sizeof(line),
 			 "{\"frames\": %llu, \"syn\": %llu, \"data\": %llu, \"fin\": %llu, "
 			 "\"other\": %llu, \"malformed\": %llu, \"replies\": %llu, \"tx\": %llu, "
-			 "\"tx_dropped\": %llu, \"port_id\": %u, \"binding_id\": %d}\n",
+			 "\"tx_dropped\": %llu, \"port_id\": %u, \"binding_id\": %d, "
+			 "\"xsk_rx_dropped\": %llu, \"xsk_rx_ring_full\": %llu, "
+			 "\"xsk_fill_empty\": %llu, \"kick_errors\": %llu}\n",
 			 (unsigned long long)c->frames, (unsigned long long)c->syn,
 			 (unsigned long long)c->data, (unsigned long long)c->fin,
 			 (unsigned long long)c->other, (unsigned long long)c->malformed,
 			 (unsigned long long)c->replies, (unsigned long long)r->tx,
 			 (unsigned long long)(r->tx_dropped + c->no_room), r->info.port_id,
-			 r->binding_id);
+			 r->binding_id, (unsigned long long)ps->k_rx_dropped,
+			 (unsigned long long)ps->k_rx_ring_full,
+			 (unsigned long long)ps->k_rx_fill_ring_empty_descs,
+			 (unsigned long long)ps->kick_errors);
 
 	if (!r->o.count_file) {
 		fputs(line, stdout);
@@ -432,7 +437,9 @@ int main(int argc, char **argv)
 	fflush(stdout);
 
 	serve(&r);
+	struct mstack_port_stats ps = { .sz = sizeof(ps) };
+	(void)mstack_port_stats(r.port, &ps); /* before teardown unmaps the port */
 	rc = teardown(&r);
-	rc |= write_counts(&r);
+	rc |= write_counts(&r, &ps);
 	return rc ? 1 : 0;
 }

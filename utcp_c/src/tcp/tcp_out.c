@@ -270,8 +270,11 @@ void tcp_output(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 			break;
 		if (len < mp && !fin) {
 			if (len < left) {
-				/* Window-limited: sender SWS avoidance (RFC 9293 3.8.6.2.1). */
-				if (len < tcb->max_snd_wnd / 2)
+				/* Window-limited: sender SWS avoidance (RFC 9293 3.8.6.2.1) waits
+				 * for half the largest window seen — unless nothing is in flight,
+				 * when no ACK would come to open it (this replaces the override
+				 * timer of the RFC). */
+				if (len < tcb->max_snd_wnd / 2 && seq_lt(tcb->snd_una, tcb->snd_nxt))
 					break;
 			} else if (!tcb->nodelay && seq_lt(tcb->snd_una, tcb->snd_nxt) &&
 				   !seq_lt(tcb->snd_nxt, tcb->snd_max)) {
