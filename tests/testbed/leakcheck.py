@@ -74,7 +74,11 @@ def _links() -> dict[str, LinkState]:
             dev = q["dev"]
             tc.setdefault(dev, set()).add(f"qdisc {q['kind']}")
             for direction in ("ingress", "egress") if q["kind"] == "clsact" else ("ingress",):
-                for f in _json(["tc", "-j", "filter", "show", "dev", dev, direction]):
+                try:
+                    filters = _json(["tc", "-j", "filter", "show", "dev", dev, direction])
+                except subprocess.CalledProcessError:
+                    continue  # the link went away between the two listings (a concurrent run)
+                for f in filters:
                     opts = f.get("options")
                     if not opts:
                         continue  # the chain head line, not a filter
