@@ -211,3 +211,15 @@ def test_listen_group_shares_flows_and_a_leaving_member_keeps_the_others_flows(
     assert counts_a["syn"] > 0 and counts_b["syn"] > 0
     assert counts_a["syn"] + counts_b["syn"] == 24
     assert still == counts_b["syn"]
+
+
+def test_a_port_keeps_serving_both_ways_after_the_daemon_is_killed(mstackd: Mstackd) -> None:
+    h = mstackd.host
+    assert h is not None
+    with responder(mstackd, f"{h.host_ip}:8095") as (p, counts):
+        assert h.python(ECHO_CLIENT, h.host_ip, "8095", "2", timeout=60).stdout.strip() == "2"
+        mstackd.kill()
+        # SYNs still reach the port, its SYN-ACKs and echoes still reach the remote host.
+        assert h.python(ECHO_CLIENT, h.host_ip, "8095", "3", timeout=60).stdout.strip() == "3"
+        c = stop_and_count(p, counts)  # it notices the daemon is gone and exits cleanly
+    assert c["syn"] == 5
