@@ -220,7 +220,7 @@ void h_syn_received(struct h *h)
 	struct h_seg s;
 
 	h_listen(h);
-	h_send(h, SYN, 1000, 0, 65535, NULL, 0);
+	h_send_opts(h, SYN, 1000, 0, 65535, NULL, 0, &h->syn_opts);
 	h->peer_seq = 1001;
 	CHECK(h_pop(h, &s));
 	CHECK_EQ(s.th.flags, SYN | ACK);

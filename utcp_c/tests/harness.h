@@ -30,6 +30,7 @@ struct h {
 	uint32_t iss;                    /* the stack's ISS, learned from its SYN */
 	uint32_t peer_seq;               /* the peer's next sequence number */
 	int listener;
+	struct utcp_tcp_opts syn_opts;   /* options of the peer's SYN / SYN,ACK */
 };
 
 struct h_seg {
