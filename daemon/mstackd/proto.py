@@ -25,6 +25,8 @@ MESSAGES: dict[int, tuple[str, int, str]] = {
     consts.MSTACK_MSG_GROUP_JOIN: ("struct mstack_group_msg", 0, "struct mstack_reply"),
     consts.MSTACK_MSG_GROUP_LEAVE: ("struct mstack_group_msg", 0, "struct mstack_reply"),
     consts.MSTACK_MSG_STATS_REGION: ("struct mstack_stats_region", 1, "struct mstack_reply"),
+    consts.MSTACK_MSG_LEASE: ("struct mstack_lease", 0, "struct mstack_lease_reply"),
+    consts.MSTACK_MSG_UNLEASE: ("struct mstack_unlease", 0, "struct mstack_reply"),
 }
 
 NAMES = {
@@ -37,6 +39,8 @@ NAMES = {
     consts.MSTACK_MSG_GROUP_JOIN: "GROUP_JOIN",
     consts.MSTACK_MSG_GROUP_LEAVE: "GROUP_LEAVE",
     consts.MSTACK_MSG_STATS_REGION: "STATS_REGION",
+    consts.MSTACK_MSG_LEASE: "LEASE",
+    consts.MSTACK_MSG_UNLEASE: "UNLEASE",
 }
 
 

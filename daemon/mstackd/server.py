@@ -32,8 +32,9 @@ from mstackd import __version__, proto, sockcheck
 from mstackd.abi import consts
 from mstackd.config import Config
 from mstackd.dataplane import AttachError, Dataplane, Port
+from mstackd.leases import LeaseError, LeaseManager
 from mstackd.registry import Registry, RegistryError
-from mstackd.switch import INGRESS_COUNTERS, ip_be, mac_bytes
+from mstackd.switch import INGRESS_COUNTERS, ip_be, ip_text, mac_bytes
 from mstackd.xsk import Geometry
 
 log = logging.getLogger("mstackd")
@@ -94,6 +95,7 @@ class Daemon:
             self._check_not_served(run_dir / name)
         self.dp = Dataplane(bpf_dir, ports_netns, port_prefix)
         self.registry = Registry(self.dp.maps, self.local_addrs, sockcheck.netns_cookie_of_self())
+        self.leases = LeaseManager(self.dp.maps)
         self.conns: dict[int, Conn] = {}
         self.pidfds: dict[int, int] = {}  # pid -> pidfd
         self.sel = selectors.DefaultSelector()
@@ -193,6 +195,7 @@ class Daemon:
             self._drop_conn(fd)
         for pid in list(self.pidfds):
             self._unwatch(pid)
+        self.leases.close()
         self.registry.close()
         self.dp.close(teardown=True)
 
@@ -229,6 +232,7 @@ class Daemon:
                 for p in self.dp.ports.values()
             ],
             "registry": self.registry.snapshot(),
+            "leases": self.leases.snapshot(),
         }
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
@@ -259,6 +263,7 @@ class Daemon:
                 self.dp.ports[port.port_id] = port
                 self.dp.delete_port(port.port_id)
         self.registry.restore(state.get("registry", {}), set(self.dp.ports))
+        self.leases.restore(state.get("leases", []), set(self.dp.ports))
         for pid in {c for b in self.registry.bindings.values() for c in b.claimants()}:
             self._watch(pid)
 
@@ -316,6 +321,7 @@ class Daemon:
         if region is not None:
             region.close()
         self.registry.port_gone(port_id)
+        self.leases.port_gone(port_id)
         self.dp.delete_port(port_id)
 
     # -- processes -----------------------------------------------------------------------------
@@ -343,6 +349,7 @@ class Daemon:
             if owner == pid:
                 del self.orphans[port_id]
                 self.registry.port_gone(port_id)
+                self.leases.port_gone(port_id)
                 self.dp.delete_port(port_id)
         self.registry.process_gone(pid)
         self._save()
@@ -373,7 +380,7 @@ class Daemon:
             return
         try:
             self._dispatch(conn, req)
-        except (RegistryError, proto.ProtoError, AttachError) as e:
+        except (RegistryError, proto.ProtoError, AttachError, LeaseError) as e:
             err = getattr(e, "errno", errno.EINVAL) or errno.EINVAL
             self._reply(conn, req.type, req.seq, -err, str(e))
         except OSError as e:
@@ -474,6 +481,29 @@ class Daemon:
                 old.close()
             conn.stats[b.port_id] = mmap.mmap(req.fds[0], size, mmap.MAP_SHARED, mmap.PROT_READ)
             self._reply(conn, req.type, req.seq)
+        elif req.type == consts.MSTACK_MSG_LEASE:
+            if b.port_id not in conn.ports:
+                raise proto.ProtoError(errno.EPERM, f"port {b.port_id} is not this connection's")
+            addr = ip_text(b.addr) if b.addr else ""
+            if not addr:
+                nic = next(iter(self.dp.nics.values()), None)
+                if nic is None or not nic.addrs:
+                    raise proto.ProtoError(errno.EADDRNOTAVAIL, "no address on an attached NIC")
+                addr = sorted(nic.addrs)[0]
+            elif addr not in self.local_addrs():
+                raise proto.ProtoError(errno.EADDRNOTAVAIL, f"{addr} is not an attached NIC's")
+            lease = self.leases.lease(b.port_id, addr, b.count)
+            self._reply(
+                conn, req.type, req.seq,
+                fields={"lease_id": lease.id, "addr": ip_be(addr), "first": lease.first,
+                        "count": lease.count},
+            )  # fmt: skip
+        elif req.type == consts.MSTACK_MSG_UNLEASE:
+            lease = self.leases.leases.get(b.lease_id)
+            if lease is None or lease.port_id not in conn.ports:
+                raise proto.ProtoError(errno.ENOENT, f"no lease {b.lease_id} of this process")
+            self.leases.release(b.lease_id)
+            self._reply(conn, req.type, req.seq)
 
     def _port_open(self, conn: Conn, req: proto.Request) -> None:
         if len(conn.ports) >= self.cfg.max_ports_per_process:
@@ -537,7 +567,7 @@ class Daemon:
                 raise ValueError('a request is a JSON object with a "cmd" string')
             result = self._admin(req)
             out = {"ok": True, "result": result}
-        except (ValueError, AttachError, OSError, RegistryError) as e:
+        except (ValueError, AttachError, OSError, RegistryError, LeaseError) as e:
             out = {"ok": False, "error": str(e)}
         with contextlib.suppress(OSError):
             conn.sock.send(json.dumps(out).encode())
@@ -617,6 +647,22 @@ class Daemon:
                 "claimants": sorted(b.claimants()),
             }
             for b in self.registry.bindings.values()
+        ] + [
+            {
+                "binding_id": None,
+                "lease_id": x.id,
+                "proto": "tcp",
+                "addr": x.addr,
+                "port": x.first,
+                "last_port": x.last,
+                "kind": "lease",
+                "group": None,
+                "members": [],
+                "port_id": x.port_id,
+                "sockets": len(x.holders),
+                "claimants": [],
+            }
+            for x in self.leases.leases.values()
         ]
 
     def stats_view(self) -> dict[str, Any]:

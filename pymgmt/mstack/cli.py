@@ -129,7 +129,8 @@ def bindings(c: Ctx, as_json: bool) -> None:
     rows = [
         {
             **b,
-            "local": f"{b['addr']}:{b['port']}",
+            "local": f"{b['addr']}:{b['port']}"
+            + (f"-{b['last_port']}" if b["kind"] == "lease" else ""),
             "members": ",".join(map(str, b["members"])) or "-",
             "claimants": ",".join(map(str, b["claimants"])),
         }

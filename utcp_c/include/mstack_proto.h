@@ -31,6 +31,8 @@
 #define MSTACK_MSG_GROUP_JOIN   7
 #define MSTACK_MSG_GROUP_LEAVE  8
 #define MSTACK_MSG_STATS_REGION 9
+#define MSTACK_MSG_LEASE        10
+#define MSTACK_MSG_UNLEASE      11
 #define MSTACK_MSG_REPLY        32768
 
 /* Binding kinds of a REGISTER (the same values as the switch's, mstack_abi.h). */
@@ -146,6 +148,34 @@ struct mstack_group_msg {
 struct mstack_stats_region {
     struct mstack_msg_hdr hdr;
     uint32_t port_id;
+    uint32_t pad;
+};
+
+/* LEASE: a block of local ports for this port's active opens (outgoing connections). The
+ * daemon picks a free block inside the kernel's ephemeral range, keeps it from the kernel's own
+ * ephemeral choice (ip_local_reserved_ports) and from explicit binds (it holds a bound socket
+ * per port), and steers (tcp, addr, p) for every p of the block to the port. The stack keeps
+ * 4-tuples unique within its blocks. A lease ends with UNLEASE or with its port. */
+struct mstack_lease {
+    struct mstack_msg_hdr hdr;
+    uint32_t port_id;
+    uint32_t count;                  /* ports wanted; 0: the daemon's block size */
+    uint32_t addr;                   /* local IPv4, network byte order; 0: the NIC's first */
+    uint32_t pad;
+};
+
+struct mstack_lease_reply {
+    struct mstack_reply r;
+    uint32_t lease_id;
+    uint32_t addr;                   /* network byte order */
+    uint16_t first;                  /* host byte order: ports first .. first + count - 1 */
+    uint16_t count;
+    uint32_t pad;
+};
+
+struct mstack_unlease {
+    struct mstack_msg_hdr hdr;
+    uint32_t lease_id;
     uint32_t pad;
 };
 
