@@ -83,10 +83,19 @@ class Mstackd:
 
     def restart(self) -> None:
         """Start a new daemon with the same names (after kill() or stop())."""
-        self.proc = subprocess.Popen(
-            self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+        self.proc = self.spawn()
         wait_line(self.proc, "mstackd: ready", timeout=30)
+
+    def spawn(self) -> subprocess.Popen[str]:
+        """The daemon's log goes to a file (a pipe nobody reads would block it)."""
+        with open(self.run_dir / "mstackd.log", "a") as log:
+            return subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=log, text=True)
+
+    def log(self) -> str:
+        try:
+            return (self.run_dir / "mstackd.log").read_text()
+        except OSError:
+            return ""
 
     def wait_until(self, pred: Callable[[], bool], timeout: float = 15.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -134,7 +143,7 @@ def start_mstackd(
         argv += ["--attach", host.host_if]
     argv += list(extra)
     d.argv = argv
-    d.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    d.proc = d.spawn()
     try:
         wait_line(d.proc, "mstackd: ready", timeout=30)
         yield d
