@@ -1119,3 +1119,101 @@ TEST(test_api_stale_handle_rejected)
 	CHECK_EQ(utcp_close(h->st, UTCP_CID_NONE, h->now), -EBADF);
 	h_free(h);
 }
+
+TEST(test_established_ack_after_rto_carries_highest_seq)
+{
+	/* After a timeout SND.NXT is pulled back for go-back-N; a pure ACK must still
+	 * carry the highest sequence number sent, or the peer finds it unacceptable and
+	 * both ends exchange ACKs for ever. */
+	struct h *h = h_new(NULL);
+	static char d[536 * 3];
+	uint64_t t0;
+
+	h_established_passive(h);
+	t0 = h->now;
+	memset(d, 'g', sizeof(d));
+	utcp_send(h->st, h->conn, d, sizeof(d), h->now);
+	h_skip(h);
+	h_advance(h, t0 + 200000);
+	EXPECT(h, ACK, h->iss + 1, 1001, 536);          /* RTO: first segment again */
+	h_send(h, ACK | PSH, 1001, h->iss + 1, W, "ping", 4);
+	h_send(h, ACK | PSH, 1005, h->iss + 1, W, "pong", 4);
+	h_advance(h, h->now + 40000);                   /* delayed ACK */
+	EXPECT(h, ACK, h->iss + 1 + 536 * 3, 1009, 0);
+	h_free(h);
+}
+
+static void sack_ack(struct h *h, uint32_t ack, int nblocks, const uint32_t *edges)
+{
+	struct utcp_tcp_opts o;
+	int i;
+
+	memset(&o, 0, sizeof(o));
+	o.nsack = (uint8_t)nblocks;
+	for (i = 0; i < nblocks; i++) {
+		o.sack[i].left = edges[2 * i];
+		o.sack[i].right = edges[2 * i + 1];
+	}
+	h_send_opts(h, ACK, 1001, ack, W, NULL, 0, &o);
+}
+
+TEST(test_established_sack_recovery_repairs_two_holes_in_one_window)
+{
+	/* 10 segments of 1000 bytes; the peer loses #2 and #5 and SACKs what it gets.
+	 * RFC 6675: both holes are retransmitted within the same window, no timeout. */
+	struct utcp_config c;
+	struct h *h;
+	static char d[10000];
+	struct utcp_conn_info ci = {.sz = sizeof(ci)};
+	uint32_t x;
+	int i;
+
+	h_default_config(&c);
+	c.sack = true;
+	h = h_new(&c);
+	memset(&h->syn_opts, 0, sizeof(h->syn_opts));
+	h->syn_opts.sack_ok = true;
+	h->syn_opts.has_mss = true;
+	h->syn_opts.mss = 1000;
+	h_established_passive(h);
+	x = h->iss + 1;
+	memset(d, 's', sizeof(d));
+	utcp_send(h->st, h->conn, d, sizeof(d), h->now);
+	for (i = 0; i < 10; i++)
+		EXPECT(h, ACK, x + 1000 * (uint32_t)i, 1001, 1000);
+	h->now += 10000;
+	h_send(h, ACK, 1001, x + 1000, W, NULL, 0);             /* #1 */
+	EXPECT_NONE(h);
+	{
+		uint32_t b3[] = {x + 2000, x + 3000};
+		uint32_t b4[] = {x + 2000, x + 4000};
+		uint32_t b6[] = {x + 5000, x + 6000, x + 2000, x + 4000};
+		uint32_t b7[] = {x + 5000, x + 7000, x + 2000, x + 4000};
+		uint32_t b8[] = {x + 5000, x + 8000, x + 2000, x + 4000};
+		uint32_t b9[] = {x + 5000, x + 8000};
+
+		sack_ack(h, x + 1000, 1, b3);
+		EXPECT_NONE(h);
+		sack_ack(h, x + 1000, 1, b4);
+		EXPECT_NONE(h);
+		sack_ack(h, x + 1000, 2, b6);                    /* 3 dupacks, 3 SMSS SACKed */
+		EXPECT(h, ACK, x + 1000, 1001, 1000);           /* hole #2 */
+		EXPECT_NONE(h);
+		sack_ack(h, x + 1000, 2, b7);
+		EXPECT_NONE(h);                                  /* pipe is full */
+		sack_ack(h, x + 1000, 2, b8);                    /* #5 is now lost too */
+		EXPECT(h, ACK, x + 4000, 1001, 1000);           /* hole #5, same window */
+		EXPECT_NONE(h);
+		sack_ack(h, x + 4000, 1, b9);                    /* partial ACK */
+		EXPECT_NONE(h);                                  /* SACKed data is not resent */
+	}
+	h_send(h, ACK, 1001, x + 10000, W, NULL, 0);            /* full ACK: recovery ends */
+	EXPECT_NONE(h);
+	CHECK_EQ(utcp_conn_info(h->st, h->conn, &ci), 0);
+	CHECK_EQ(ci.fast_retransmits, 1);
+	CHECK_EQ(ci.rto_timeouts, 0);
+	CHECK_EQ(ci.retransmits, 2);
+	CHECK_EQ(ci.unacked, 0);
+	CHECK_EQ(ci.ssthresh, 4500);                             /* FlightSize 9000 / 2 */
+	h_free(h);
+}

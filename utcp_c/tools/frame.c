@@ -89,7 +89,7 @@ struct seg {
 	uint8_t flags;
 };
 
-enum verdict { V_SYN, V_DATA, V_FIN, V_OTHER, V_MALFORMED };
+enum verdict { V_SYN, V_DATA, V_FIN, V_ACK, V_OTHER, V_MALFORMED };
 
 static enum verdict parse(const struct resp_cfg *cfg, const uint8_t *in, size_t len,
 			  struct seg *s)
@@ -143,7 +143,7 @@ static enum verdict parse(const struct resp_cfg *cfg, const uint8_t *in, size_t 
 		return V_DATA;
 	if (s->flags & TH_FIN)
 		return V_FIN;
-	return V_OTHER;
+	return V_ACK;
 }
 
 /* Write the answer to s: Ethernet and IPv4 headers swapped, a TCP header with seq, ack,
@@ -206,37 +206,49 @@ size_t resp_frame(const struct resp_cfg *cfg, const uint8_t *in, size_t len, uin
 {
 	struct seg s;
 	size_t n = 0;
-	uint32_t off = 0;
+	uint32_t off = 0, seq, ack;
+	uint8_t fin;
 
 	c->frames++;
 	enum verdict v = parse(cfg, in, len, &s);
-	if (v == V_SYN || v == V_DATA || v == V_FIN)
-		off = resp_seq_offset(cfg, s.daddr, s.saddr, s.dport, s.sport);
-	switch (v) {
-	case V_MALFORMED:
+	if (v == V_MALFORMED) {
 		c->malformed++;
 		return 0;
-	case V_OTHER:
+	}
+	if (v == V_OTHER) {
 		c->other++;
 		return 0;
+	}
+	off = resp_seq_offset(cfg, s.daddr, s.saddr, s.dport, s.sport);
+	fin = s.flags & TH_FIN;
+	/* Stream rules: our offset mirrors the peer's, and we acknowledge only what it has
+	 * confirmed receiving back (its ack, mapped into its own sequence space). */
+	seq = cfg->stream ? s.seq + off : s.ack;
+	ack = cfg->stream ? s.ack - off : s.seq + (uint32_t)s.payload_len + (fin ? 1u : 0u);
+	switch (v) {
 	case V_SYN:
 		c->syn++;
 		n = build(&s, out, room, s.seq + off, s.seq + 1, TH_SYN | TH_ACK, cfg->mss, NULL, 0);
 		break;
-	case V_DATA: {
-		/* The echo of the bytes at the peer's offset o goes at our offset o: seq + off. */
-		int fin = !!(s.flags & TH_FIN);
+	case V_DATA:
 		c->data++;
-		n = build(&s, out, room, s.seq + off, s.seq + (uint32_t)s.payload_len + (uint32_t)fin,
-			  (uint8_t)(TH_ACK | TH_PSH | (fin ? TH_FIN : 0)), 0, s.payload,
+		n = build(&s, out, room, seq, ack, (uint8_t)(TH_ACK | TH_PSH | fin), 0, s.payload,
 			  s.payload_len);
 		break;
-	}
 	case V_FIN:
-		/* Our FIN follows the echo of everything before the peer's. */
 		c->fin++;
-		n = build(&s, out, room, s.seq + off, s.seq + 1, TH_FIN | TH_ACK, 0, NULL, 0);
+		n = build(&s, out, room, seq, ack, TH_FIN | TH_ACK, 0, NULL, 0);
 		break;
+	case V_ACK:
+		c->ack++;
+		if (!cfg->stream)
+			return 0;
+		/* Our seq: the peer's next expected, always acceptable to it. */
+		n = build(&s, out, room, s.ack, ack, TH_ACK, 0, NULL, 0);
+		break;
+	case V_OTHER:
+	case V_MALFORMED:
+		return 0;
 	}
 	if (n)
 		c->replies++;

@@ -1,13 +1,22 @@
 /* frame.h — mstack-responder's frame logic, kept apart from ports and sockets so that it can
- * be tested with crafted frames: one Ethernet frame in, at most one frame out.  No TCP
- * state: a SYN to the listener gets a SYN-ACK, a segment with payload gets the payload
- * echoed back in an ACK, a FIN gets a FIN-ACK; everything else is only counted.
+ * be tested with crafted frames: one Ethernet frame in, at most one frame out, no per-flow
+ * state.  A SYN to the listener gets a SYN-ACK, a segment with payload gets the payload
+ * echoed back, a FIN gets a FIN-ACK; everything else is only counted.
  *
- * Stateless but exact: the responder's ISN is the peer's ISN plus a keyed hash of the flow,
- * so every byte the peer sends at stream offset o is echoed at the responder's stream offset
- * o (seq = the segment's seq + that hash).  With one segment in flight this is "seq = the
- * segment's ack"; with many, or with retransmissions, the peer still reads back exactly the
- * byte stream it sent. */
+ * The SYN-ACK's ISN is the peer's ISN plus a keyed hash of the flow (resp_seq_offset), so
+ * the responder's stream offset of a byte can be computed from any later segment.  Two
+ * rules for what follows the handshake:
+ *
+ *  - frame rules (default): echo seq = the segment's ack, ack = seq + len (+ 1 for FIN);
+ *    pure ACKs get no answer.  Exact for crafted frames and for a peer with one segment in
+ *    flight at a time (send, wait for the echo).
+ *  - stream rules (cfg.stream): the echo of the bytes at the peer's offset o goes at the
+ *    responder's offset o (seq = the segment's seq + hash), and the ack field acknowledges
+ *    only what the peer has confirmed receiving back (ack = the segment's ack - hash), so an
+ *    echo that is lost or dropped by the peer (beyond its window, out of memory) leaves that
+ *    data unacknowledged and the peer retransmits it; pure ACKs get a pure ACK carrying that
+ *    acknowledgement.  A kernel TCP peer then reads back exactly the byte stream it sent, with
+ *    any amount in flight, and both FINs close cleanly. */
 #ifndef MSTACK_RESP_FRAME_H
 #define MSTACK_RESP_FRAME_H
 
@@ -19,17 +28,19 @@ struct resp_cfg {
 	uint16_t port;      /* listening port, network byte order */
 	uint16_t mss;       /* MSS option on SYN-ACKs (host order); 0: no option */
 	uint32_t isn_key;   /* mixed into the ISNs (resp_seq_offset) */
+	int stream;         /* stream rules (above); 0: frame rules */
 };
 
-/* What the responder saw.  Every frame counts in exactly one of syn, data, fin, other,
+/* What the responder saw.  Every frame counts in exactly one of syn, data, fin, ack, other,
  * malformed (so they add up to frames). */
 struct resp_counts {
 	uint64_t frames;     /* frames examined */
 	uint64_t syn;        /* SYN (no ACK) to the listener: SYN-ACK */
 	uint64_t data;       /* ACK segment with payload to the listener: echoed (FIN too) */
-	uint64_t fin;        /* FIN without payload to the listener: FIN-ACK */
+	uint64_t fin;        /* FIN|ACK without payload to the listener: FIN-ACK */
+	uint64_t ack;        /* pure ACK to the listener: answered under stream rules only */
 	uint64_t other;      /* well formed, not answered: not IPv4/TCP, another address or
-			      * port, a fragment, RST, SYN-ACK, a pure ACK */
+			      * port, a fragment, RST, SYN-ACK, no ACK flag */
 	uint64_t malformed;  /* cut short, bad IHL or version, bad total length, bad data offset */
 	uint64_t replies;    /* reply frames built */
 	uint64_t no_room;    /* answers that did not fit in the room given */

@@ -38,6 +38,7 @@ struct opts {
 	struct sockaddr_in listen;
 	int join;
 	int reuseport;
+	int stream;               /* stream rules (frame.h) */
 	const char *count_file;   /* NULL: stdout */
 	long max_seconds;         /* 0: until a signal */
 };
@@ -61,11 +62,13 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: mstack-responder --listen IP:PORT [--run-dir DIR] [--join | --no-join]\n"
-		"                        [--reuseport] [--count-file FILE] [--max-seconds N]\n"
+		"                        [--reuseport] [--stream] [--count-file FILE] [--max-seconds N]\n"
 		"Takes a port from mstackd, registers a listening shadow socket on IP:PORT, joins\n"
 		"its listen group (unless --no-join), prints `ready <port_id> <binding_id>`, then\n"
 		"answers SYNs with SYN-ACKs, echoes data, answers FINs, until SIGTERM/SIGINT or N\n"
-		"seconds; then writes its counts as one JSON line to FILE (default: stdout).\n");
+		"seconds; then writes its counts as one JSON line to FILE (default: stdout).\n"
+		"--stream: echo by stream offset and acknowledge only what the peer confirmed\n"
+		"(a kernel TCP client then gets its byte stream back with any amount in flight).\n");
 }
 
 static int parse_listen(const char *s, struct sockaddr_in *sa)
@@ -92,7 +95,7 @@ static int parse_listen(const char *s, struct sockaddr_in *sa)
 
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
-	enum { O_RUN_DIR = 256, O_LISTEN, O_JOIN, O_NO_JOIN, O_REUSEPORT, O_COUNT_FILE,
+	enum { O_RUN_DIR = 256, O_LISTEN, O_JOIN, O_NO_JOIN, O_REUSEPORT, O_STREAM, O_COUNT_FILE,
 	       O_MAX_SECONDS, O_HELP };
 	static const struct option longopts[] = {
 		{ "run-dir", required_argument, NULL, O_RUN_DIR },
@@ -100,6 +103,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "join", no_argument, NULL, O_JOIN },
 		{ "no-join", no_argument, NULL, O_NO_JOIN },
 		{ "reuseport", no_argument, NULL, O_REUSEPORT },
+		{ "stream", no_argument, NULL, O_STREAM },
 		{ "count-file", required_argument, NULL, O_COUNT_FILE },
 		{ "max-seconds", required_argument, NULL, O_MAX_SECONDS },
 		{ "help", no_argument, NULL, O_HELP },
@@ -132,6 +136,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case O_REUSEPORT:
 			o->reuseport = 1;
+			break;
+		case O_STREAM:
+			o->stream = 1;
 			break;
 		case O_COUNT_FILE:
 			o->count_file = optarg;
@@ -247,6 +254,7 @@ static int setup(struct responder *r)
 	r->cfg.port = r->o.listen.sin_port;
 	r->cfg.mss = (uint16_t)(r->info.mtu > 40 && r->info.mtu < 65535 ? r->info.mtu - 40 : 1460);
 	r->cfg.isn_key = (uint32_t)getpid() * 2654435761u ^ (uint32_t)time(NULL);
+	r->cfg.stream = r->o.stream;
 	return 0;
 }
 
@@ -374,13 +382,13 @@ static int write_counts(const struct responder *r, const struct mstack_port_stat
 	char line[768];
 	int n = snprintf(line, sizeof(line),
 			 "{\"frames\": %llu, \"syn\": %llu, \"data\": %llu, \"fin\": %llu, "
-			 "\"other\": %llu, \"malformed\": %llu, \"replies\": %llu, \"tx\": %llu, "
+			 "\"ack\": %llu, \"other\": %llu, \"malformed\": %llu, \"replies\": %llu, \"tx\": %llu, "
 			 "\"tx_dropped\": %llu, \"port_id\": %u, \"binding_id\": %d, "
 			 "\"xsk_rx_dropped\": %llu, \"xsk_rx_ring_full\": %llu, "
 			 "\"xsk_fill_empty\": %llu, \"kick_errors\": %llu}\n",
 			 (unsigned long long)c->frames, (unsigned long long)c->syn,
 			 (unsigned long long)c->data, (unsigned long long)c->fin,
-			 (unsigned long long)c->other, (unsigned long long)c->malformed,
+			 (unsigned long long)c->ack, (unsigned long long)c->other, (unsigned long long)c->malformed,
 			 (unsigned long long)c->replies, (unsigned long long)r->tx,
 			 (unsigned long long)(r->tx_dropped + c->no_room), r->info.port_id,
 			 r->binding_id, (unsigned long long)ps->k_rx_dropped,

@@ -18,6 +18,8 @@ struct utcp_cc_ops;
 struct utcp_stack;
 
 #define UTCP_OOO_MAX 8     /* out-of-order ranges kept by a receiver (and reported as SACK) */
+#define UTCP_SB_MAX 16     /* SACKed ranges kept by a sender (RFC 6675 scoreboard) */
+#define UTCP_DUPTHRESH 3
 
 struct utcp_ooo {
 	utcp_seq left, right;  /* [left, right) */
@@ -79,7 +81,11 @@ struct utcp_tcb {
 	uint32_t cwnd_acc;       /* congestion-avoidance byte counter */
 	uint32_t dupacks;
 	bool in_recovery;
-	utcp_seq recover;        /* RFC 6582 */
+	utcp_seq recover;        /* RFC 6582 / RFC 6675 RecoveryPoint */
+	/* SACK scoreboard (RFC 6675): SACKed ranges above SND.UNA, sorted */
+	struct utcp_ooo sb[UTCP_SB_MAX];
+	uint8_t nsb;
+	utcp_seq high_rxt;       /* HighRxt: highest sequence retransmitted in this recovery */
 
 	/* timers: one wheel entry armed at the earliest of these deadlines */
 	struct utcp_timer timer;
@@ -123,6 +129,17 @@ void tcp_retransmit_first(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t 
 uint32_t tcp_rcv_window(const struct utcp_tcb *tcb);
 uint32_t tcp_ts_now(const struct utcp_tcb *tcb, uint64_t now);
 uint32_t tcp_flight(const struct utcp_tcb *tcb);
+
+/* tcp_sack.c: sender-side SACK scoreboard and RFC 6675 loss accounting */
+void tcp_sack_update(struct utcp_tcb *tcb, const struct utcp_tcp_opts *o);
+void tcp_sack_prune(struct utcp_tcb *tcb);
+void tcp_sack_clear(struct utcp_tcb *tcb);
+uint32_t tcp_sack_bytes(const struct utcp_tcb *tcb);
+bool tcp_sack_is_lost(const struct utcp_tcb *tcb, utcp_seq s);
+uint32_t tcp_sack_pipe(const struct utcp_tcb *tcb);
+bool tcp_sack_next_lost(const struct utcp_tcb *tcb, uint32_t maxlen, utcp_seq *seq, uint32_t *len);
+bool tcp_sack_covered(const struct utcp_tcb *tcb, utcp_seq s);
+uint32_t tcp_smss(const struct utcp_tcb *tcb);
 
 /* tcp_timer.c */
 void tcp_timer_update(struct utcp_stack *st, struct utcp_tcb *tcb);

@@ -216,6 +216,9 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 	uint32_t seg_wnd = seg->wnd << (tcb->ws_ok ? tcb->snd_wscale : 0);
 	bool is_dup = false;
 
+	if (tcb->sack_ok && seg->th->opt.nsack)
+		tcp_sack_update(tcb, &seg->th->opt);
+
 	if (seq_lt(tcb->snd_una, seg->ack) && seq_le(seg->ack, tcb->snd_max)) {
 		uint32_t acked = (uint32_t)seq_diff(seg->ack, tcb->snd_una);
 		uint32_t data_acked = acked < tcb->sbuf.len ? acked : tcb->sbuf.len;
@@ -226,6 +229,9 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 			tcb->snd_nxt = tcb->snd_una;
 		if (tcb->fin_sent && seq_gt(tcb->snd_una, tcb->fin_seq))
 			tcb->fin_acked = true;
+		tcp_sack_prune(tcb);
+		if (seq_lt(tcb->high_rxt, tcb->snd_una))
+			tcb->high_rxt = tcb->snd_una;
 		tcb->bytes_acked += data_acked;
 		tcb->retries = 0;
 		/* RTT sample (Karn: timing was cancelled if the range was retransmitted). */
@@ -239,6 +245,9 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 				/* RFC 6582 3.2 (3): full acknowledgment */
 				tcb->in_recovery = false;
 				tcb->cc->on_recovery_end(tcb);
+			} else if (tcb->sack_ok) {
+				/* RFC 6675 5 (C): a partial ACK; tcp_output() sends what the
+				 * pipe allows, lost holes first (NextSeg rule 1). */
 			} else {
 				/* RFC 6582 3.2 (4): partial acknowledgment — retransmit the first
 				 * unacknowledged segment, deflate by the amount acked, add back one
@@ -270,18 +279,25 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 	if (is_dup) {
 		st->stats.dupacks_in++;
 		tcb->dupacks++;
-		if (tcb->dupacks == 3 && !tcb->in_recovery &&
-		    seq_gt(seq_add(seg->ack, -1), tcb->recover)) {
-			/* RFC 6582 3.2 (2): fast retransmit, enter fast recovery */
-			tcb->cc->on_loss(tcb, seg->now);
-			tcb->recover = tcb->snd_max;
-			tcb->in_recovery = true;
-			tcb->fast_retransmits++;
-			st->stats.fast_retransmits++;
-			tcp_retransmit_first(st, tcb, seg->now);
-		} else if (tcb->dupacks > 3 && tcb->in_recovery) {
-			tcb->cwnd += tcb->mss;          /* (3.2 (3)) inflate */
-		}
+	}
+	/* Loss detection: three duplicate ACKs (RFC 5681 3.2), or with SACK, IsLost(SND.UNA)
+	 * (RFC 6675 5: DupThresh * SMSS SACKed above it), unless a recovery is still
+	 * covering this data (RFC 6582 4.1 / RFC 6675 "RecoveryPoint"). */
+	if (!tcb->in_recovery && seq_gt(seq_add(seg->ack, -1), tcb->recover) &&
+	    seq_lt(tcb->snd_una, tcb->snd_max) &&
+	    ((is_dup && tcb->dupacks == UTCP_DUPTHRESH) ||
+	     (tcb->sack_ok && tcp_sack_is_lost(tcb, tcb->snd_una)))) {
+		tcb->cc->on_loss(tcb, seg->now);
+		if (tcb->sack_ok)
+			tcb->cwnd = tcb->ssthresh;      /* RFC 6675 5 (4.2): cwnd = ssthresh */
+		tcb->recover = tcb->snd_max;
+		tcb->high_rxt = tcb->snd_una;
+		tcb->in_recovery = true;
+		tcb->fast_retransmits++;
+		st->stats.fast_retransmits++;
+		tcp_retransmit_first(st, tcb, seg->now);   /* the first segment, always */
+	} else if (is_dup && tcb->dupacks > UTCP_DUPTHRESH && tcb->in_recovery && !tcb->sack_ok) {
+		tcb->cwnd += tcb->mss;                  /* RFC 6582 3.2 (3): inflate */
 	}
 	/* Window update: SND.WL1 < SEG.SEQ or (SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK). */
 	if (seq_lt(tcb->snd_wl1, seg->seq) ||
@@ -302,6 +318,15 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 	}
 }
 
+/* A pure ACK overtaken by a later one fails PAWS but carries nothing old that could
+ * hurt: no data, SEQ = RCV.NXT, an ACK not beyond SND.UNA (Linux's
+ * tcp_disordered_ack() reasoning).  Let it through instead of answering it. */
+static bool disordered_ack(const struct utcp_tcb *tcb, const struct utcp_seg *seg)
+{
+	return seg->len == 0 && (seg->th->flags & UTCP_TH_ACK) && seq_eq(seg->seq, tcb->rcv_nxt) &&
+	       seq_le(seg->ack, tcb->snd_una);
+}
+
 /* ---- all other states: 3.10.7.4 ---- */
 static void other_states(struct utcp_stack *st, struct utcp_tcb *tcb, const struct utcp_seg *seg)
 {
@@ -316,7 +341,7 @@ static void other_states(struct utcp_stack *st, struct utcp_tcb *tcb, const stru
 	/* RFC 7323 5.3 PAWS, before the sequence number check: R1) a segment whose TSval
 	 * is older than TS.Recent is not acceptable (RSTs are exempt, 5.2 of RFC 7323). */
 	if (tcb->ts_ok && th->opt.has_ts && !(th->flags & UTCP_TH_RST) &&
-	    (int32_t)(th->opt.tsval - tcb->ts_recent) < 0) {
+	    (int32_t)(th->opt.tsval - tcb->ts_recent) < 0 && !disordered_ack(tcb, seg)) {
 		drop(st, UTCP_DROP_PAWS);
 		tcp_send_ack(st, tcb, now);
 		return;

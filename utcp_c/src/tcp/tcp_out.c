@@ -150,10 +150,13 @@ int tcp_send_segment(struct utcp_stack *st, struct utcp_tcb *tcb, utcp_seq seq, 
 	return rc;
 }
 
+/* The RFC's SND.NXT for control segments is our SND.MAX: after a timeout SND.NXT is
+ * pulled back for go-back-N, but the peer may already have everything up to SND.MAX,
+ * and a pure ACK or RST below its RCV.NXT would be unacceptable to it. */
 void tcp_send_ack(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 {
 	/* <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK> */
-	tcp_send_segment(st, tcb, tcb->snd_nxt, UTCP_TH_ACK, 0, 0, now);
+	tcp_send_segment(st, tcb, tcb->snd_max, UTCP_TH_ACK, 0, 0, now);
 }
 
 void tcp_send_syn(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
@@ -167,7 +170,7 @@ void tcp_send_syn(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 void tcp_send_rst(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 {
 	/* ABORT (RFC 9293 3.10.5): <SEQ=SND.NXT><CTL=RST> */
-	tcp_send_segment(st, tcb, tcb->snd_nxt, UTCP_TH_RST, 0, 0, now);
+	tcp_send_segment(st, tcb, tcb->snd_max, UTCP_TH_RST, 0, 0, now);
 }
 
 void tcp_send_challenge_ack(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
@@ -230,6 +233,8 @@ void tcp_retransmit_first(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t 
 	end = seq_add(tcb->snd_una, len + (fin ? 1 : 0));
 	if (seq_lt(tcb->snd_nxt, end))
 		tcb->snd_nxt = end;
+	if (seq_lt(tcb->high_rxt, end))
+		tcb->high_rxt = end;
 	if (!tcb->rtx_at || tcb->persist) {
 		tcb->persist = false;
 		tcp_arm_rtx(st, tcb, now);
@@ -258,6 +263,44 @@ void tcp_output(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 		bool fin, retx;
 		uint8_t flags = UTCP_TH_ACK;
 
+		if (tcb->in_recovery && tcb->sack_ok) {
+			/* RFC 6675 5 (C): send while cwnd - pipe >= 1 SMSS; lost holes first
+			 * (NextSeg rule 1), then new data (rule 2). */
+			uint32_t pipe = tcp_sack_pipe(tcb);
+			utcp_seq rs;
+			uint32_t rl;
+
+			if (pipe + mp > tcb->cwnd)
+				break;
+			if (tcp_sack_next_lost(tcb, mp, &rs, &rl)) {
+				if (tcb->fin_sent && seq_gt(seq_add(rs, rl), tcb->fin_seq))
+					rl = (uint32_t)seq_diff(tcb->fin_seq, rs);
+				if (rl) {
+					tcp_send_segment(st, tcb, rs, UTCP_TH_ACK,
+							 (uint32_t)seq_diff(rs, tcb->snd_una), rl, now);
+					tcb->high_rxt = seq_add(rs, rl);
+					tcb->retransmits++;
+					st->stats.retransmits++;
+					tcb->rtt_timing = false;        /* Karn */
+					sent = true;
+					continue;
+				}
+			}
+			usable = (int32_t)(tcb->cwnd - pipe);
+			if (seq_diff(seq_add(tcb->snd_una, tcb->snd_wnd), tcb->snd_nxt) < usable)
+				usable = seq_diff(seq_add(tcb->snd_una, tcb->snd_wnd), tcb->snd_nxt);
+			len = left;
+			if (usable < 0)
+				usable = 0;
+			if (len > (uint32_t)usable)
+				len = (uint32_t)usable;
+			if (len > mp)
+				len = mp;
+			fin = fin_pending && len == left && (uint32_t)usable > len;
+			if (!len && !fin)
+				break;
+			goto send_new;
+		}
 		if (usable < 0)
 			usable = 0;
 		if (len > (uint32_t)usable)
@@ -282,6 +325,7 @@ void tcp_output(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 				break;
 			}
 		}
+send_new:
 		if (len && len == left)
 			flags |= UTCP_TH_PSH;
 		if (fin)

@@ -109,6 +109,7 @@ static void rto_expired(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t no
 		tcb->cwnd = tcb->mss;
 	tcb->in_recovery = false;
 	tcb->dupacks = 0;
+	tcp_sack_clear(tcb);                    /* RFC 2018 8: the receiver may have reneged */
 	tcb->recover = tcb->snd_max;            /* RFC 6582 4.1 after a timeout */
 	if (tcb->backoff < MAX_BACKOFF)
 		tcb->backoff++;                 /* (5.5) back off the timer */

@@ -159,7 +159,7 @@ static const uint8_t *check_reply(const uint8_t *o, size_t n, size_t tcp_len)
 
 static void check_sum(const struct resp_counts *c)
 {
-	CHECK_EQ(c->syn + c->data + c->fin + c->other + c->malformed, c->frames);
+	CHECK_EQ(c->syn + c->data + c->fin + c->ack + c->other + c->malformed, c->frames);
 }
 
 static void test_checksum_rfc1071(void)
@@ -243,7 +243,7 @@ static void test_data_is_echoed(void)
 		size_t len = make_frame(&s, f);
 		size_t n = run_exact(&cfg, f, len, o, sizeof(o), &c);
 		const uint8_t *t = check_reply(o, n, 20 + lens[k]);
-		CHECK_EQ(g32(t + 4), (uint32_t)(0xfffffff0u + off_default(&cfg)));
+		CHECK_EQ(g32(t + 4), 5000); /* the segment's ack */
 		CHECK_EQ(g32(t + 8), (uint32_t)(0xfffffff0u + lens[k]));
 		CHECK_EQ(t[13], 0x18);
 		CHECK(!memcmp(t + 20, payload, lens[k]));
@@ -264,7 +264,7 @@ static void test_data_with_fin(void)
 	s.payload_len = 3;
 	size_t n = run_exact(&cfg, f, make_frame(&s, f), o, sizeof(o), &c);
 	const uint8_t *t = check_reply(o, n, 23);
-	CHECK_EQ(g32(t + 4), 1000 + off_default(&cfg));
+	CHECK_EQ(g32(t + 4), 5000);
 	CHECK_EQ(g32(t + 8), 1004);
 	CHECK_EQ(t[13], 0x19);
 	CHECK(!memcmp(t + 20, "bye", 3));
@@ -282,16 +282,17 @@ static void test_fin_gets_finack(void)
 
 	size_t n = run_exact(&cfg, f, make_frame(&s, f), o, sizeof(o), &c);
 	const uint8_t *t = check_reply(o, n, 20);
-	CHECK_EQ(g32(t + 4), 1000 + off_default(&cfg));
+	CHECK_EQ(g32(t + 4), 5000);
 	CHECK_EQ(g32(t + 8), 1001);
 	CHECK_EQ(t[13], 0x11);
 	CHECK_EQ(c.fin, 1);
 	check_sum(&c);
 }
 
-/* A peer with several segments in flight (all acking only the SYN-ACK), a retransmission,
- * then its FIN: the echoes tile the responder's stream exactly, as the peer sent its own. */
-static void test_stream_in_flight(void)
+/* Stream rules: a peer with several segments in flight (acking only the first echo), a
+ * retransmission, pure ACKs, then both FINs.  The echoes tile the responder's stream as the
+ * peer's bytes tile its own, and each ack covers only what the peer confirmed receiving. */
+static void test_stream_rules(void)
 {
 	struct resp_cfg cfg = cfg_default();
 	struct resp_counts c = { 0 };
@@ -299,14 +300,27 @@ static void test_stream_in_flight(void)
 	uint8_t f[ROOM], o[ROOM], payload[400];
 	const uint32_t irs = 0xfffffe00u;
 
+	cfg.stream = 1;
 	for (size_t i = 0; i < sizeof(payload); i++)
 		payload[i] = (uint8_t)i;
 	s.seq = irs;
 	size_t n = run_exact(&cfg, f, make_frame(&s, f), o, sizeof(o), &c);
 	const uint8_t *t = check_reply(o, n, 24);
 	uint32_t iss = g32(t + 4);
+	CHECK_EQ(iss, irs + off_default(&cfg));
+	CHECK_EQ(g32(t + 8), irs + 1);
 
-	/* one segment in flight: the echo's seq is the segment's ack */
+	/* the handshake's ACK: a pure ACK back, acknowledging nothing new */
+	s = spec_default(0x10);
+	s.seq = irs + 1;
+	s.ack = iss + 1;
+	n = run_exact(&cfg, f, make_frame(&s, f), o, sizeof(o), &c);
+	t = check_reply(o, n, 20);
+	CHECK_EQ(g32(t + 4), iss + 1);
+	CHECK_EQ(g32(t + 8), irs + 1);
+	CHECK_EQ(t[13], 0x10);
+
+	/* 10 bytes: echoed at our offset 0; not acknowledged until the peer confirms the echo */
 	s = spec_default(0x18);
 	s.seq = irs + 1;
 	s.ack = iss + 1;
@@ -315,6 +329,14 @@ static void test_stream_in_flight(void)
 	n = run_exact(&cfg, f, make_frame(&s, f), o, sizeof(o), &c);
 	t = check_reply(o, n, 30);
 	CHECK_EQ(g32(t + 4), iss + 1);
+	CHECK_EQ(g32(t + 8), irs + 1);
+	CHECK(!memcmp(t + 20, payload, 10));
+	s = spec_default(0x10); /* the peer confirms: now its 10 bytes are acknowledged */
+	s.seq = irs + 11;
+	s.ack = iss + 11;
+	n = run_exact(&cfg, f, make_frame(&s, f), o, sizeof(o), &c);
+	t = check_reply(o, n, 20);
+	CHECK_EQ(g32(t + 4), iss + 11);
 	CHECK_EQ(g32(t + 8), irs + 11);
 
 	/* three in flight, all acking only the first echo, and the second sent twice */
@@ -328,21 +350,47 @@ static void test_stream_in_flight(void)
 		n = run_exact(&cfg, f, make_frame(&s, f), o, sizeof(o), &c);
 		t = check_reply(o, n, 20 + lens[k]);
 		CHECK_EQ(g32(t + 4), iss + 1 + offs[k]);
-		CHECK_EQ(g32(t + 8), irs + 1 + offs[k] + lens[k]);
+		CHECK_EQ(g32(t + 8), irs + 11);
+		CHECK_EQ(t[13], 0x18);
 		CHECK(!memcmp(t + 20, payload + offs[k], lens[k]));
 	}
 
-	/* the FIN after 360 bytes: ours follows the echo of all of them */
+	/* its FIN after 360 bytes, all echoes received: our FIN at our offset 360, its FIN not
+	 * yet acknowledged (we do not know that ours arrives) */
 	s = spec_default(0x11);
 	s.seq = irs + 1 + 360;
 	s.ack = iss + 1 + 360;
 	n = run_exact(&cfg, f, make_frame(&s, f), o, sizeof(o), &c);
 	t = check_reply(o, n, 20);
 	CHECK_EQ(g32(t + 4), iss + 1 + 360);
-	CHECK_EQ(g32(t + 8), irs + 1 + 361);
+	CHECK_EQ(g32(t + 8), irs + 1 + 360);
+	CHECK_EQ(t[13], 0x11);
+	/* it acknowledges our FIN: the pure ACK back acknowledges its FIN */
+	s = spec_default(0x10);
+	s.seq = irs + 1 + 361;
+	s.ack = iss + 1 + 361;
+	n = run_exact(&cfg, f, make_frame(&s, f), o, sizeof(o), &c);
+	t = check_reply(o, n, 20);
+	CHECK_EQ(g32(t + 4), iss + 362);
+	CHECK_EQ(g32(t + 8), irs + 362);
+
+	/* data with FIN: echoed with FIN at the mirrored offset */
+	s = spec_default(0x19);
+	s.seq = irs + 1;
+	s.ack = iss + 1;
+	s.payload = payload;
+	s.payload_len = 5;
+	n = run_exact(&cfg, f, make_frame(&s, f), o, sizeof(o), &c);
+	t = check_reply(o, n, 25);
+	CHECK_EQ(g32(t + 4), iss + 1);
+	CHECK_EQ(g32(t + 8), irs + 1);
+	CHECK_EQ(t[13], 0x19);
+
 	CHECK_EQ(c.syn, 1);
-	CHECK_EQ(c.data, 5);
+	CHECK_EQ(c.data, 6);
 	CHECK_EQ(c.fin, 1);
+	CHECK_EQ(c.ack, 3);
+	CHECK_EQ(c.replies, 11);
 	check_sum(&c);
 }
 
@@ -410,8 +458,6 @@ static void test_others_ignored(void)
 		CHECK_EQ(c.other, n_other);                                       \
 	} while (0)
 
-	s = spec_default(0x10); /* pure ACK */
-	EXPECT_OTHER(make_frame(&s, f));
 	s = spec_default(0x04); /* RST */
 	EXPECT_OTHER(make_frame(&s, f));
 	s = spec_default(0x14); /* RST|ACK with data */
@@ -456,6 +502,13 @@ static void test_others_ignored(void)
 	f[12] = 0x81;
 	f[13] = 0x00;
 	EXPECT_OTHER(len);
+	/* a pure ACK: counted apart, unanswered under frame rules */
+	s = spec_default(0x10);
+	memset(o, 0xaa, sizeof(o));
+	CHECK_EQ(run_exact(&cfg, f, make_frame(&s, f), o, sizeof(o), &c), 0);
+	CHECK(!memcmp(o, zero, sizeof(o)));
+	CHECK_EQ(c.ack, 1);
+	CHECK_EQ(c.other, n_other);
 	CHECK_EQ(c.replies, 0);
 	check_sum(&c);
 #undef EXPECT_OTHER
@@ -610,6 +663,7 @@ static void test_random_frames(void)
 				f[14] = (uint8_t)(0x40 | (f[14] & 0x0f));
 		}
 		size_t room = 54 + (x >> 20) % 80;
+		cfg.stream = (int)((x >> 12) & 1);
 		size_t n = run_exact(&cfg, f, len, o, room, &c);
 		CHECK(n <= room);
 		if (n) {
@@ -632,7 +686,7 @@ int main(int argc, char **argv)
 		CHECK_CASE(test_data_is_echoed),
 		CHECK_CASE(test_data_with_fin),
 		CHECK_CASE(test_fin_gets_finack),
-		CHECK_CASE(test_stream_in_flight),
+		CHECK_CASE(test_stream_rules),
 		CHECK_CASE(test_padding_and_ip_options),
 		CHECK_CASE(test_wildcard_address),
 		CHECK_CASE(test_others_ignored),

@@ -1,0 +1,162 @@
+/* tcp_sack.c — the sender's SACK scoreboard (RFC 2018) and the loss accounting of
+ * RFC 6675: IsLost() by bytes (DupThresh * SMSS SACKed above), pipe, and NextSeg()'s
+ * rule 1 (the first lost, not yet retransmitted hole). */
+#include <string.h>
+
+#include "tcp/tcb.h"
+
+uint32_t tcp_smss(const struct utcp_tcb *tcb)
+{
+	/* payload of a full segment: MSS less the timestamp option (RFC 6691) */
+	return tcb->mss - (tcb->ts_ok ? 12u : 0u);
+}
+
+void tcp_sack_clear(struct utcp_tcb *tcb)
+{
+	tcb->nsb = 0;
+}
+
+static void sb_insert(struct utcp_tcb *tcb, utcp_seq l, utcp_seq r)
+{
+	int i, j, n = tcb->nsb;
+
+	for (i = 0; i < n && seq_lt(tcb->sb[i].right, l); i++)
+		;
+	if (i < n && seq_le(tcb->sb[i].left, r)) {
+		tcb->sb[i].left = seq_min(tcb->sb[i].left, l);
+		tcb->sb[i].right = seq_max(tcb->sb[i].right, r);
+		for (j = i + 1; j < n && seq_le(tcb->sb[j].left, tcb->sb[i].right); j++)
+			tcb->sb[i].right = seq_max(tcb->sb[i].right, tcb->sb[j].right);
+		if (j > i + 1) {
+			memmove(&tcb->sb[i + 1], &tcb->sb[j], (size_t)(n - j) * sizeof(tcb->sb[0]));
+			tcb->nsb = (uint8_t)(n - (j - i - 1));
+		}
+		return;
+	}
+	if (n == UTCP_SB_MAX)
+		return;                 /* full: forget this block (only costs precision) */
+	memmove(&tcb->sb[i + 1], &tcb->sb[i], (size_t)(n - i) * sizeof(tcb->sb[0]));
+	tcb->sb[i].left = l;
+	tcb->sb[i].right = r;
+	tcb->nsb++;
+}
+
+void tcp_sack_update(struct utcp_tcb *tcb, const struct utcp_tcp_opts *o)
+{
+	unsigned b;
+
+	for (b = 0; b < o->nsack; b++) {
+		utcp_seq l = seq_of(o->sack[b].left), r = seq_of(o->sack[b].right);
+
+		/* Only blocks inside SND.UNA..SND.MAX count; D-SACKs and bogus blocks do not. */
+		if (!seq_lt(l, r) || seq_gt(r, tcb->snd_max) || seq_le(r, tcb->snd_una))
+			continue;
+		if (seq_lt(l, tcb->snd_una))
+			l = tcb->snd_una;
+		sb_insert(tcb, l, r);
+	}
+}
+
+void tcp_sack_prune(struct utcp_tcb *tcb)
+{
+	while (tcb->nsb && seq_le(tcb->sb[0].right, tcb->snd_una)) {
+		memmove(&tcb->sb[0], &tcb->sb[1], (size_t)(tcb->nsb - 1) * sizeof(tcb->sb[0]));
+		tcb->nsb--;
+	}
+	if (tcb->nsb && seq_lt(tcb->sb[0].left, tcb->snd_una))
+		tcb->sb[0].left = tcb->snd_una;
+}
+
+uint32_t tcp_sack_bytes(const struct utcp_tcb *tcb)
+{
+	uint32_t n = 0;
+	int i;
+
+	for (i = 0; i < tcb->nsb; i++)
+		n += (uint32_t)seq_diff(tcb->sb[i].right, tcb->sb[i].left);
+	return n;
+}
+
+static uint32_t sacked_in(const struct utcp_tcb *tcb, utcp_seq a, utcp_seq b)
+{
+	uint32_t n = 0;
+	int i;
+
+	for (i = 0; i < tcb->nsb; i++) {
+		utcp_seq l = seq_max(tcb->sb[i].left, a), r = seq_min(tcb->sb[i].right, b);
+
+		if (seq_lt(l, r))
+			n += (uint32_t)seq_diff(r, l);
+	}
+	return n;
+}
+
+bool tcp_sack_covered(const struct utcp_tcb *tcb, utcp_seq s)
+{
+	int i;
+
+	for (i = 0; i < tcb->nsb; i++)
+		if (seq_in(s, tcb->sb[i].left, tcb->sb[i].right))
+			return true;
+	return false;
+}
+
+/* Everything unSACKed below this point is lost: DupThresh * SMSS bytes are SACKed
+ * above it (RFC 6675 section 4, IsLost). */
+static utcp_seq lost_end(const struct utcp_tcb *tcb)
+{
+	uint32_t need = UTCP_DUPTHRESH * tcp_smss(tcb), acc = 0;
+	int i;
+
+	for (i = tcb->nsb - 1; i >= 0; i--) {
+		uint32_t len = (uint32_t)seq_diff(tcb->sb[i].right, tcb->sb[i].left);
+
+		if (acc + len >= need)
+			return seq_add(tcb->sb[i].right, -(int64_t)(need - acc));
+		acc += len;
+	}
+	return tcb->snd_una;
+}
+
+bool tcp_sack_is_lost(const struct utcp_tcb *tcb, utcp_seq s)
+{
+	return !tcp_sack_covered(tcb, s) && seq_lt(s, lost_end(tcb));
+}
+
+uint32_t tcp_sack_pipe(const struct utcp_tcb *tcb)
+{
+	/* Bytes in flight: unSACKed and not lost, plus lost ones already retransmitted. */
+	uint32_t flight = (uint32_t)seq_diff(tcb->snd_max, tcb->snd_una);
+	uint32_t pipe = flight - sacked_in(tcb, tcb->snd_una, tcb->snd_max);
+	utcp_seq le = lost_end(tcb), from = seq_max(tcb->high_rxt, tcb->snd_una);
+
+	if (seq_lt(from, le)) {
+		uint32_t lost = (uint32_t)seq_diff(le, from) - sacked_in(tcb, from, le);
+
+		pipe = pipe > lost ? pipe - lost : 0;
+	}
+	return pipe;
+}
+
+bool tcp_sack_next_lost(const struct utcp_tcb *tcb, uint32_t maxlen, utcp_seq *seq, uint32_t *len)
+{
+	utcp_seq s = seq_max(tcb->high_rxt, tcb->snd_una), le = lost_end(tcb), end;
+	int i;
+
+	for (i = 0; i < tcb->nsb; i++)
+		if (seq_in(s, tcb->sb[i].left, tcb->sb[i].right))
+			s = tcb->sb[i].right;
+	if (!seq_lt(s, le))
+		return false;
+	end = le;
+	for (i = 0; i < tcb->nsb; i++)
+		if (seq_gt(tcb->sb[i].left, s)) {
+			end = seq_min(end, tcb->sb[i].left);
+			break;
+		}
+	if ((uint32_t)seq_diff(end, s) > maxlen)
+		end = seq_add(s, maxlen);
+	*seq = s;
+	*len = (uint32_t)seq_diff(end, s);
+	return *len > 0;
+}
