@@ -12,6 +12,7 @@ import logging
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.ethtool import Ethtool
@@ -292,7 +293,7 @@ class Dataplane:
 
     def _forget_port_flows(self, port_id: int) -> None:
         for key in list(self.maps.flows.each_key()):
-            f = self.maps.flows.lookup(key)
+            f: Any = self.maps.flows.lookup(key)
             if f is not None and f.port_id == port_id:
                 self.maps.flows.delete(key)
 

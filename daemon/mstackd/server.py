@@ -143,6 +143,11 @@ class Daemon:
         with contextlib.suppress(KeyError, ValueError):
             self.sel.unregister(fd)
 
+    @staticmethod
+    def _drain(fd: int) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(fd, 512)
+
     def _on_signal(self, signum: int, frame: object) -> None:
         self.stopping = True
 
@@ -162,7 +167,7 @@ class Daemon:
             self._add_reader(admin.fileno(), self._accept, admin, True)
             wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             signal.set_wakeup_fd(wake_w)
-            self._add_reader(wake_r, lambda: os.read(wake_r, 512))
+            self._add_reader(wake_r, self._drain, wake_r)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._on_signal)
             (self.run_dir / "mstackd.pid").write_text(f"{os.getpid()}\n")
@@ -499,8 +504,8 @@ class Daemon:
                         "count": lease.count},
             )  # fmt: skip
         elif req.type == consts.MSTACK_MSG_UNLEASE:
-            lease = self.leases.leases.get(b.lease_id)
-            if lease is None or lease.port_id not in conn.ports:
+            held = self.leases.leases.get(b.lease_id)
+            if held is None or held.port_id not in conn.ports:
                 raise proto.ProtoError(errno.ENOENT, f"no lease {b.lease_id} of this process")
             self.leases.release(b.lease_id)
             self._reply(conn, req.type, req.seq)

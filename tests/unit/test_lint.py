@@ -1,4 +1,5 @@
-"""ruff keeps the Python sources lint-clean; a lint error fails `make test`."""
+"""ruff keeps the Python sources lint-clean and mypy the product code typed; either failing
+fails `make test`."""
 
 import subprocess
 import sys
@@ -18,5 +19,16 @@ def test_ruff_check() -> None:
         capture_output=True,
         text=True,
         timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_mypy_on_the_product_code() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "daemon/mstackd", "pymgmt/mstack"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stdout + out.stderr
