@@ -57,6 +57,11 @@ struct utcp_config {
 	uint32_t rx_batch;           /* frames per rx_burst */
 	uint32_t timer_tick_us, timer_slots;
 	uint16_t min_mss;            /* PMTU floor (RFC 5927 / RFC 1191 68-byte MTU is too low) */
+	/* Keepalive (RFC 9293 3.8.4, RFC 1122 4.2.3.6): off unless enabled per stack or per
+	 * connection; probes after keepalive_idle_us without a segment from the peer. */
+	bool keepalive;
+	uint32_t keepalive_probes;
+	uint64_t keepalive_idle_us, keepalive_intvl_us;
 };
 
 void utcp_config_init(struct utcp_config *cfg);
@@ -119,6 +124,7 @@ int utcp_close(struct utcp_stack *st, utcp_cid c, uint64_t now_us);
 /* Sends RST and releases the handle. */
 int utcp_abort(struct utcp_stack *st, utcp_cid c, uint64_t now_us);
 int utcp_set_nodelay(struct utcp_stack *st, utcp_cid c, bool on);
+int utcp_set_keepalive(struct utcp_stack *st, utcp_cid c, bool on, uint64_t now_us);
 
 /* ---- introspection ---- */
 
@@ -150,7 +156,7 @@ struct utcp_stats {
 	uint64_t frames_in, frames_out, tx_dropped;
 	uint64_t segs_in, segs_out, data_segs_out, retransmits;
 	uint64_t rto_timeouts, fast_retransmits, dupacks_in;
-	uint64_t rst_in, rst_out, challenge_acks, challenge_acks_limited;
+	uint64_t rst_in, rst_out, challenge_acks, challenge_acks_limited, keepalive_probes;
 	uint64_t active_opens, passive_opens, established, resets, timeouts;
 	uint64_t conns_in_use;
 	uint64_t drops[UTCP_DROP__MAX];

@@ -37,6 +37,10 @@ void utcp_config_init(struct utcp_config *c)
 	c->timer_tick_us = 1000;
 	c->timer_slots = 1024;
 	c->min_mss = 88;
+	c->keepalive = false;
+	c->keepalive_idle_us = 7200ull * 1000000;    /* RFC 1122: no less than two hours */
+	c->keepalive_intvl_us = 75ull * 1000000;
+	c->keepalive_probes = 9;
 }
 
 static int check_config(const struct utcp_config *c)
@@ -55,6 +59,8 @@ static int check_config(const struct utcp_config *c)
 	if (c->ephemeral_lo == 0 || c->ephemeral_lo > c->ephemeral_hi)
 		return -EINVAL;
 	if (c->min_mss < 64 || c->min_mss > c->mtu - 40 || !c->initial_window_segs)
+		return -EINVAL;
+	if (!c->keepalive_idle_us || !c->keepalive_intvl_us || !c->keepalive_probes)
 		return -EINVAL;
 	return 0;
 }

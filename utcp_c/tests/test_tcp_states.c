@@ -1217,3 +1217,52 @@ TEST(test_established_sack_recovery_repairs_two_holes_in_one_window)
 	CHECK_EQ(ci.ssthresh, 4500);                             /* FlightSize 9000 / 2 */
 	h_free(h);
 }
+
+TEST(test_established_keepalive_probes_answered_then_silent_times_out)
+{
+	struct utcp_config c;
+	struct h *h;
+	struct utcp_event ev;
+	uint64_t t0;
+	int i;
+
+	h_default_config(&c);
+	c.keepalive_idle_us = 10000000;
+	c.keepalive_intvl_us = 1000000;
+	c.keepalive_probes = 3;
+	h = h_new(&c);
+	h_established_passive(h);
+	t0 = h->now;
+	CHECK_EQ(utcp_set_keepalive(h->st, h->conn, true, h->now), 0);
+	h_advance(h, t0 + 9999000);
+	EXPECT_NONE(h);
+	h_advance(h, t0 + 10000000);
+	EXPECT(h, ACK, h->iss, 1001, 0);               /* SEG.SEQ = SND.NXT - 1 */
+	h_send(h, ACK, 1001, h->iss + 1, W, NULL, 0);   /* the peer is alive */
+	h_advance(h, t0 + 11000000);
+	EXPECT_NONE(h);                                 /* idle period restarted */
+	h_advance(h, t0 + 20000000);
+	EXPECT(h, ACK, h->iss, 1001, 0);
+	for (i = 1; i < 3; i++) {
+		h_advance(h, t0 + 20000000 + (uint64_t)i * 1000000);
+		EXPECT(h, ACK, h->iss, 1001, 0);
+	}
+	h_advance(h, t0 + 23000000);
+	EXPECT_NONE(h);
+	ev = EVENT(h);
+	CHECK(ev.events & UTCP_EV_CLOSED);
+	CHECK_EQ(ev.error, -ETIMEDOUT);
+	CHECK_EQ(utcp_get_stats(h->st)->keepalive_probes, 4);
+	h_free(h);
+}
+
+TEST(test_established_no_keepalive_by_default)
+{
+	struct h *h = h_new(NULL);
+
+	h_established_passive(h);
+	h_advance(h, h->now + 3ull * 3600 * 1000000);
+	EXPECT_NONE(h);
+	CHECK(utcp_next_deadline(h->st) == UINT64_MAX);
+	h_free(h);
+}

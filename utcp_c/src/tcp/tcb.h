@@ -89,7 +89,12 @@ struct utcp_tcb {
 
 	/* timers: one wheel entry armed at the earliest of these deadlines */
 	struct utcp_timer timer;
-	uint64_t rtx_at, delack_at, tw_at;
+	uint64_t rtx_at, delack_at, tw_at, ka_at;
+
+	/* keepalive */
+	bool ka_on;
+	uint32_t ka_probes;
+	uint64_t last_rcv;       /* time of the last segment from the peer */
 
 	/* events for the application */
 	uint32_t ev_pending;

@@ -190,6 +190,11 @@ void tcp_established(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 	if (tcb->syn_timed_out && !tcb->have_rtt && tcb->rto_us < 3000000u)
 		tcb->rto_us = 3000000u;
 	tcb->cc->init(tcb, st->cfg.initial_window_segs);
+	tcb->last_rcv = now;
+	if (st->cfg.keepalive) {
+		tcb->ka_on = true;
+		tcb->ka_at = now + st->cfg.keepalive_idle_us;
+	}
 	if (tcb->passive) {
 		if (tcb->listener >= 0)
 			st->listeners[tcb->listener].pending--;
@@ -201,7 +206,6 @@ void tcp_established(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 	/* A close requested while in SYN-RECEIVED was deferred until now (3.10.4). */
 	if (tcb->fin_queued)
 		tcp_set_state(st, tcb, UTCP_FIN_WAIT_1);
-	(void)now;
 }
 
 /* ---- user calls ---- */
@@ -440,6 +444,22 @@ int utcp_set_nodelay(struct utcp_stack *st, utcp_cid c, bool on)
 	if (!tcb)
 		return -EBADF;
 	tcb->nodelay = on;
+	return 0;
+}
+
+int utcp_set_keepalive(struct utcp_stack *st, utcp_cid c, bool on, uint64_t now)
+{
+	struct utcp_tcb *tcb = tcb_of(st, c);
+
+	if (!tcb)
+		return -EBADF;
+	tcb->ka_on = on;
+	tcb->ka_probes = 0;
+	tcb->ka_at = on ? now + st->cfg.keepalive_idle_us : 0;
+	if (!tcb->last_rcv || !on)
+		tcb->last_rcv = now;
+	if (tcb->state != UTCP_CLOSED)
+		tcp_timer_update(st, tcb);
 	return 0;
 }
 

@@ -600,6 +600,7 @@ void tcp_input(struct utcp_stack *st, const struct utcp_seg *seg)
 		listen_state(st, seg, li);
 		return;
 	}
+	tcb->last_rcv = seg->now;               /* liveness, for keepalive */
 	if (tcb->state == UTCP_SYN_SENT)
 		syn_sent_state(st, tcb, seg);
 	else

@@ -18,7 +18,7 @@ static uint64_t min_nz(uint64_t a, uint64_t b)
 
 void tcp_timer_update(struct utcp_stack *st, struct utcp_tcb *tcb)
 {
-	uint64_t at = min_nz(min_nz(tcb->rtx_at, tcb->delack_at), tcb->tw_at);
+	uint64_t at = min_nz(min_nz(tcb->rtx_at, tcb->delack_at), min_nz(tcb->tw_at, tcb->ka_at));
 
 	if (!at)
 		utcp_wheel_cancel(&st->wheel, &tcb->timer);
@@ -135,8 +135,42 @@ static void persist_expired(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_
 	tcp_arm_rtx(st, tcb, now);
 }
 
+/* Keepalive (RFC 1122 4.2.3.6): after an idle period, probes with SEG.SEQ = SND.NXT-1
+ * and no data, which the peer must acknowledge; silence for all probes aborts. */
+static void keepalive_expired(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
+{
+	const struct utcp_config *c = &st->cfg;
+
+	if (!tcb->ka_on || (tcb->state != UTCP_ESTABLISHED && tcb->state != UTCP_CLOSE_WAIT))
+		return;
+	if (now - tcb->last_rcv < c->keepalive_idle_us) {
+		tcb->ka_probes = 0;
+		tcb->ka_at = tcb->last_rcv + c->keepalive_idle_us;
+		return;
+	}
+	if (!seq_eq(tcb->snd_una, tcb->snd_max) || tcb->persist) {
+		tcb->ka_at = now + c->keepalive_intvl_us;   /* the RTO/persist timer is in charge */
+		return;
+	}
+	if (tcb->ka_probes >= c->keepalive_probes) {
+		st->stats.timeouts++;
+		tcp_tcb_closed(st, tcb, -ETIMEDOUT);
+		return;
+	}
+	tcb->ka_probes++;
+	st->stats.keepalive_probes++;
+	tcp_send_segment(st, tcb, seq_add(tcb->snd_max, -1), UTCP_TH_ACK, 0, 0, now);
+	tcb->ka_at = now + c->keepalive_intvl_us;
+}
+
 void tcp_timer_fire(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 {
+	if (tcb->ka_at && tcb->ka_at <= now) {
+		tcb->ka_at = 0;
+		keepalive_expired(st, tcb, now);
+		if (tcb->state == UTCP_CLOSED)
+			return;
+	}
 	if (tcb->tw_at && tcb->tw_at <= now) {
 		tcb->tw_at = 0;
 		/* TIME-WAIT expiry (2 MSL), or an orphaned FIN-WAIT-2 giving up. */
