@@ -291,6 +291,19 @@ class Dataplane:
             if idx:
                 ipr.link("del", index=idx[0])
 
+    def sweep_flows(self, now_ns: int, closed_after_s: float = 60.0) -> int:
+        """Remove flows that both sides have closed (FIN each way) and that have been quiet for
+        `closed_after_s` (the peer's TIME_WAIT); returns how many. A RST from the port removes
+        its flow at once (egress program); a port's removal removes all of its flows."""
+        both = consts.MSTACK_FLOW_FIN_IN | consts.MSTACK_FLOW_FIN_OUT
+        limit = now_ns - int(closed_after_s * 1e9)
+        gone = 0
+        for key in list(self.maps.flows.each_key()):
+            f: Any = self.maps.flows.lookup(key)
+            if f is not None and f.flags & both == both and f.last_ns < limit:
+                gone += self.maps.flows.delete(key)
+        return gone
+
     def _forget_port_flows(self, port_id: int) -> None:
         for key in list(self.maps.flows.each_key()):
             f: Any = self.maps.flows.lookup(key)

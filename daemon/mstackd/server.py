@@ -208,6 +208,7 @@ class Daemon:
         try:
             self.registry.sweep()
             self._refresh_addrs()
+            self.dp.sweep_flows(time.monotonic_ns())  # bpf_ktime_get_ns is CLOCK_MONOTONIC
             self._save()
         except Exception:
             log.exception("sweep failed")

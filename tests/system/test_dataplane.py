@@ -7,8 +7,10 @@ only from its bindings, and leaves nothing behind."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -202,3 +204,24 @@ def test_port_may_send_only_from_its_bindings(dp: Dataplane, remote_host) -> Non
     assert (pc["tx_frames"], pc["tx_dropped"]) == (5, 7)
     # The SYN-ACK from a listening member recorded its flow.
     assert [f.port_id for _, f in dp.maps.flow_entries()] == [port.port_id]
+
+
+def test_closed_flows_are_swept_after_their_quiet_time(dp: Dataplane) -> None:
+    from mstackd.switch import flow_key
+
+    now = time.monotonic_ns()
+    both = consts.MSTACK_FLOW_FIN_IN | consts.MSTACK_FLOW_FIN_OUT
+    entries = {
+        40001: (both, now - 120 * 10**9),  # closed both ways, quiet for 2 min: goes
+        40002: (both, now - 5 * 10**9),  # closed, but the peer may still be in TIME_WAIT
+        40003: (consts.MSTACK_FLOW_FIN_IN, 0),  # half-closed, quiet since boot: stays
+        40004: (0, 0),  # idle but open (no keepalive): stays
+    }
+    for sport, (flags, last) in entries.items():
+        dp.maps.flows.update(
+            flow_key("198.18.0.2", sport, "198.18.0.1", 8080),
+            {"port_id": 3, "flags": flags, "last_ns": last},
+        )
+    assert dp.sweep_flows(now) == 1
+    left = sorted(socket.ntohs(k.rport) for k, _ in dp.maps.flow_entries())
+    assert left == [40002, 40003, 40004]
