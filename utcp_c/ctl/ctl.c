@@ -135,7 +135,8 @@ static int send_req(struct mstack_ctl *ctl, const void *buf, size_t len, int fd,
 		if (err == EINTR)
 			continue;
 		if (err != EAGAIN && err != EWOULDBLOCK) {
-			ctl_set_detail(ctl, "sending the request: %s", strerror(err));
+			char eb[64]; /* GNU strerror_r: strerror is not thread-safe everywhere */
+			ctl_set_detail(ctl, "sending the request: %s", strerror_r(err, eb, sizeof(eb)));
 			return -err;
 		}
 		int rc = wait_fd(ctl->fd, POLLOUT, deadline);
@@ -173,7 +174,8 @@ static int recv_msg(struct mstack_ctl *ctl, struct ctl_msg *m, int64_t deadline)
 		if (err == EINTR)
 			continue;
 		if (err != EAGAIN && err != EWOULDBLOCK) {
-			ctl_set_detail(ctl, "receiving the reply: %s", strerror(err));
+			char eb[64];
+			ctl_set_detail(ctl, "receiving the reply: %s", strerror_r(err, eb, sizeof(eb)));
 			return -err;
 		}
 		int rc = wait_fd(ctl->fd, POLLIN, deadline);
