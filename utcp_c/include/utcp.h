@@ -62,6 +62,7 @@ struct utcp_config {
 	bool keepalive;
 	uint32_t keepalive_probes;
 	uint64_t keepalive_idle_us, keepalive_intvl_us;
+	char cc[16];                 /* congestion control for new connections: "newreno", "cubic" */
 };
 
 void utcp_config_init(struct utcp_config *cfg);
@@ -125,6 +126,8 @@ int utcp_close(struct utcp_stack *st, utcp_cid c, uint64_t now_us);
 int utcp_abort(struct utcp_stack *st, utcp_cid c, uint64_t now_us);
 int utcp_set_nodelay(struct utcp_stack *st, utcp_cid c, bool on);
 int utcp_set_keepalive(struct utcp_stack *st, utcp_cid c, bool on, uint64_t now_us);
+/* Congestion control of one connection ("newreno", "cubic"); -ENOENT if unknown. */
+int utcp_set_cc(struct utcp_stack *st, utcp_cid c, const char *name);
 
 /* ---- introspection ---- */
 

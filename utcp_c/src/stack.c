@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "stack.h"
+#include "tcp/cc.h"
 #include "tcp/tcb.h"
 
 void utcp_config_init(struct utcp_config *c)
@@ -41,6 +42,7 @@ void utcp_config_init(struct utcp_config *c)
 	c->keepalive_idle_us = 7200ull * 1000000;    /* RFC 1122: no less than two hours */
 	c->keepalive_intvl_us = 75ull * 1000000;
 	c->keepalive_probes = 9;
+	strcpy(c->cc, "newreno");
 }
 
 static int check_config(const struct utcp_config *c)
@@ -62,6 +64,8 @@ static int check_config(const struct utcp_config *c)
 		return -EINVAL;
 	if (!c->keepalive_idle_us || !c->keepalive_intvl_us || !c->keepalive_probes)
 		return -EINVAL;
+	if (!memchr(c->cc, 0, sizeof(c->cc)) || !utcp_cc_find(c->cc))
+		return -ENOENT;
 	return 0;
 }
 

@@ -473,3 +473,46 @@ TEST(test_pair_simultaneous_close)
 	check_all_freed_after_time_wait(&w);
 	world_free(&w);
 }
+
+TEST(test_pair_lossy_cubic)
+{
+	struct world w;
+	struct utcp_config ca, cb;
+	struct utcp_conn_info ci = {.sz = sizeof(ci)};
+	struct utcp_pair_impair imp = {.loss_ppm = 10000, .reorder_ppm = 50000, .delay_us = 5000,
+				       .reorder_delay_us = 1000, .rate_bps = 100000000ull};
+
+	cfg_for(&ca, A_IP, a_mac, b_mac);
+	cfg_for(&cb, B_IP, b_mac, a_mac);
+	strcpy(ca.cc, "cubic");
+	strcpy(cb.cc, "cubic");
+	world_init(&w, 11, &imp, &ca, &cb);
+	w.fa.to_send = 1;
+	start_client(&w);
+	run(&w, NULL, 100000);
+	CHECK_EQ(utcp_conn_info(w.a, w.fa.c, &ci), 0);
+	CHECK(strcmp(ci.cc, "cubic") == 0);
+	CHECK_EQ(utcp_set_cc(w.a, w.fa.c, "nope"), -ENOENT);
+	world_free(&w);
+
+	world_init(&w, 12, &imp, &ca, &cb);
+	transfer(&w, 2 << 20, 0, 600000000);
+	CHECK_EQ(w.fb.received, 2 << 20);
+	world_free(&w);
+}
+
+TEST(test_pair_unknown_cc_rejected_at_creation)
+{
+	struct utcp_config c;
+	struct utcp_pair_opts po = {.sz = sizeof(po)};
+	struct utcp_pair *p;
+	struct utcp_stack *st;
+	struct utcp_port port;
+
+	cfg_for(&c, A_IP, a_mac, b_mac);
+	strcpy(c.cc, "bogus");
+	CHECK_EQ(utcp_pair_create(&po, &p), 0);
+	port = utcp_pair_port(p, 0);
+	CHECK_EQ(utcp_stack_create(&c, &port, 0, &st), -ENOENT);
+	utcp_pair_destroy(p);
+}

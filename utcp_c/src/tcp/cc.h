@@ -23,5 +23,9 @@ struct utcp_cc_ops {
 };
 
 extern const struct utcp_cc_ops utcp_cc_newreno;
+extern const struct utcp_cc_ops utcp_cc_cubic;
+
+/* NULL if no module has that name. */
+const struct utcp_cc_ops *utcp_cc_find(const char *name);
 
 #endif

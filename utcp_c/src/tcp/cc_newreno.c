@@ -1,6 +1,8 @@
 /* cc_newreno.c — NewReno congestion control (RFC 5681, RFC 6582, RFC 6928 initial
  * window).  Fast-recovery bookkeeping (dupack counting, recover, partial ACKs) is in
  * tcp_in.c; this module owns the cwnd/ssthresh arithmetic. */
+#include <string.h>
+
 #include "stack.h"
 #include "tcp/cc.h"
 #include "tcp/tcb.h"
@@ -74,3 +76,14 @@ const struct utcp_cc_ops utcp_cc_newreno = {
 	.on_recovery_end = nr_on_recovery_end,
 	.on_rto = nr_on_rto,
 };
+
+const struct utcp_cc_ops *utcp_cc_find(const char *name)
+{
+	static const struct utcp_cc_ops *const all[] = {&utcp_cc_newreno, &utcp_cc_cubic};
+	size_t i;
+
+	for (i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		if (strcmp(all[i]->name, name) == 0)
+			return all[i];
+	return NULL;
+}

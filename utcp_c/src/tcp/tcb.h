@@ -79,6 +79,7 @@ struct utcp_tcb {
 	const struct utcp_cc_ops *cc;
 	uint32_t cwnd, ssthresh;
 	uint32_t cwnd_acc;       /* congestion-avoidance byte counter */
+	uint64_t cc_priv[8];     /* the congestion control module's own state */
 	uint32_t dupacks;
 	bool in_recovery;
 	utcp_seq recover;        /* RFC 6582 / RFC 6675 RecoveryPoint */

@@ -73,7 +73,7 @@ struct utcp_tcb *tcp_tcb_new(struct utcp_stack *st, const struct utcp_tuple *t, 
 	ring_init(&tcb->sbuf, mem, st->cfg.sndbuf);
 	ring_init(&tcb->rbuf, mem + st->cfg.sndbuf, st->cfg.rcvbuf);
 	tcb->rto_us = st->cfg.rto_init_us;          /* RFC 6298 (2.1) */
-	tcb->cc = &utcp_cc_newreno;
+	tcb->cc = utcp_cc_find(st->cfg.cc);         /* validated at stack creation */
 	tcb->ts_offset = tcp_ts_offset(st->cfg.isn_key, t);
 	tcb->iss = seq_of(tcp_isn(st->cfg.isn_key, t, now));
 	tcb->snd_una = tcb->iss;
@@ -460,6 +460,23 @@ int utcp_set_keepalive(struct utcp_stack *st, utcp_cid c, bool on, uint64_t now)
 		tcb->last_rcv = now;
 	if (tcb->state != UTCP_CLOSED)
 		tcp_timer_update(st, tcb);
+	return 0;
+}
+
+int utcp_set_cc(struct utcp_stack *st, utcp_cid c, const char *name)
+{
+	struct utcp_tcb *tcb = tcb_of(st, c);
+	const struct utcp_cc_ops *ops = name ? utcp_cc_find(name) : NULL;
+
+	if (!tcb)
+		return -EBADF;
+	if (!ops)
+		return -ENOENT;
+	if (ops != tcb->cc) {
+		/* cwnd and ssthresh carry over; the new module starts from clean state */
+		memset(tcb->cc_priv, 0, sizeof(tcb->cc_priv));
+		tcb->cc = ops;
+	}
 	return 0;
 }
 
