@@ -21,6 +21,7 @@ class Config:
     umem_frames: int = 4096  # x 2 KB = 8 MB of locked memory per port
     ring_size: int = 2048
     max_ports_per_process: int = 16
+    max_ports_per_user: int = 256  # locked memory is the daemon's: bound what one uid can take
     sweep_interval: float = 2.0
 
 
@@ -31,6 +32,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "umem_frames": int,
     "ring_size": int,
     "max_ports_per_process": int,
+    "max_ports_per_user": int,
     "sweep_interval": (int, float),
 }
 

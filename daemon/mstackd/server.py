@@ -516,6 +516,11 @@ class Daemon:
             raise proto.ProtoError(
                 errno.EMFILE, f"at most {self.cfg.max_ports_per_process} ports per process"
             )
+        held = sum(len(c.ports) for c in self.conns.values() if c.uid == conn.uid)
+        if held >= self.cfg.max_ports_per_user:
+            raise proto.ProtoError(
+                errno.EDQUOT, f"uid {conn.uid} holds {held} ports (max_ports_per_user)"
+            )
         if not self.dp.nics:
             raise proto.ProtoError(errno.ENETDOWN, "the switch is attached to no NIC")
         b = req.body

@@ -376,3 +376,26 @@ def test_mstackctl_shows_the_daemon(mstackd: Mstackd) -> None:
         assert bad.returncode == 1 and "not attached" in bad.stderr
         assert mstackd.ctl("detach", h.host_if).returncode == 0
         assert mstackd.ctl("attach", h.host_if, "--mode", "native").returncode == 0
+
+
+def test_port_limits_per_process_and_per_user(remote_host, mstackd_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "m.toml"
+    cfg.write_text("[daemon]\nmax_ports_per_process = 2\nmax_ports_per_user = 3\n")
+    d = mstackd_factory(remote_host, "--config", str(cfg))
+    fds: list[int] = []
+    with d.client() as a, d.client() as b:
+        a.hello()
+        b.hello()
+        try:
+            for _ in range(2):
+                fds += a.port_open()[1]
+            with pytest.raises(ReplyError) as ei:
+                a.port_open()
+            assert ei.value.errno == errno.EMFILE
+            fds += b.port_open()[1]
+            with pytest.raises(ReplyError) as ei:
+                b.port_open()  # the same uid already holds 3
+            assert ei.value.errno == errno.EDQUOT
+        finally:
+            for fd in fds:
+                os.close(fd)
