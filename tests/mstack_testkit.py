@@ -127,7 +127,8 @@ def start_mstackd(
         run_dir=run_dir,
         bpf_dir=pin_root / "sw",
         ports_netns=f"{name}p",
-        port_prefix=name,
+        # Port veths are <prefix><id>h: the prefix must leave room for 4 digits in IFNAMSIZ.
+        port_prefix=name.replace("-", "")[:10],
         host=host,
     )
     argv = [
