@@ -128,7 +128,8 @@ struct mstack_register_reply {
 };
 
 /* CLAIM: "this process holds the socket too" (after fork, after exec), with the socket's fd
- * as proof. RELEASE: it no longer does. A binding lives while a live claimant holds it. */
+ * as proof. RELEASE (same struct, no fd): it no longer does. A binding lives while a live
+ * claimant holds it. Every error reply, whatever the request, is a bare mstack_reply. */
 struct mstack_claim {
     struct mstack_msg_hdr hdr;
     uint32_t binding_id;
