@@ -516,3 +516,58 @@ TEST(test_pair_unknown_cc_rejected_at_creation)
 	CHECK_EQ(utcp_stack_create(&c, &port, 0, &st), -ENOENT);
 	utcp_pair_destroy(p);
 }
+
+/* Many seeded runs with random impairment and random stack options: every transfer
+ * must arrive byte-exact, and every control block must come back after TIME-WAIT. */
+static void torture(uint64_t first_seed, int runs)
+{
+	int r;
+
+	for (r = 0; r < runs; r++) {
+		uint64_t seed = first_seed + (uint64_t)r, x = seed * 0x9e3779b97f4a7c15ULL + 1;
+		struct world w;
+		struct utcp_config ca, cb;
+		struct utcp_pair_impair imp;
+		uint64_t up, down;
+
+#define RND(n) ((x = x * 6364136223846793005ULL + 1442695040888963407ULL), (x >> 33) % (n))
+		cfg_for(&ca, A_IP, a_mac, b_mac);
+		cfg_for(&cb, B_IP, b_mac, a_mac);
+		ca.window_scaling = RND(2), ca.sack = RND(2), ca.timestamps = RND(2);
+		cb.window_scaling = RND(2), cb.sack = RND(2), cb.timestamps = RND(2);
+		ca.nodelay = RND(2);
+		strcpy(ca.cc, RND(2) ? "cubic" : "newreno");
+		strcpy(cb.cc, RND(2) ? "cubic" : "newreno");
+		ca.sndbuf = cb.sndbuf = 4096u << RND(6);
+		ca.rcvbuf = 4096u << RND(6);
+		cb.rcvbuf = 4096u << RND(6);
+		ca.mtu = (uint16_t)(576 + RND(925));
+		cb.mtu = (uint16_t)(576 + RND(925));
+		ca.time_wait_us = cb.time_wait_us = 1000000;
+		memset(&imp, 0, sizeof(imp));
+		imp.loss_ppm = (uint32_t)RND(60000);
+		imp.dup_ppm = (uint32_t)RND(20000);
+		imp.reorder_ppm = (uint32_t)RND(300000);
+		imp.corrupt_ppm = (uint32_t)RND(10000);
+		imp.delay_us = RND(20000);
+		imp.jitter_us = RND(2000);
+		imp.reorder_delay_us = RND(10000);
+		imp.rate_bps = RND(2) ? 0 : 10000000ull * (1 + RND(100));
+		up = RND(300000);
+		down = RND(300000);
+#undef RND
+		world_init(&w, seed, &imp, &ca, &cb);
+		transfer(&w, up, down, 3600000000ull);
+		if (w.fb.received != up || w.fa.received != down) {
+			dump(&w);
+			FAIL("seed %llu: up %llu/%llu down %llu/%llu", (unsigned long long)seed,
+			     (unsigned long long)w.fb.received, (unsigned long long)up,
+			     (unsigned long long)w.fa.received, (unsigned long long)down);
+		}
+		check_all_freed_after_time_wait(&w);
+		world_free(&w);
+	}
+}
+
+TEST(test_pair_torture_seeds_1_50) { torture(1, 50); }
+TEST(test_pair_torture_seeds_51_100) { torture(51, 50); }
