@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -108,4 +109,31 @@ def test_bad_lease_requests(mstackd: Mstackd) -> None:
             assert ei.value.errno == err
         lease(c, port_id, 32)
     # The process is gone: its port and lease go with it.
+    assert mstackd.wait_until(lambda: RESERVED.read_text() == before)
+
+
+def test_c_client_leases_through_libmsctl(mstackd: Mstackd) -> None:
+    """libmsctl's LEASE, driven by mstack-responder --lease."""
+    h = mstackd.host
+    assert h is not None
+    before = RESERVED.read_text()
+    build = Path(os.environ.get("MSTACK_BUILD_DIR", Path(__file__).resolve().parents[2] / "build"))
+    p = subprocess.Popen(
+        [str(build / "bin" / "mstack-responder"), "--run-dir", str(mstackd.run_dir),
+         "--listen", f"{h.host_ip}:8400", "--lease", "32", "--max-seconds", "60",
+         "--count-file", os.devnull],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert p.stdout is not None
+        words = p.stdout.readline().split()
+        assert words[0] == "lease" and words[3] == "32"
+        first = int(words[2])
+        assert (first, first + 31) in reserved()
+        assert p.stdout.readline().startswith("ready")
+    finally:
+        p.terminate()
+        p.wait(15)
+        if p.stdout:
+            p.stdout.close()
     assert mstackd.wait_until(lambda: RESERVED.read_text() == before)

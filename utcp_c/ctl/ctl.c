@@ -594,3 +594,35 @@ int mstack_ctl_stats_region(struct mstack_ctl *ctl, uint32_t port_id, int memfd)
 		return -EBADF;
 	return ctl_simple(ctl, MSTACK_MSG_STATS_REGION, &msg, sizeof(msg), memfd);
 }
+
+int mstack_ctl_lease(struct mstack_ctl *ctl, uint32_t port_id, uint32_t count, uint32_t addr,
+		     struct mstack_ctl_lease *out)
+{
+	struct mstack_lease msg = { .port_id = port_id, .count = count, .addr = addr };
+	struct mstack_lease_reply rep;
+	int rc;
+
+	rc = ctl_call(ctl, MSTACK_MSG_LEASE, &msg, sizeof(msg), -1, &rep, sizeof(rep), 0, NULL);
+	if (rc)
+		return rc;
+	if (rep.lease_id > INT32_MAX || rep.count == 0 ||
+	    (uint32_t)rep.first + rep.count - 1 > 65535) {
+		ctl_set_detail(ctl, "reply: lease %u of %u ports from %u", rep.lease_id, rep.count,
+			       rep.first);
+		return -EPROTO;
+	}
+	if (out) {
+		out->lease_id = rep.lease_id;
+		out->addr = rep.addr;
+		out->first = rep.first;
+		out->count = rep.count;
+	}
+	return (int)rep.lease_id;
+}
+
+int mstack_ctl_unlease(struct mstack_ctl *ctl, uint32_t lease_id)
+{
+	struct mstack_unlease msg = { .lease_id = lease_id };
+
+	return ctl_simple(ctl, MSTACK_MSG_UNLEASE, &msg, sizeof(msg), -1);
+}

@@ -121,6 +121,23 @@ int mstack_ctl_group_leave(struct mstack_ctl *ctl, uint32_t binding_id, uint32_t
  * port_id; the daemon maps it read-only.  The fd is sent, not consumed. */
 int mstack_ctl_stats_region(struct mstack_ctl *ctl, uint32_t port_id, int memfd);
 
+/* A block of local ports leased for a port's active opens: first .. first + count - 1 on
+ * addr.  The switch steers them to the port; the kernel will neither pick nor bind them. */
+struct mstack_ctl_lease {
+	uint32_t lease_id;
+	uint32_t addr;        /* network byte order */
+	uint16_t first;       /* host byte order */
+	uint16_t count;
+};
+
+/* LEASE: count ports (0: the daemon's block size) on addr (network byte order; 0: the NIC's
+ * first address) for port_id.  Returns the lease id or a negative errno. */
+int mstack_ctl_lease(struct mstack_ctl *ctl, uint32_t port_id, uint32_t count, uint32_t addr,
+		     struct mstack_ctl_lease *out);
+
+/* UNLEASE: give a block back (it also ends with its port). */
+int mstack_ctl_unlease(struct mstack_ctl *ctl, uint32_t lease_id);
+
 #ifdef __cplusplus
 }
 #endif

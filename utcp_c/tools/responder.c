@@ -41,6 +41,7 @@ struct opts {
 	int stream;               /* stream rules (frame.h) */
 	const char *count_file;   /* NULL: stdout */
 	long max_seconds;         /* 0: until a signal */
+	long lease;               /* > 0: LEASE this many ports and print them (no use made) */
 };
 
 struct responder {
@@ -63,12 +64,14 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: mstack-responder --listen IP:PORT [--run-dir DIR] [--join | --no-join]\n"
 		"                        [--reuseport] [--stream] [--count-file FILE] [--max-seconds N]\n"
+		"                        [--lease N]\n"
 		"Takes a port from mstackd, registers a listening shadow socket on IP:PORT, joins\n"
 		"its listen group (unless --no-join), prints `ready <port_id> <binding_id>`, then\n"
 		"answers SYNs with SYN-ACKs, echoes data, answers FINs, until SIGTERM/SIGINT or N\n"
 		"seconds; then writes its counts as one JSON line to FILE (default: stdout).\n"
 		"--stream: echo by stream offset and acknowledge only what the peer confirmed\n"
-		"(a kernel TCP client then gets its byte stream back with any amount in flight).\n");
+		"(a kernel TCP client then gets its byte stream back with any amount in flight).\n"
+		"--lease N: also lease N local ports for active opens and print `lease ID FIRST N`.\n");
 }
 
 static int parse_listen(const char *s, struct sockaddr_in *sa)
@@ -96,7 +99,7 @@ static int parse_listen(const char *s, struct sockaddr_in *sa)
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
 	enum { O_RUN_DIR = 256, O_LISTEN, O_JOIN, O_NO_JOIN, O_REUSEPORT, O_STREAM, O_COUNT_FILE,
-	       O_MAX_SECONDS, O_HELP };
+	       O_MAX_SECONDS, O_LEASE, O_HELP };
 	static const struct option longopts[] = {
 		{ "run-dir", required_argument, NULL, O_RUN_DIR },
 		{ "listen", required_argument, NULL, O_LISTEN },
@@ -106,6 +109,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "stream", no_argument, NULL, O_STREAM },
 		{ "count-file", required_argument, NULL, O_COUNT_FILE },
 		{ "max-seconds", required_argument, NULL, O_MAX_SECONDS },
+		{ "lease", required_argument, NULL, O_LEASE },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -149,6 +153,15 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			if (errno || *end || !*optarg || o->max_seconds < 0) {
 				fprintf(stderr, "mstack-responder: --max-seconds %s: want a number "
 						"of seconds\n", optarg);
+				return EX_USAGE;
+			}
+			break;
+		case O_LEASE:
+			errno = 0;
+			o->lease = strtol(optarg, &end, 10);
+			if (errno || *end || !*optarg || o->lease < 1 || o->lease > 4096) {
+				fprintf(stderr, "mstack-responder: --lease %s: want 1..4096 ports\n",
+					optarg);
 				return EX_USAGE;
 			}
 			break;
@@ -249,6 +262,16 @@ static int setup(struct responder *r)
 			return 1;
 		}
 		r->joined = 1;
+	}
+	if (r->o.lease > 0) {
+		struct mstack_ctl_lease l;
+
+		rc = mstack_ctl_lease(r->ctl, r->info.port_id, (uint32_t)r->o.lease, 0, &l);
+		if (rc < 0) {
+			ctl_error(r, "LEASE", rc);
+			return 1;
+		}
+		printf("lease %u %u %u\n", l.lease_id, l.first, l.count);
 	}
 	r->cfg.addr = r->o.listen.sin_addr.s_addr;
 	r->cfg.port = r->o.listen.sin_port;
