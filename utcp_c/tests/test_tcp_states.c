@@ -1266,3 +1266,36 @@ TEST(test_established_no_keepalive_by_default)
 	CHECK(utcp_next_deadline(h->st) == UINT64_MAX);
 	h_free(h);
 }
+
+TEST(test_established_zero_receive_window_still_takes_acks)
+{
+	/* RFC 9293 3.10.7.4: with RCV.WND = 0 the ACK of a data segment is still used. */
+	struct utcp_config c;
+	struct h *h;
+	static char d[1024];
+	struct h_seg s;
+	uint32_t seq = 1001;
+	int i;
+
+	h_default_config(&c);
+	c.rcvbuf = 4096;
+	h = h_new(&c);
+	h_established_passive(h);
+	memset(d, 'r', sizeof(d));
+	for (i = 0; i < 4; i++, seq += 1024)
+		h_send(h, ACK, seq, h->iss + 1, W, d, 1024);   /* fills the window */
+	utcp_send(h->st, h->conn, "out", 3, h->now);
+	h_skip(h);
+	/* more data (not taken) carrying the ACK of our 3 bytes */
+	h_send(h, ACK, seq, h->iss + 4, W, d, 100);
+	s = EXPECT(h, ACK, h->iss + 4, seq, 0);        /* zero window restated */
+	CHECK_EQ(s.th.wnd, 0);
+	{
+		struct utcp_conn_info ci = {.sz = sizeof(ci)};
+
+		utcp_conn_info(h->st, h->conn, &ci);
+		CHECK_EQ(ci.unacked, 0);                 /* the ACK was processed */
+		CHECK_EQ(ci.rcvbuf_used, 4096);
+	}
+	h_free(h);
+}

@@ -356,6 +356,15 @@ static void other_states(struct utcp_stack *st, struct utcp_tcb *tcb, const stru
 			     (seq_in(seg->seq, tcb->rcv_nxt, seq_add(tcb->rcv_nxt, wnd)) ||
 			      seq_in(seq_add(seg->seq, seg->len - 1), tcb->rcv_nxt,
 				     seq_add(tcb->rcv_nxt, wnd)));
+	/* "If the RCV.WND is zero, no segments will be acceptable, but special allowance
+	 * should be made to accept valid ACKs, URGs, and RSTs": a segment at RCV.NXT with
+	 * text we cannot take still has its ACK processed; the text is trimmed away below
+	 * and an ACK restating the zero window goes back. */
+	if (!acceptable && wnd == 0 && seq_eq(seg->seq, tcb->rcv_nxt) &&
+	    (th->flags & (UTCP_TH_ACK | UTCP_TH_RST | UTCP_TH_SYN)) == UTCP_TH_ACK) {
+		acceptable = true;
+		tcb->ack_now = true;
+	}
 	if (!acceptable) {
 		drop(st, UTCP_DROP_OUT_OF_WINDOW);
 		if (th->flags & UTCP_TH_RST)
