@@ -68,7 +68,7 @@ static void die_usage(const char *msg)
 		"                            [--frames N] [--ring N] [--batch N]\n"
 		"       mstack-swbench ports --addr IP --base-port P --daddr IP --dport P --dmac M\n"
 		"                            [--run-dir DIR] [--frames N] [--ring N] [--max-seconds S]\n"
-		"         stdin: grow N | snap | send SIZE SECONDS USED [BATCH] | quit\n"
+		"         stdin: grow N | snap [SPIN_SECONDS] | send SIZE SECONDS USED [BATCH] | quit\n"
 		"       mstack-swbench sink  --ifname IF --obj FILE [--max-seconds S]\n"
 		"         stdin: snap | quit\n", msg);
 	exit(EX_USAGE);
@@ -408,6 +408,7 @@ struct app {
 	uint8_t dmac[6];
 	uint32_t frames, ring;
 	unsigned n;
+	int64_t spin_until;                 /* busy-poll, never sleep, until then (snap SECONDS) */
 	struct bport p[MAX_PORTS];
 	struct pollfd pfd[MAX_PORTS + 1];   /* [0]: stdin, then the ports' XSKs */
 };
@@ -570,8 +571,12 @@ static int command(struct app *a, char *line)
 {
 	if (!strcmp(line, "quit"))
 		return 1;
-	if (!strcmp(line, "snap")) {
+	if (!strcmp(line, "snap") || !strncmp(line, "snap ", 5)) {
+		/* "snap SECONDS": after the snapshot, busy-poll for that long without ever sleeping
+		 * in poll(), so a run's frames never wait on a wakeup. */
+		double spin = line[4] ? strtod(line + 5, NULL) : 0;
 		snap(a);
+		a->spin_until = spin > 0 && spin <= MAX_SEND_S ? now_ns() + (int64_t)(spin * 1e9) : 0;
 	} else if (!strncmp(line, "grow ", 5)) {
 		long want = strtol(line + 5, NULL, 10);
 		int rc = 0;
@@ -684,11 +689,13 @@ static int cmd_ports(int argc, char **argv)
 		}
 		if (++idle < IDLE_SWEEPS && (idle & 255))
 			continue;
-		if (now_ns() >= deadline) {
+		int64_t t = now_ns();
+		if (t >= deadline) {
 			fprintf(stderr, "mstack-swbench ports: --max-seconds reached\n");
 			break;
 		}
-		int n = poll(a.pfd, a.n + 1, idle >= IDLE_SWEEPS ? 100 : 0);
+		int sleep_ms = idle >= IDLE_SWEEPS && t >= a.spin_until ? 100 : 0;
+		int n = poll(a.pfd, sleep_ms ? a.n + 1 : 1, sleep_ms);
 		if (n > 0 && a.pfd[0].revents)
 			quit = read_commands(&a, buf, sizeof(buf), &blen);
 	}
