@@ -75,6 +75,18 @@ void utcp_pair_set_impair(struct utcp_pair *pair, int dir, const struct utcp_pai
 uint64_t utcp_pair_next_delivery(const struct utcp_pair *pair);
 void utcp_pair_get_stats(const struct utcp_pair *pair, int dir, struct utcp_pair_stats *st);
 
+/* ---- tap: a Linux TAP device (to test against the kernel's stack without the switch) ---- */
+
+struct utcp_tap;
+
+/* Attaches to TAP device `ifname` (created if missing; needs CAP_NET_ADMIN), non-blocking.
+ * batch: frames per rx_burst (buffers allocated here). */
+int utcp_tap_open(const char *ifname, unsigned batch, struct utcp_tap **out);
+void utcp_tap_close(struct utcp_tap *tap);
+struct utcp_port utcp_tap_port(struct utcp_tap *tap);
+/* The file descriptor to poll for input. */
+int utcp_tap_fd(const struct utcp_tap *tap);
+
 #ifdef __cplusplus
 }
 #endif
