@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import stat
 import subprocess
 from pathlib import Path
 
@@ -137,3 +138,5 @@ def test_c_client_leases_through_libmsctl(mstackd: Mstackd) -> None:
         if p.stdout:
             p.stdout.close()
     assert mstackd.wait_until(lambda: RESERVED.read_text() == before)
+    # Its counts went to /dev/null, written in place: the device node is still one.
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)

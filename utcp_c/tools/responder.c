@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -419,16 +420,30 @@ static int write_counts(const struct responder *r, const struct mstack_port_stat
 			 (unsigned long long)ps->k_rx_fill_ring_empty_descs,
 			 (unsigned long long)ps->kick_errors);
 
+	FILE *f;
+
 	if (!r->o.count_file) {
 		fputs(line, stdout);
 		return fflush(stdout) ? 1 : 0;
+	}
+	/* An existing file that is not a regular one (a pipe, /dev/null) is written in place:
+	 * renaming over it would replace a device node with a file. */
+	struct stat st;
+	if (stat(r->o.count_file, &st) == 0 && !S_ISREG(st.st_mode)) {
+		f = fopen(r->o.count_file, "w");
+		if (!f || fwrite(line, 1, (size_t)n, f) != (size_t)n || fclose(f)) {
+			fprintf(stderr, "mstack-responder: writing %s: %s\n", r->o.count_file,
+				strerror(errno));
+			return 1;
+		}
+		return 0;
 	}
 	/* Written whole, then renamed: a reader never sees half a line. */
 	char tmp[PATH_MAX];
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", r->o.count_file, (int)getpid()) >=
 	    (int)sizeof(tmp))
 		return 1;
-	FILE *f = fopen(tmp, "w");
+	f = fopen(tmp, "w");
 	if (!f || fwrite(line, 1, (size_t)n, f) != (size_t)n || fclose(f) ||
 	    rename(tmp, r->o.count_file)) {
 		fprintf(stderr, "mstack-responder: writing %s: %s\n", r->o.count_file,
