@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from mstack import __version__, exitcodes
+from mstack import __version__, exitcodes, paths
 
 
 def daemon_reachable(run_dir: Path) -> bool:
@@ -55,15 +55,27 @@ def main(policy: Path, app: str | None, strict: bool, run_dir: Path, cmd: tuple[
     if exe is None:
         click.echo(f"mstack-run: {cmd[0]}: command not found", err=True)
         sys.exit(127)
+    env = dict(os.environ)
     if not daemon_reachable(run_dir):
         reason = f"mstackd is not reachable at {run_dir / 'app.sock'}"
     else:
-        reason = "the shim does not carry user-level sockets yet (shim issue)"
+        try:
+            env["LD_PRELOAD"] = preload_with_shim(env.get("LD_PRELOAD", ""), paths.shim_path())
+            reason = "the shim does not carry user-level sockets yet (shim issue)"
+        except paths.ShimNotFound as e:
+            reason = str(e)
     if strict:
         click.echo(f"mstack-run: {reason}; refusing (--strict)", err=True)
         sys.exit(exitcodes.EX_UNAVAILABLE)
     click.echo(f"mstack-run: warning: {reason}; running {cmd[0]} on the kernel stack", err=True)
-    os.execv(exe, list(cmd))
+    os.execve(exe, list(cmd), env)
+
+
+def preload_with_shim(current: str, shim: Path) -> str:
+    """LD_PRELOAD with the shim first (ld.so takes entries separated by spaces or colons);
+    an entry already naming the shim is not repeated."""
+    rest = [e for e in current.replace(":", " ").split() if Path(e).name != shim.name]
+    return " ".join([str(shim), *rest])
 
 
 if __name__ == "__main__":
