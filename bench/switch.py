@@ -151,6 +151,8 @@ class Plan:
     quick: bool
     directions: list[str]
     attach_cost: bool
+    spin: bool = False
+    idle_sweeps: int = 2000
 
 
 def quick_plan() -> dict[str, Any]:
@@ -337,7 +339,8 @@ def phase_frames(bed: Bed, plan: Plan, log: Any) -> list[dict[str, Any]]:
         app = Tool(
             [*_taskset(app_cpu), exe, "ports", "--run-dir", str(bed.d.run_dir),
              "--addr", a.host_ip, "--base-port", str(BASE_PORT), "--daddr", a.remote_ip,
-             "--dport", str(SINK_PORT), "--dmac", a.remote_mac, *geom, "--max-seconds", bound],
+             "--dport", str(SINK_PORT), "--dmac", a.remote_mac, *geom, "--max-seconds", bound,
+             "--idle-sweeps", str(plan.idle_sweeps)],
             "ports", bed.work,
         )  # fmt: skip
         stack.callback(app.close)
@@ -368,7 +371,8 @@ def phase_frames(bed: Bed, plan: Plan, log: Any) -> list[dict[str, Any]]:
 
         def ingress(system: str, size: int, attached: int, used: int, rep: int) -> None:
             counter, host = (app, a) if system == "switch" else (sink_b, b)
-            before = counter.json_cmd(f"snap {plan.seconds + 2}" if system == "switch" else "snap")
+            spin = system == "switch" and plan.spin
+            before = counter.json_cmd(f"snap {plan.seconds + 2}" if spin else "snap")
             g = run_gen(gen_argv(host, size, used), plan.seconds)
             time.sleep(0.05)  # what is in flight lands
             after = counter.json_cmd("snap")
@@ -403,24 +407,30 @@ def phase_frames(bed: Bed, plan: Plan, log: Any) -> list[dict[str, Any]]:
             runs.append(_run("port_to_nic", system, size, attached, used, rep, g, delivered,
                              delivered, {"gen": g}))  # fmt: skip
 
-        for attached in sorted(set(plan.attached)):
+        def hold(n: int) -> None:
             t0 = time.monotonic()
-            reply = app.cmd(f"grow {attached}", timeout=60 + 2.0 * attached)
-            if reply != f"ready {attached}":
-                raise BenchError(f"ports: grow {attached}: {reply}; {app.stderr()}")
-            log(f"{attached} ports attached ({time.monotonic() - t0:.1f} s)")
-            used_list = [u for u in plan.used if u <= attached]
-            jobs: list[tuple[Any, str, int]] = []
-            for direction in plan.directions:
-                fn = ingress if direction == "nic_to_port" else egress
-                jobs.append((fn, schema.LIMIT[direction], 1))
-                jobs += [(fn, "switch", u) for u in used_list]
-            for rep in range(plan.reps):
+            reply = app.cmd(f"ports {n}", timeout=60 + 2.0 * max(plan.attached))
+            if reply != f"ready {n}":
+                raise BenchError(f"ports: ports {n}: {reply}; {app.stderr()}")
+            log(f"{n} ports attached ({time.monotonic() - t0:.1f} s)")
+
+        # Every repetition visits every attached count (ascending, then descending, ...), so
+        # that phases with different numbers of ports are interleaved too, not run hours apart.
+        counts = sorted(set(plan.attached))
+        for rep in range(plan.reps):
+            for attached in counts if rep % 2 == 0 else list(reversed(counts)):
+                hold(attached)
+                used_list = [u for u in plan.used if u <= attached]
+                jobs: list[tuple[Any, str, int]] = []
+                for direction in plan.directions:
+                    fn = ingress if direction == "nic_to_port" else egress
+                    jobs.append((fn, schema.LIMIT[direction], 1))
+                    jobs += [(fn, "switch", u) for u in used_list]
                 for size in plan.sizes:
                     # A B A B ..., and the order turned round every other repetition.
                     for fn, system, used in jobs if rep % 2 == 0 else list(reversed(jobs)):
                         fn(system, size, attached, used, rep)
-                log(f"  rep {rep + 1}/{plan.reps} done")
+            log(f"  rep {rep + 1}/{plan.reps} done")
     return runs
 
 
@@ -573,14 +583,20 @@ def parse_args(argv: Sequence[str]) -> tuple[Plan, Path, bool]:
     ap.add_argument("--port-frames", type=int, default=2048, help="UMEM frames per port")
     ap.add_argument("--port-ring", type=int, default=1024, help="ring entries per port")
     ap.add_argument(
-        "--pin", action="store_true",
-        help="pin generators to CPU 0 and the ports' application to CPU 1 (default: the "
-        "scheduler places them; on a shared machine pinning ties them to other people's load)",
+        "--no-pin", action="store_true",
+        help="do not pin (default: generators on CPU 0, the ports' application on CPU 1; "
+        "unpinned, the scheduler may put both on one CPU and the application falls behind)",
     )  # fmt: skip
     ap.add_argument(
         "--only", choices=["nic_to_port", "port_to_nic", "attach"], action="append",
         help="run only these parts (repeatable)",
     )  # fmt: skip
+    ap.add_argument(
+        "--spin", action="store_true",
+        help="the ports' application busy-polls through every run instead of sleeping in "
+        "poll() when its rings are empty",
+    )  # fmt: skip
+    ap.add_argument("--idle-sweeps", type=int, default=2000, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=RESULTS, help="directory for JSON and PNG")
     ap.add_argument("--no-plot", action="store_true")
     a = ap.parse_args(list(argv))
@@ -593,8 +609,9 @@ def parse_args(argv: Sequence[str]) -> tuple[Plan, Path, bool]:
     plan = Plan(
         sizes=base["sizes"], attached=base["attached"], used=base["used"], reps=base["reps"],
         seconds=base["seconds"], bulk_mb=base["bulk_mb"], bulk_reps=base["bulk_reps"],
-        port_frames=a.port_frames, port_ring=a.port_ring, pin=a.pin, quick=a.quick,
+        port_frames=a.port_frames, port_ring=a.port_ring, pin=not a.no_pin, quick=a.quick,
         directions=[d for d in schema.DIRECTIONS if d in only], attach_cost="attach" in only,
+        spin=a.spin, idle_sweeps=a.idle_sweeps,
     )  # fmt: skip
     bad = [s for s in plan.sizes if not 60 <= s <= 1514]
     if bad or not plan.sizes:
@@ -657,6 +674,7 @@ def main(argv: Sequence[str]) -> int:
             "port_frames": plan.port_frames,
             "port_ring": plan.port_ring,
             "pinned": plan.pin,
+            "counter_spin": plan.spin,
             "generator": "mstack-swbench gen: AF_XDP (copy mode) on the sending veth end, "
             "libmsport rings, 64-frame batches, one sendto per batch",
         },

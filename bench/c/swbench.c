@@ -68,7 +68,7 @@ static void die_usage(const char *msg)
 		"                            [--frames N] [--ring N] [--batch N]\n"
 		"       mstack-swbench ports --addr IP --base-port P --daddr IP --dport P --dmac M\n"
 		"                            [--run-dir DIR] [--frames N] [--ring N] [--max-seconds S]\n"
-		"         stdin: grow N | snap [SPIN_SECONDS] | send SIZE SECONDS USED [BATCH] | quit\n"
+		"         stdin: ports N | snap [SPIN_SECONDS] | send SIZE SECONDS USED [BATCH] | quit\n"
 		"       mstack-swbench sink  --ifname IF --obj FILE [--max-seconds S]\n"
 		"         stdin: snap | quit\n", msg);
 	exit(EX_USAGE);
@@ -395,6 +395,7 @@ struct bport {
 	struct mstack_port *port;
 	uint32_t port_id;
 	int shadow_fd;
+	int binding_id;
 	uint64_t rx, rx_bytes, rx_at_snap;
 	uint8_t tmpl[1][PKT_HDR_LEN];
 	struct pkt_flow flow;
@@ -465,6 +466,7 @@ static int grow_one(struct app *a)
 		ctl_error(a, "REGISTER", rc);
 		goto undo;
 	}
+	b->binding_id = rc;
 	memcpy(b->flow.smac, info.nic_mac, 6);
 	memcpy(b->flow.dmac, a->dmac, 6);
 	b->flow.saddr = a->addr;
@@ -479,6 +481,25 @@ undo:
 		close(b->shadow_fd);
 	mstack_port_close(b->port);
 	(void)mstack_ctl_port_close(a->ctl, b->port_id);
+	return rc;
+}
+
+/* The last port goes: binding released, port closed, its veth removed by the daemon. */
+static int shrink_one(struct app *a)
+{
+	struct bport *b = &a->p[a->n - 1];
+	int rc = mstack_ctl_release(a->ctl, (uint32_t)b->binding_id);
+
+	if (rc < 0)
+		ctl_error(a, "RELEASE", rc);
+	close(b->shadow_fd);
+	mstack_port_close(b->port);
+	if (!rc) {
+		rc = mstack_ctl_port_close(a->ctl, b->port_id);
+		if (rc < 0)
+			ctl_error(a, "PORT_CLOSE", rc);
+	}
+	a->n--;
 	return rc;
 }
 
@@ -577,16 +598,19 @@ static int command(struct app *a, char *line)
 		double spin = line[4] ? strtod(line + 5, NULL) : 0;
 		snap(a);
 		a->spin_until = spin > 0 && spin <= MAX_SEND_S ? now_ns() + (int64_t)(spin * 1e9) : 0;
-	} else if (!strncmp(line, "grow ", 5)) {
-		long want = strtol(line + 5, NULL, 10);
+	} else if (!strncmp(line, "ports ", 6)) {
+		/* Open or close ports (the last ones first) until N are held. */
+		long want = strtol(line + 6, NULL, 10);
 		int rc = 0;
 		if (want < 0 || want > MAX_PORTS) {
-			printf("error grow: want 0..%d\n", MAX_PORTS);
+			printf("error ports: want 0..%d\n", MAX_PORTS);
 		} else {
 			while (a->n < (unsigned)want && !stop_signal && !(rc = grow_one(a)))
 				;
+			while (!rc && a->n > (unsigned)want && !stop_signal)
+				rc = shrink_one(a);
 			if (rc)
-				printf("error grow: %s\n", strerror(-rc));
+				printf("error ports: %s\n", strerror(-rc));
 			else
 				printf("ready %u\n", a->n);
 		}
@@ -627,7 +651,7 @@ static int read_commands(struct app *a, char *buf, size_t cap, size_t *have)
 static int cmd_ports(int argc, char **argv)
 {
 	enum { O_RUN_DIR = 256, O_ADDR, O_BASE, O_DADDR, O_DPORT, O_DMAC, O_FRAMES, O_RING,
-	       O_MAX };
+	       O_MAX, O_IDLE };
 	static const struct option lo[] = {
 		{ "run-dir", required_argument, NULL, O_RUN_DIR },
 		{ "addr", required_argument, NULL, O_ADDR },
@@ -638,6 +662,7 @@ static int cmd_ports(int argc, char **argv)
 		{ "frames", required_argument, NULL, O_FRAMES },
 		{ "ring", required_argument, NULL, O_RING },
 		{ "max-seconds", required_argument, NULL, O_MAX },
+		{ "idle-sweeps", required_argument, NULL, O_IDLE },
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct app a;
@@ -645,7 +670,7 @@ static int cmd_ports(int argc, char **argv)
 	int c, have = 0, rc, quit = 0;
 	char buf[512];
 	size_t blen = 0;
-	unsigned idle = 0;
+	unsigned idle = 0, idle_sweeps = IDLE_SWEEPS;
 	int64_t deadline;
 
 	memset(&a, 0, sizeof(a));
@@ -666,6 +691,7 @@ static int cmd_ports(int argc, char **argv)
 		case O_FRAMES: a.frames = (uint32_t)parse_long(optarg, 64, 1 << 16, "--frames"); break;
 		case O_RING: a.ring = (uint32_t)parse_long(optarg, 32, 1 << 14, "--ring"); break;
 		case O_MAX: max_s = parse_seconds(optarg, 86400, "--max-seconds"); break;
+		case O_IDLE: idle_sweeps = (unsigned)parse_long(optarg, 1, 1 << 30, "--idle-sweeps"); break;
 		default: die_usage("ports: bad option");
 		}
 	}
@@ -687,14 +713,14 @@ static int cmd_ports(int argc, char **argv)
 			idle = 0;
 			continue;
 		}
-		if (++idle < IDLE_SWEEPS && (idle & 255))
+		if (++idle < idle_sweeps && (idle & 255))
 			continue;
 		int64_t t = now_ns();
 		if (t >= deadline) {
 			fprintf(stderr, "mstack-swbench ports: --max-seconds reached\n");
 			break;
 		}
-		int sleep_ms = idle >= IDLE_SWEEPS && t >= a.spin_until ? 100 : 0;
+		int sleep_ms = idle >= idle_sweeps && t >= a.spin_until ? 100 : 0;
 		int n = poll(a.pfd, sleep_ms ? a.n + 1 : 1, sleep_ms);
 		if (n > 0 && a.pfd[0].revents)
 			quit = read_commands(&a, buf, sizeof(buf), &blen);
