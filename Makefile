@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 export MSTACK_BUILD_DIR := $(BUILD)
 
-.PHONY: all deps build bpf utcp shim test test-full test-unit demo bench lint clean
+.PHONY: all deps build bpf utcp shim benchtools test test-full test-unit demo bench lint clean
 
 all: build
 
@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 ## build: C parts with -Wall -Wextra -Werror, plus the ASan/UBSan variant under build/asan.
-build: bpf utcp shim
+build: bpf utcp shim benchtools
 
 bpf:
 	$(MAKE) -C daemon/bpf BUILD=$(BUILD)/bpf
@@ -40,6 +40,10 @@ utcp:
 	$(MAKE) -C utcp_c/ctl BUILD=$(BUILD)/asan SAN=1
 	$(MAKE) -C utcp_c/tools BUILD=$(BUILD)
 	$(MAKE) -C utcp_c/tools BUILD=$(BUILD)/asan SAN=1
+
+benchtools: utcp
+	$(MAKE) -C bench/c BUILD=$(BUILD)
+	$(MAKE) -C bench/c BUILD=$(BUILD)/asan SAN=1
 
 shim: utcp
 	$(MAKE) -C shim BUILD=$(BUILD)
@@ -68,11 +72,23 @@ demo: deps build
 bench: deps build
 	$(PY) -m bench
 
+## deb, wheel, deb-check: packaging (docs/packaging.md). deb-check installs the .deb into a
+## fresh Debian 12 root (debootstrap, cached in /var/cache/multistack) and runs the demo there.
+deb: deps build
+	packaging/build-deb.sh $(BUILD)/deb $(PY)
+
+wheel: deps
+	$(PY) -m pip wheel -q --no-deps -w $(BUILD)/dist .
+
+deb-check: deb
+	packaging/test-deb.sh $(BUILD)/deb/multistack_*.deb
+
 clean:
 	$(MAKE) -C daemon/bpf clean BUILD=$(BUILD)/bpf
 	$(MAKE) -C utcp_c clean BUILD=$(BUILD)
 	$(MAKE) -C utcp_c/port clean BUILD=$(BUILD)
 	$(MAKE) -C utcp_c/ctl clean BUILD=$(BUILD)
 	$(MAKE) -C utcp_c/tools clean BUILD=$(BUILD)
+	$(MAKE) -C bench/c clean BUILD=$(BUILD)
 	$(MAKE) -C shim clean BUILD=$(BUILD)
 	rm -rf $(BUILD)
