@@ -200,11 +200,47 @@ def policy_check(ctx: click.Context, file: Path) -> None:
     ctx.exit(exitcodes.EX_UNAVAILABLE)
 
 
-@main.command(help="Check this host for what MultiStack needs, with a fix hint per finding.")
-@click.pass_context
-def doctor(ctx: click.Context) -> None:
-    click.echo("mstackctl doctor: not available yet — arrives with the packaging issue", err=True)
-    ctx.exit(exitcodes.EX_UNAVAILABLE)
+@main.command(
+    help="Check this host for what MultiStack needs (kernel, BTF, BPF permissions, XDP and "
+    "AF_XDP, locked memory, NICs, the daemon, the policy file), with a fix hint per finding. "
+    "Exit status 1 when something required is missing."
+)
+@click.option(
+    "--iface",
+    "ifaces",
+    multiple=True,
+    metavar="IFACE",
+    help="Check this NIC (repeatable; default: the NICs the running daemon attached).",
+)
+@click.option(
+    "--policy",
+    type=click.Path(path_type=Path),
+    default="/etc/mstack/policy.toml",
+    show_default=True,
+    help="Policy file to check.",
+)
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path),
+    default="/etc/mstack/mstackd.toml",
+    show_default=True,
+    help="mstackd configuration to check.",
+)
+@click.option("--no-probe", is_flag=True, help="Skip the XDP/AF_XDP probe (veth, XDP program).")
+@json_opt
+@click.pass_obj
+def doctor(
+    c: Ctx, ifaces: tuple[str, ...], policy: Path, config: Path, no_probe: bool, as_json: bool
+) -> None:
+    from mstack import doctor as doc
+
+    report = doc.run(doc.Options(run_dir=c.run_dir, ifaces=list(ifaces), policy=policy,
+                                 config=config, probe=not no_probe))  # fmt: skip
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        click.echo(doc.render(report))
+    sys.exit(exitcodes.EX_OK if report.ok else exitcodes.EX_FAILURE)
 
 
 if __name__ == "__main__":
