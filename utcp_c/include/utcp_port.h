@@ -75,6 +75,20 @@ void utcp_pair_set_impair(struct utcp_pair *pair, int dir, const struct utcp_pai
 uint64_t utcp_pair_next_delivery(const struct utcp_pair *pair);
 void utcp_pair_get_stats(const struct utcp_pair *pair, int dir, struct utcp_pair_stats *st);
 
+/* ---- impair: wraps another port with impairment queues in both directions, in the
+ * caller's time (for tests against a real peer; the pair backend has its own) ---- */
+
+struct utcp_impair;
+
+int utcp_impair_wrap(const struct utcp_port *inner, const struct utcp_pair_impair *tx,
+		     const struct utcp_pair_impair *rx, uint64_t seed, struct utcp_impair **out);
+void utcp_impair_destroy(struct utcp_impair *w);
+struct utcp_port utcp_impair_port(struct utcp_impair *w);
+/* When a held-back frame is next due (either direction), UINT64_MAX if none. */
+uint64_t utcp_impair_next(const struct utcp_impair *w);
+/* dir 0: transmit side, 1: receive side. */
+void utcp_impair_get_stats(const struct utcp_impair *w, int dir, struct utcp_pair_stats *st);
+
 /* ---- tap: a Linux TAP device (to test against the kernel's stack without the switch) ---- */
 
 struct utcp_tap;

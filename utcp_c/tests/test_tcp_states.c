@@ -1299,3 +1299,56 @@ TEST(test_established_zero_receive_window_still_takes_acks)
 	}
 	h_free(h);
 }
+
+TEST(test_established_limited_transmit_on_first_dupacks)
+{
+	/* RFC 3042: the first two duplicate ACKs each send one new segment beyond cwnd. */
+	struct h *h = h_new(NULL);
+	static char d[536 * 14];
+	int i;
+
+	h_established_passive(h);                     /* MSS 536, IW 10 segments */
+	memset(d, 'l', sizeof(d));
+	utcp_send(h->st, h->conn, d, sizeof(d), h->now);
+	for (i = 0; i < 10; i++)
+		EXPECT(h, ACK, h->iss + 1 + 536 * (uint32_t)i, 1001, 536);
+	EXPECT_NONE(h);
+	h_send(h, ACK, 1001, h->iss + 1, W, NULL, 0);
+	EXPECT(h, ACK, h->iss + 1 + 536 * 10, 1001, 536);
+	h_send(h, ACK, 1001, h->iss + 1, W, NULL, 0);
+	EXPECT(h, ACK, h->iss + 1 + 536 * 11, 1001, 536);
+	h_send(h, ACK, 1001, h->iss + 1, W, NULL, 0);  /* third: fast retransmit */
+	EXPECT(h, ACK, h->iss + 1, 1001, 536);
+	h_free(h);
+}
+
+TEST(test_established_tail_loss_probe_resends_last_segment)
+{
+	/* RFC 8985 7: no ACK for 2 SRTT (floor 10 ms) -> probe with the last segment, so
+	 * that SACK feedback (not the RTO) repairs a lost tail. */
+	struct utcp_config c;
+	struct h *h;
+	static char d[536 * 3];
+	uint64_t t0;
+
+	h_default_config(&c);
+	c.sack = true;
+	h = h_new(&c);
+	memset(&h->syn_opts, 0, sizeof(h->syn_opts));
+	h->syn_opts.sack_ok = true;
+	h_established_passive(h);
+	t0 = h->now;
+	memset(d, 't', sizeof(d));
+	utcp_send(h->st, h->conn, d, sizeof(d), h->now);
+	h_skip(h);
+	h_advance(h, t0 + 9000);
+	EXPECT_NONE(h);
+	h_advance(h, t0 + 10000);
+	EXPECT(h, ACK, h->iss + 1 + 536 * 2, 1001, 536);
+	CHECK_EQ(utcp_get_stats(h->st)->tail_loss_probes, 1);
+	h_advance(h, t0 + 150000);
+	EXPECT_NONE(h);                                  /* one probe per flight */
+	h_advance(h, t0 + 210000);                       /* then the RTO, re-armed by the probe */
+	EXPECT(h, ACK, h->iss + 1, 1001, 536);
+	h_free(h);
+}

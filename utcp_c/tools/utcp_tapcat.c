@@ -49,10 +49,16 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{"dev", 1, 0, 'd'}, {"ip", 1, 0, 'i'}, {"mac", 1, 0, 'm'}, {"gw-mac", 1, 0, 'g'},
 		{"no-ws", 0, 0, 'W'}, {"no-sack", 0, 0, 'S'}, {"no-ts", 0, 0, 'T'}, {"cc", 1, 0, 'c'},
+		{"loss", 1, 0, 'L'}, {"dup", 1, 0, 'D'}, {"reorder", 1, 0, 'R'}, {"delay-ms", 1, 0, 'Y'},
+		{"corrupt", 1, 0, 'C'}, {"seed", 1, 0, 's'},
 		{0, 0, 0, 0},
 	};
 	struct utcp_config cfg;
 	struct utcp_tap *tap;
+	struct utcp_impair *imp = NULL;
+	struct utcp_pair_impair im;
+	bool impaired = false;
+	uint64_t seed = 1;
 	struct utcp_port port;
 	struct utcp_stack *st;
 	struct utcp_event ev;
@@ -65,6 +71,7 @@ int main(int argc, char **argv)
 	uint64_t rx_bytes = 0, tx_bytes = 0;
 	int o, rc;
 
+	memset(&im, 0, sizeof(im));
 	utcp_config_init(&cfg);
 	cfg.max_conns = 16;
 	cfg.sndbuf = cfg.rcvbuf = 1 << 20;
@@ -84,6 +91,17 @@ int main(int argc, char **argv)
 		case 'S': cfg.sack = false; break;
 		case 'T': cfg.timestamps = false; break;
 		case 'c': snprintf(cfg.cc, sizeof(cfg.cc), "%s", optarg); break;
+		/* impairment of both directions, on UTCP's side of the tap (percentages) */
+		case 'L': im.loss_ppm = (uint32_t)(atof(optarg) * 10000), impaired = true; break;
+		case 'D': im.dup_ppm = (uint32_t)(atof(optarg) * 10000), impaired = true; break;
+		case 'R':
+			im.reorder_ppm = (uint32_t)(atof(optarg) * 10000), impaired = true;
+			break;
+		case 'C': im.corrupt_ppm = (uint32_t)(atof(optarg) * 10000), impaired = true; break;
+		case 'Y':
+			im.delay_us = (uint64_t)(atof(optarg) * 1000), impaired = true;
+			break;
+		case 's': seed = strtoull(optarg, NULL, 0); break;
 		default: usage();
 		}
 	}
@@ -97,6 +115,13 @@ int main(int argc, char **argv)
 		return 69;
 	}
 	port = utcp_tap_port(tap);
+	if (impaired) {
+		/* a held-back frame is delayed by one extra delay (at least 2 ms) */
+		im.reorder_delay_us = im.delay_us > 2000 ? im.delay_us : 2000;
+		if ((rc = utcp_impair_wrap(&port, &im, &im, seed, &imp)) < 0)
+			return 70;
+		port = utcp_impair_port(imp);
+	}
 	if ((rc = utcp_stack_create(&cfg, &port, mono_us(), &st)) < 0) {
 		fprintf(stderr, "stack: %s\n", utcp_strerror(rc));
 		return 70;
@@ -163,6 +188,8 @@ int main(int argc, char **argv)
 		}
 		utcp_flush(st, now);
 		dl = utcp_next_deadline(st);
+		if (imp && utcp_impair_next(imp) < dl)
+			dl = utcp_impair_next(imp);
 		now = mono_us();
 		timeout = dl == UINT64_MAX ? 100 : dl <= now ? 0 : (int)((dl - now + 999) / 1000);
 		if (timeout > 100)
@@ -188,6 +215,19 @@ int main(int argc, char **argv)
 	}
 	utcp_close(st, c, mono_us());
 	utcp_stack_destroy(st);
+	if (imp) {
+		struct utcp_pair_stats sa, sb;
+
+		utcp_impair_get_stats(imp, 0, &sa);
+		utcp_impair_get_stats(imp, 1, &sb);
+		fprintf(stderr, "impairment: out %llu lost %llu dup %llu reordered %llu corrupted %llu; "
+			"in %llu lost %llu dup %llu reordered %llu corrupted %llu\n",
+			(unsigned long long)sa.sent, (unsigned long long)sa.lost, (unsigned long long)sa.duplicated,
+			(unsigned long long)sa.reordered, (unsigned long long)sa.corrupted,
+			(unsigned long long)sb.sent, (unsigned long long)sb.lost, (unsigned long long)sb.duplicated,
+			(unsigned long long)sb.reordered, (unsigned long long)sb.corrupted);
+		utcp_impair_destroy(imp);
+	}
 	utcp_tap_close(tap);
 	return 0;
 }

@@ -87,10 +87,12 @@ struct utcp_tcb {
 	struct utcp_ooo sb[UTCP_SB_MAX];
 	uint8_t nsb;
 	utcp_seq high_rxt;       /* HighRxt: highest sequence retransmitted in this recovery */
+	utcp_seq rxt_epoch_max;  /* SND.MAX when the current retransmission pass began */
+	bool tlp_sent;           /* a tail loss probe is out for this flight */
 
 	/* timers: one wheel entry armed at the earliest of these deadlines */
 	struct utcp_timer timer;
-	uint64_t rtx_at, delack_at, tw_at, ka_at;
+	uint64_t rtx_at, delack_at, tw_at, ka_at, tlp_at;
 
 	/* keepalive */
 	bool ka_on;
@@ -137,7 +139,8 @@ uint32_t tcp_ts_now(const struct utcp_tcb *tcb, uint64_t now);
 uint32_t tcp_flight(const struct utcp_tcb *tcb);
 
 /* tcp_sack.c: sender-side SACK scoreboard and RFC 6675 loss accounting */
-void tcp_sack_update(struct utcp_tcb *tcb, const struct utcp_tcp_opts *o);
+/* Returns the number of newly SACKed bytes. */
+uint32_t tcp_sack_update(struct utcp_tcb *tcb, const struct utcp_tcp_opts *o);
 void tcp_sack_prune(struct utcp_tcb *tcb);
 void tcp_sack_clear(struct utcp_tcb *tcb);
 uint32_t tcp_sack_bytes(const struct utcp_tcb *tcb);
@@ -145,6 +148,7 @@ bool tcp_sack_is_lost(const struct utcp_tcb *tcb, utcp_seq s);
 uint32_t tcp_sack_pipe(const struct utcp_tcb *tcb);
 bool tcp_sack_next_lost(const struct utcp_tcb *tcb, uint32_t maxlen, utcp_seq *seq, uint32_t *len);
 bool tcp_sack_covered(const struct utcp_tcb *tcb, utcp_seq s);
+uint32_t tcp_sack_bytes_above(const struct utcp_tcb *tcb, utcp_seq s);
 uint32_t tcp_smss(const struct utcp_tcb *tcb);
 
 /* tcp_timer.c */
@@ -153,6 +157,7 @@ void tcp_timer_fire(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
 void tcp_rtt_sample(struct utcp_tcb *tcb, uint32_t rtt_us, const struct utcp_config *cfg);
 uint32_t tcp_rto_current(const struct utcp_tcb *tcb, const struct utcp_config *cfg);
 void tcp_arm_rtx(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
+void tcp_arm_tlp(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
 
 /* tcp_conn.c: control block life cycle and user calls */
 struct utcp_tcb *tcp_tcb_new(struct utcp_stack *st, const struct utcp_tuple *t, uint64_t now);

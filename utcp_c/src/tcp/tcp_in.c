@@ -215,9 +215,10 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 {
 	uint32_t seg_wnd = seg->wnd << (tcb->ws_ok ? tcb->snd_wscale : 0);
 	bool is_dup = false;
+	uint32_t newly_sacked = 0;
 
 	if (tcb->sack_ok && seg->th->opt.nsack)
-		tcp_sack_update(tcb, &seg->th->opt);
+		newly_sacked = tcp_sack_update(tcb, &seg->th->opt);
 
 	if (seq_lt(tcb->snd_una, seg->ack) && seq_le(seg->ack, tcb->snd_max)) {
 		uint32_t acked = (uint32_t)seq_diff(seg->ack, tcb->snd_una);
@@ -261,24 +262,41 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 			tcb->cc->on_ack(tcb, acked, seg->now);
 		}
 		tcb->dupacks = 0;
+		tcb->tlp_sent = false;
 		/* RFC 6298 (5.2)/(5.3) */
 		if (seq_eq(tcb->snd_una, tcb->snd_max)) {
 			if (!tcb->persist)
 				tcb->rtx_at = 0;
+			tcb->tlp_at = 0;
 		} else {
 			tcb->persist = false;
 			tcp_arm_rtx(st, tcb, seg->now);
+			tcp_arm_tlp(st, tcb, seg->now);
 		}
 		if (data_acked && !tcb->fin_queued)
 			tcp_event(st, tcb, UTCP_EV_WRITABLE);
-	} else if (seq_eq(seg->ack, tcb->snd_una) && dlen == 0 &&
-		   !(seg->th->flags & (UTCP_TH_SYN | UTCP_TH_FIN)) && seg_wnd == tcb->snd_wnd &&
-		   seq_lt(tcb->snd_una, tcb->snd_max)) {
-		is_dup = true;                  /* RFC 5681 section 2 "DUPLICATE ACKNOWLEDGMENT" */
+	} else if (seq_eq(seg->ack, tcb->snd_una) && seq_lt(tcb->snd_una, tcb->snd_max)) {
+		if (tcb->sack_ok)
+			/* RFC 6675 2 "DupAck": SACKs octets not SACKed before (with or
+			 * without data, whatever the window) */
+			is_dup = newly_sacked > 0;
+		else
+			/* RFC 5681 2 "DUPLICATE ACKNOWLEDGMENT" */
+			is_dup = dlen == 0 && !(seg->th->flags & (UTCP_TH_SYN | UTCP_TH_FIN)) &&
+				 seg_wnd == tcb->snd_wnd;
 	}
 	if (is_dup) {
 		st->stats.dupacks_in++;
 		tcb->dupacks++;
+	}
+	/* A retransmission that was itself lost: data sent after this retransmission pass
+	 * began is SACKed (DupThresh * SMSS of it) while a hole below HighRxt is still
+	 * open.  RFC 6675 would wait for the RTO; start a new pass over the lost holes. */
+	if (tcb->in_recovery && tcb->sack_ok && seq_lt(tcb->snd_una, tcb->high_rxt) &&
+	    tcp_sack_bytes_above(tcb, tcb->rxt_epoch_max) >= UTCP_DUPTHRESH * tcp_smss(tcb)) {
+		tcb->high_rxt = tcb->snd_una;
+		tcb->rxt_epoch_max = tcb->snd_max;
+		st->stats.lost_retransmits++;
 	}
 	/* Loss detection: three duplicate ACKs (RFC 5681 3.2), or with SACK, IsLost(SND.UNA)
 	 * (RFC 6675 5: DupThresh * SMSS SACKed above it), unless a recovery is still
@@ -292,7 +310,9 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 			tcb->cwnd = tcb->ssthresh;      /* RFC 6675 5 (4.2): cwnd = ssthresh */
 		tcb->recover = tcb->snd_max;
 		tcb->high_rxt = tcb->snd_una;
+		tcb->rxt_epoch_max = tcb->snd_max;
 		tcb->in_recovery = true;
+		tcb->tlp_at = 0;
 		tcb->fast_retransmits++;
 		st->stats.fast_retransmits++;
 		tcp_retransmit_first(st, tcb, seg->now);   /* the first segment, always */
@@ -371,6 +391,7 @@ static void other_states(struct utcp_stack *st, struct utcp_tcb *tcb, const stru
 			return;                 /* RFC 5961 3.2: out-of-window RST: silently drop */
 		if (tcb->state == UTCP_SYN_RECEIVED && (th->flags & UTCP_TH_SYN) &&
 		    seq_eq(seg->seq, tcb->irs)) {
+			memcpy(tcb->rmac, seg->eth->src, 6);
 			tcp_send_syn(st, tcb, now);     /* the peer lost our SYN,ACK */
 			return;
 		}
@@ -382,6 +403,10 @@ static void other_states(struct utcp_stack *st, struct utcp_tcb *tcb, const stru
 		tcp_send_ack(st, tcb, now);     /* <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK> */
 		return;
 	}
+	/* Passive opens learned the next hop from the SYN's frame; keep following the
+	 * peer's frames (a changed gateway, or a damaged first frame). */
+	if (tcb->passive && memcmp(tcb->rmac, seg->eth->src, 6) != 0)
+		memcpy(tcb->rmac, seg->eth->src, 6);
 	/* RFC 7323 4.3: remember the timestamp of a segment covering Last.ACK.sent. */
 	if (tcb->ts_ok && th->opt.has_ts && (int32_t)(th->opt.tsval - tcb->ts_recent) >= 0 &&
 	    seq_le(seg->seq, tcb->last_ack_sent))

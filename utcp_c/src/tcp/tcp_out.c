@@ -257,7 +257,12 @@ void tcp_output(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 		uint32_t off = (uint32_t)seq_diff(tcb->snd_nxt, tcb->snd_una);
 		uint32_t left = off < tcb->sbuf.len ? tcb->sbuf.len - off : 0;
 		bool fin_pending = tcb->fin_queued && !tcb->fin_acked && seq_le(tcb->snd_nxt, tcb->fin_seq);
-		uint32_t wnd = tcb->snd_wnd < tcb->cwnd ? tcb->snd_wnd : tcb->cwnd;
+		/* Limited transmit (RFC 3042): the first two duplicate ACKs each let one new
+		 * segment out beyond cwnd (cwnd itself unchanged). */
+		uint32_t lt = (!tcb->in_recovery && tcb->dupacks && tcb->dupacks < UTCP_DUPTHRESH)
+				      ? tcb->dupacks * tcp_smss(tcb) : 0;
+		uint32_t cw = tcb->cwnd + lt;
+		uint32_t wnd = tcb->snd_wnd < cw ? tcb->snd_wnd : cw;
 		int32_t usable = seq_diff(seq_add(tcb->snd_una, wnd), tcb->snd_nxt);
 		uint32_t mp = max_payload(st, tcb, now), len = left;
 		bool fin, retx;
@@ -349,6 +354,8 @@ send_new:
 			tcb->persist = false;
 			tcp_arm_rtx(st, tcb, now);      /* RFC 6298 (5.1) */
 		}
+		if (!retx)
+			tcp_arm_tlp(st, tcb, now);
 		sent = true;
 	}
 	/* Zero window with data waiting and nothing in flight: the persist timer

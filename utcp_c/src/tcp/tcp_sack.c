@@ -41,8 +41,9 @@ static void sb_insert(struct utcp_tcb *tcb, utcp_seq l, utcp_seq r)
 	tcb->nsb++;
 }
 
-void tcp_sack_update(struct utcp_tcb *tcb, const struct utcp_tcp_opts *o)
+uint32_t tcp_sack_update(struct utcp_tcb *tcb, const struct utcp_tcp_opts *o)
 {
+	uint32_t before = tcp_sack_bytes(tcb);
 	unsigned b;
 
 	for (b = 0; b < o->nsack; b++) {
@@ -55,6 +56,7 @@ void tcp_sack_update(struct utcp_tcb *tcb, const struct utcp_tcp_opts *o)
 			l = tcb->snd_una;
 		sb_insert(tcb, l, r);
 	}
+	return tcp_sack_bytes(tcb) - before;    /* newly SACKed bytes */
 }
 
 void tcp_sack_prune(struct utcp_tcb *tcb)
@@ -89,6 +91,11 @@ static uint32_t sacked_in(const struct utcp_tcb *tcb, utcp_seq a, utcp_seq b)
 			n += (uint32_t)seq_diff(r, l);
 	}
 	return n;
+}
+
+uint32_t tcp_sack_bytes_above(const struct utcp_tcb *tcb, utcp_seq s)
+{
+	return seq_lt(s, tcb->snd_max) ? sacked_in(tcb, s, tcb->snd_max) : 0;
 }
 
 bool tcp_sack_covered(const struct utcp_tcb *tcb, utcp_seq s)

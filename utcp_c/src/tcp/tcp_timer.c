@@ -18,7 +18,8 @@ static uint64_t min_nz(uint64_t a, uint64_t b)
 
 void tcp_timer_update(struct utcp_stack *st, struct utcp_tcb *tcb)
 {
-	uint64_t at = min_nz(min_nz(tcb->rtx_at, tcb->delack_at), min_nz(tcb->tw_at, tcb->ka_at));
+	uint64_t at = min_nz(min_nz(min_nz(tcb->rtx_at, tcb->delack_at), min_nz(tcb->tw_at, tcb->ka_at)),
+			     tcb->tlp_at);
 
 	if (!at)
 		utcp_wheel_cancel(&st->wheel, &tcb->timer);
@@ -37,6 +38,67 @@ uint32_t tcp_rto_current(const struct utcp_tcb *tcb, const struct utcp_config *c
 void tcp_arm_rtx(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 {
 	tcb->rtx_at = now + tcp_rto_current(tcb, &st->cfg);
+}
+
+/* Tail loss probe (RFC 8985 7): if a flight's last segments are lost no duplicate ACK
+ * comes back and only the RTO would notice.  After PTO = 2 SRTT (plus a delayed-ACK
+ * allowance for a single segment) without an ACK, one probe elicits SACK feedback. */
+void tcp_arm_tlp(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
+{
+	uint64_t pto;
+
+	if (!tcb->have_rtt || tcb->in_recovery || tcb->tlp_sent || !tcb->sack_ok ||
+	    !tcp_synchronized(tcb->state) || seq_eq(tcb->snd_una, tcb->snd_max)) {
+		tcb->tlp_at = 0;
+		return;
+	}
+	pto = 2ull * tcb->srtt_us;
+	if (tcp_flight(tcb) <= tcp_smss(tcb))
+		pto += st->cfg.delack_us;
+	if (pto < 10000)
+		pto = 10000;
+	tcb->tlp_at = (tcb->rtx_at && now + pto >= tcb->rtx_at) ? 0 : now + pto;
+}
+
+static void tlp_expired(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
+{
+	uint32_t flight = tcp_flight(tcb), len, mp = tcp_smss(tcb);
+	bool fin = tcb->fin_sent && !tcb->fin_acked;
+	utcp_seq seq;
+
+	if (tcb->in_recovery || tcb->tlp_sent || !flight || !tcp_synchronized(tcb->state))
+		return;
+	/* RFC 8985 7.3: new data if there is some and the receive window allows ... */
+	if (seq_eq(tcb->snd_nxt, tcb->snd_max) && !fin) {
+		uint32_t off = (uint32_t)seq_diff(tcb->snd_nxt, tcb->snd_una);
+		int32_t room = seq_diff(seq_add(tcb->snd_una, tcb->snd_wnd), tcb->snd_nxt);
+
+		len = off < tcb->sbuf.len ? tcb->sbuf.len - off : 0;
+		if (len > mp)
+			len = mp;
+		if (room > 0 && len > 0 && (uint32_t)room >= len) {
+			tcp_send_segment(st, tcb, tcb->snd_nxt, UTCP_TH_ACK, off, len, now);
+			tcb->snd_nxt = seq_add(tcb->snd_nxt, len);
+			tcb->snd_max = tcb->snd_nxt;
+			tcb->tlp_sent = true;
+			st->stats.tail_loss_probes++;
+			tcp_arm_rtx(st, tcb, now);
+			return;
+		}
+	}
+	/* ... otherwise the highest-sequence segment again */
+	len = flight - (fin ? 1 : 0);
+	if (len > mp)
+		len = mp;
+	seq = seq_add(tcb->snd_max, -(int64_t)len - (fin ? 1 : 0));
+	tcp_send_segment(st, tcb, seq, UTCP_TH_ACK | (fin ? UTCP_TH_FIN : 0),
+			 (uint32_t)seq_diff(seq, tcb->snd_una), len, now);
+	tcb->tlp_sent = true;
+	tcb->retransmits++;
+	st->stats.retransmits++;
+	st->stats.tail_loss_probes++;
+	tcb->rtt_timing = false;
+	tcp_arm_rtx(st, tcb, now);
 }
 
 /* RFC 6298 section 2, with alpha = 1/8, beta = 1/4, K = 4, G = the timer tick. */
@@ -109,6 +171,7 @@ static void rto_expired(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t no
 		tcb->cwnd = tcb->mss;
 	tcb->in_recovery = false;
 	tcb->dupacks = 0;
+	tcb->tlp_at = 0;
 	tcp_sack_clear(tcb);                    /* RFC 2018 8: the receiver may have reneged */
 	tcb->recover = tcb->snd_max;            /* RFC 6582 4.1 after a timeout */
 	if (tcb->backoff < MAX_BACKOFF)
@@ -178,6 +241,10 @@ void tcp_timer_fire(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 			tcp_tcb_closed(st, tcb, 0);
 			return;
 		}
+	}
+	if (tcb->tlp_at && tcb->tlp_at <= now) {
+		tcb->tlp_at = 0;
+		tlp_expired(st, tcb, now);
 	}
 	if (tcb->delack_at && tcb->delack_at <= now) {
 		tcb->delack_at = 0;
