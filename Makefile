@@ -81,7 +81,7 @@ wheel: deps
 	$(PY) -m pip wheel -q --no-deps -w $(BUILD)/dist .
 
 deb-check: deb
-	packaging/test-deb.sh $(BUILD)/deb/multistack_*.deb
+	PYTHON=$(PY) packaging/test-deb.sh $(BUILD)/deb/multistack_*.deb
 
 clean:
 	$(MAKE) -C daemon/bpf clean BUILD=$(BUILD)/bpf
