@@ -1,0 +1,268 @@
+/* exec.c — the shim survives exec. A program may exec with an environment of its own
+ * choosing (nginx's binary upgrade keeps only TZ): every exec entry point an ordinary binary
+ * links gets the shim's variables (LD_PRELOAD with this library, the policy, the run
+ * directory, verbosity) put back where they are missing. */
+#include "shim.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static int has_key(char *const envp[], const char *entry)
+{
+	size_t n = strcspn(entry, "=") + 1;
+
+	for (size_t i = 0; envp && envp[i]; i++)
+		if (!strncmp(envp[i], entry, n))
+			return 1;
+	return 0;
+}
+
+/* LD_PRELOAD=... that does not name this library gets it added in front. */
+static char *preload_with_self(const char *entry)
+{
+	const char *self = shim.self_path;
+	char *out;
+
+	if (!self || strstr(entry, self))
+		return NULL;
+	out = malloc(strlen(entry) + strlen(self) + 2);
+	if (out)
+		sprintf(out, "LD_PRELOAD=%s %s", self, entry + strlen("LD_PRELOAD="));
+	return out;
+}
+
+char **shim_fix_env(char *const envp[])
+{
+	size_t n = 0;
+	char **out;
+
+	while (envp && envp[n])
+		n++;
+	out = calloc(n + SHIM_ENV_N + 1, sizeof(char *));
+	if (!out)
+		return NULL;
+	/* Slot n + SHIM_ENV_N holds a string we allocated (the merged LD_PRELOAD), if any. */
+	for (size_t i = 0; i < n; i++) {
+		char *merged = NULL;
+		if (!strncmp(envp[i], "LD_PRELOAD=", 11))
+			merged = preload_with_self(envp[i]);
+		out[i] = merged ? merged : envp[i];
+	}
+	size_t k = n;
+	for (int v = 0; v < SHIM_ENV_N; v++)
+		if (shim.env[v] && !has_key(envp, shim.env[v]))
+			out[k++] = shim.env[v];
+	out[k] = NULL;
+	return out;
+}
+
+void shim_free_env(char **env)
+{
+	for (size_t i = 0; env && env[i]; i++)
+		if (!strncmp(env[i], "LD_PRELOAD=", 11) && env[i] != shim.env[SHIM_ENV_PRELOAD] &&
+		    shim.self_path && !strncmp(env[i] + 11, shim.self_path, strlen(shim.self_path)) &&
+		    strchr(env[i], ' '))
+			free(env[i]);
+	free(env);
+}
+
+typedef int (*execve_fn)(const char *, char *const[], char *const[]);
+typedef int (*execvpe_fn)(const char *, char *const[], char *const[]);
+typedef int (*fexecve_fn)(int, char *const[], char *const[]);
+typedef int (*spawn_fn)(pid_t *, const char *, const posix_spawn_file_actions_t *,
+			const posix_spawnattr_t *, char *const[], char *const[]);
+
+static void *next(const char *name)
+{
+	void *fn = dlsym(RTLD_NEXT, name);
+
+	if (!fn)
+		abort();
+	return fn;
+}
+
+static int do_execve(const char *path, char *const argv[], char *const envp[])
+{
+	static execve_fn real_execve;
+	char **env;
+	int rc, e;
+
+	if (!real_execve)
+		real_execve = (execve_fn)next("execve");
+	env = shim_fix_env(envp);
+	if (!env)
+		return real_execve(path, argv, envp);
+	rc = real_execve(path, argv, env);
+	e = errno;
+	shim_free_env(env);
+	errno = e;
+	return rc;
+}
+
+static int do_execvpe(const char *file, char *const argv[], char *const envp[])
+{
+	static execvpe_fn real_execvpe;
+	char **env;
+	int rc, e;
+
+	if (!real_execvpe)
+		real_execvpe = (execvpe_fn)next("execvpe");
+	env = shim_fix_env(envp);
+	if (!env)
+		return real_execvpe(file, argv, envp);
+	rc = real_execvpe(file, argv, env);
+	e = errno;
+	shim_free_env(env);
+	errno = e;
+	return rc;
+}
+
+SHIM_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
+{
+	return do_execve(path, argv, envp);
+}
+
+SHIM_EXPORT int execv(const char *path, char *const argv[])
+{
+	return do_execve(path, argv, environ);
+}
+
+SHIM_EXPORT int execvp(const char *file, char *const argv[])
+{
+	return do_execvpe(file, argv, environ);
+}
+
+SHIM_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+	return do_execvpe(file, argv, envp);
+}
+
+SHIM_EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
+{
+	static fexecve_fn real_fexecve;
+	char **env;
+	int rc, e;
+
+	if (!real_fexecve)
+		real_fexecve = (fexecve_fn)next("fexecve");
+	env = shim_fix_env(envp);
+	if (!env)
+		return real_fexecve(fd, argv, envp);
+	rc = real_fexecve(fd, argv, env);
+	e = errno;
+	shim_free_env(env);
+	errno = e;
+	return rc;
+}
+
+/* execl, execle, execlp: collect the variadic arguments (bounded), then as above. */
+#define ARGS_MAX 4096
+
+static char **collect(const char *arg0, va_list ap, char ***envp_out)
+{
+	char **argv = calloc(ARGS_MAX + 1, sizeof(char *));
+	size_t i = 0;
+
+	if (!argv)
+		return NULL;
+	argv[i++] = (char *)arg0;
+	while (arg0 && i < ARGS_MAX && (argv[i] = va_arg(ap, char *)) != NULL)
+		i++;
+	if (i == ARGS_MAX) {
+		free(argv);
+		errno = E2BIG;
+		return NULL;
+	}
+	if (envp_out)
+		*envp_out = va_arg(ap, char **);
+	return argv;
+}
+
+SHIM_EXPORT int execl(const char *path, const char *arg, ...)
+{
+	va_list ap;
+	char **argv;
+	int rc, e;
+
+	va_start(ap, arg);
+	argv = collect(arg, ap, NULL);
+	va_end(ap);
+	if (!argv)
+		return -1;
+	rc = do_execve(path, argv, environ);
+	e = errno;
+	free(argv);
+	errno = e;
+	return rc;
+}
+
+SHIM_EXPORT int execle(const char *path, const char *arg, ...)
+{
+	va_list ap;
+	char **argv, **envp = NULL;
+	int rc, e;
+
+	va_start(ap, arg);
+	argv = collect(arg, ap, &envp);
+	va_end(ap);
+	if (!argv)
+		return -1;
+	rc = do_execve(path, argv, envp);
+	e = errno;
+	free(argv);
+	errno = e;
+	return rc;
+}
+
+SHIM_EXPORT int execlp(const char *file, const char *arg, ...)
+{
+	va_list ap;
+	char **argv;
+	int rc, e;
+
+	va_start(ap, arg);
+	argv = collect(arg, ap, NULL);
+	va_end(ap);
+	if (!argv)
+		return -1;
+	rc = do_execvpe(file, argv, environ);
+	e = errno;
+	free(argv);
+	errno = e;
+	return rc;
+}
+
+static int spawn(const char *name, pid_t *pid, const char *path,
+		 const posix_spawn_file_actions_t *fa, const posix_spawnattr_t *attr,
+		 char *const argv[], char *const envp[])
+{
+	spawn_fn fn = (spawn_fn)next(name);
+	char **env = shim_fix_env(envp);
+	int rc;
+
+	if (!env)
+		return fn(pid, path, fa, attr, argv, envp);
+	rc = fn(pid, path, fa, attr, argv, env);
+	shim_free_env(env);
+	return rc;
+}
+
+SHIM_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+			    const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+	return spawn("posix_spawn", pid, path, fa, attr, argv, envp);
+}
+
+SHIM_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+			     const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+	return spawn("posix_spawnp", pid, file, fa, attr, argv, envp);
+}
