@@ -61,7 +61,8 @@ __attribute__((constructor)) static void shim_init(void)
 		shim.self_path = info.dli_fname;
 	shim.verbose = verbose && verbose[0] == '1';
 	if (debug && debug[0] == '1')
-		shim_log("loaded in pid %ld (%s)", (long)getpid(), shim.self_path ? shim.self_path : "?");
+		fprintf(stderr, "libmstack: loaded in pid %ld (%s)\n", (long)getpid(),
+			shim.self_path ? shim.self_path : "?");
 	if (!text)
 		return;
 	if (mstack_policy_parse(text, &shim.policy, err, sizeof(err))) {
