@@ -192,12 +192,30 @@ def policy() -> None:
     pass
 
 
-@policy.command("check", help="Validate a policy file (arrives with the shim issue).")
+@policy.command("check", help="Validate a policy file; print what each application gets.")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.pass_context
-def policy_check(ctx: click.Context, file: Path) -> None:
-    click.echo("mstackctl policy check: not available yet — arrives with the shim issue", err=True)
-    ctx.exit(exitcodes.EX_UNAVAILABLE)
+@json_opt
+def policy_check(file: Path, as_json: bool) -> None:
+    from mstack.policy import PolicyError, compact
+    from mstack.policy import load as load_policy
+
+    try:
+        apps = load_policy(file)
+    except PolicyError as e:
+        click.echo(f"mstackctl: {e}", err=True)
+        sys.exit(exitcodes.EX_DATAERR)
+    if as_json:
+        emit_json({name: {"exe": a.exe, "compact": compact(a)} for name, a in apps.items()})
+        return
+    for name, a in apps.items():
+        t = a.tcp
+        click.echo(f"[{name}] exe {', '.join(a.exe) or '(by --app only)'}")
+        click.echo("  listen:  " + (", ".join(e.compact() for e in a.listen) or "-"))
+        click.echo("  connect: " + (", ".join(e.compact() for e in a.connect) or "-"))
+        click.echo(f"  tcp: {t.congestion_control}, sack {t.sack}, window scaling "
+                   f"{t.window_scaling}, timestamps {t.timestamps}, initial window "
+                   f"{t.initial_window}, nodelay {t.nodelay}")  # fmt: skip
+    click.echo(f"{file}: OK, {len(apps)} application(s)")
 
 
 @main.command(
