@@ -223,7 +223,7 @@ def _tcp(value: Any, path: str, loc: _Locator, table: str) -> TcpOptions:
             raise PolicyError(path, line, fname, f"must be a {want.__name__}")
         if key == "congestion_control" and v not in CONGESTION_CONTROLS:
             raise PolicyError(path, line, fname, f"one of {', '.join(CONGESTION_CONTROLS)}")
-        if key == "initial_window" and not 1 <= v <= 64:
+        if key == "initial_window" and isinstance(v, int) and not 1 <= v <= 64:
             raise PolicyError(path, line, fname, "1 to 64 segments")
         setattr(opts, key, v)
     return opts
