@@ -1,7 +1,9 @@
-"""mstack-run: start a program with the MultiStack shim. Today the shim carries no user-level
-sockets yet (it arrives with the shim issue), so mstack-run checks the daemon, warns, and runs
-the program on the kernel stack — or refuses under --strict, as it will whenever the daemon
-cannot be reached."""
+"""mstack-run: start a program with the MultiStack shim. It resolves the program's entry in the
+policy file (--app, or the executable's name) and hands the shim its one-line form
+(MSTACK_POLICY), checks that mstackd is reachable and that the shim can reach the program at all
+(a static binary or a Go program cannot be), and says up front whatever will keep sockets on the
+kernel. UTCP is not linked into the shim yet: listed sockets stay on the kernel and the shim
+reports each one. --strict turns every such warning into a refusal."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from pathlib import Path
 
 import click
 
-from mstack import __version__, exitcodes, paths
+from mstack import __version__, binary, exitcodes, paths
+from mstack.policy import PolicyError, compact, select
+from mstack.policy import load as load_policy
 
 
 def daemon_reachable(run_dir: Path) -> bool:
@@ -45,29 +49,55 @@ def daemon_reachable(run_dir: Path) -> bool:
 )
 @click.option("--app", help="Policy entry to use (default: chosen by the executable's name).")
 @click.option("--strict", is_flag=True, help="Fail instead of falling back to the kernel stack.")
+@click.option("--verbose", is_flag=True, help="The shim reports each socket's decision.")
 @click.option(
     "--run-dir", envvar="MSTACK_RUN_DIR", default="/run/mstack", type=click.Path(path_type=Path)
 )
 @click.version_option(__version__, prog_name="mstack-run")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
-def main(policy: Path, app: str | None, strict: bool, run_dir: Path, cmd: tuple[str, ...]) -> None:
+def main(
+    policy: Path, app: str | None, strict: bool, verbose: bool, run_dir: Path, cmd: tuple[str, ...]
+) -> None:
     exe = shutil.which(cmd[0])
     if exe is None:
         click.echo(f"mstack-run: {cmd[0]}: command not found", err=True)
         sys.exit(127)
     env = dict(os.environ)
+    problems: list[str] = binary.inspect(exe).warnings(cmd[0])
+    entry = None
+    if policy.exists() or app is not None:
+        try:
+            entry = select(load_policy(policy), app, exe)
+        except PolicyError as e:
+            click.echo(f"mstack-run: {e}", err=True)
+            sys.exit(exitcodes.EX_DATAERR)
+        if entry is None and app is not None:
+            click.echo(f"mstack-run: {policy} has no application {app!r}", err=True)
+            sys.exit(exitcodes.EX_USAGE)
+    if entry is None:
+        problems.append(f"no policy entry for {Path(exe).name} in {policy}: every socket "
+                        "stays on the kernel")  # fmt: skip
+    else:
+        env["MSTACK_POLICY"] = compact(entry)
+    env["MSTACK_RUN_DIR"] = str(run_dir)
+    if verbose:
+        env["MSTACK_VERBOSE"] = "1"
     if not daemon_reachable(run_dir):
-        reason = f"mstackd is not reachable at {run_dir / 'app.sock'}"
+        problems.append(f"mstackd is not reachable at {run_dir / 'app.sock'}: every socket "
+                        "stays on the kernel")  # fmt: skip
     else:
         try:
             env["LD_PRELOAD"] = preload_with_shim(env.get("LD_PRELOAD", ""), paths.shim_path())
-            reason = "the shim does not carry user-level sockets yet (shim issue)"
+            if entry is not None:
+                problems.append("UTCP is not in the shim yet: the sockets the policy lists stay "
+                                "on the kernel (the shim reports each)")  # fmt: skip
         except paths.ShimNotFound as e:
-            reason = str(e)
-    if strict:
-        click.echo(f"mstack-run: {reason}; refusing (--strict)", err=True)
+            problems.append(str(e))
+    for p in problems:
+        click.echo(f"mstack-run: {'error' if strict else 'warning'}: {p}", err=True)
+    if strict and problems:
+        click.echo("mstack-run: refusing (--strict)", err=True)
         sys.exit(exitcodes.EX_UNAVAILABLE)
-    click.echo(f"mstack-run: warning: {reason}; running {cmd[0]} on the kernel stack", err=True)
     os.execve(exe, list(cmd), env)
 
 
