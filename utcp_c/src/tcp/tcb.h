@@ -88,6 +88,8 @@ struct utcp_tcb {
 	uint8_t nsb;
 	utcp_seq high_rxt;       /* HighRxt: highest sequence retransmitted in this recovery */
 	utcp_seq rxt_epoch_max;  /* SND.MAX when the current retransmission pass began */
+	utcp_seq rxt_hw;         /* highest sequence ever retransmitted (reordering detection) */
+	uint8_t reordering;      /* DupThresh in segments, raised when reordering is seen */
 	bool tlp_sent;           /* a tail loss probe is out for this flight */
 
 	/* timers: one wheel entry armed at the earliest of these deadlines */
@@ -150,6 +152,7 @@ bool tcp_sack_next_lost(const struct utcp_tcb *tcb, uint32_t maxlen, utcp_seq *s
 bool tcp_sack_covered(const struct utcp_tcb *tcb, utcp_seq s);
 uint32_t tcp_sack_bytes_above(const struct utcp_tcb *tcb, utcp_seq s);
 uint32_t tcp_smss(const struct utcp_tcb *tcb);
+uint32_t tcp_sack_dupthresh(const struct utcp_tcb *tcb);
 
 /* tcp_timer.c */
 void tcp_timer_update(struct utcp_stack *st, struct utcp_tcb *tcb);
@@ -172,6 +175,14 @@ void tcp_established(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
 /* isn.c: RFC 6528 */
 uint32_t tcp_isn(const uint8_t key[16], const struct utcp_tuple *t, uint64_t now_us);
 uint32_t tcp_ts_offset(const uint8_t key[16], const struct utcp_tuple *t);
+
+/* Every retransmission reports its end here. */
+static inline void tcp_note_rxt(struct utcp_tcb *tcb, utcp_seq end)
+{
+	tcb->rxt_hw = seq_max(tcb->rxt_hw, end);
+}
+
+#define UTCP_MAX_REORDERING 64
 
 static inline bool tcp_synchronized(enum utcp_state s)
 {

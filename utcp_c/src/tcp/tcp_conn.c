@@ -80,6 +80,8 @@ struct utcp_tcb *tcp_tcb_new(struct utcp_stack *st, const struct utcp_tuple *t, 
 	tcb->snd_nxt = seq_add(tcb->iss, 1);
 	tcb->snd_max = tcb->snd_nxt;
 	tcb->peer_mss = 536;                        /* RFC 9293 3.7.1 default */
+	tcb->reordering = UTCP_DUPTHRESH;
+	tcb->rxt_hw = tcb->iss;
 	tcp_tcb_init_options(st, tcb);
 	st->stats.conns_in_use = st->ct.used;
 	return tcb;
@@ -519,6 +521,7 @@ int utcp_conn_info(struct utcp_stack *st, utcp_cid c, struct utcp_conn_info *inf
 	ci.fast_retransmits = tcb->fast_retransmits;
 	ci.bytes_acked = tcb->bytes_acked;
 	ci.bytes_received = tcb->bytes_received;
+	ci.reordering = tcb->reordering;
 	ci.cc = tcb->cc->name;
 	memcpy(info, &ci, sz);
 	return 0;

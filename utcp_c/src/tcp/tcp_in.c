@@ -224,6 +224,21 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 		uint32_t acked = (uint32_t)seq_diff(seg->ack, tcb->snd_una);
 		uint32_t data_acked = acked < tcb->sbuf.len ? acked : tcb->sbuf.len;
 
+		/* Reordering (the idea of Linux's tcp_check_sack_reordering): the hole at
+		 * SND.UNA was filled by its original transmission, never retransmitted, while
+		 * later data had been SACKed: that much data overtook it.  Raise DupThresh so
+		 * reordering this deep is not taken for loss again. */
+		if (tcb->sack_ok && tcb->nsb && seq_gt(tcb->sb[0].left, tcb->snd_una) &&
+		    seq_ge(tcb->snd_una, tcb->rxt_hw)) {
+			uint32_t dist = (uint32_t)seq_diff(tcb->sb[tcb->nsb - 1].right, tcb->snd_una) /
+					tcp_smss(tcb);
+
+			if (dist + 1 > tcb->reordering) {
+				tcb->reordering = (uint8_t)(dist + 1 < UTCP_MAX_REORDERING
+								 ? dist + 1 : UTCP_MAX_REORDERING);
+				st->stats.reordering_seen++;
+			}
+		}
 		ring_consume(&tcb->sbuf, data_acked);
 		tcb->snd_una = seg->ack;
 		if (seq_lt(tcb->snd_nxt, tcb->snd_una))
@@ -293,7 +308,7 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 	 * began is SACKed (DupThresh * SMSS of it) while a hole below HighRxt is still
 	 * open.  RFC 6675 would wait for the RTO; start a new pass over the lost holes. */
 	if (tcb->in_recovery && tcb->sack_ok && seq_lt(tcb->snd_una, tcb->high_rxt) &&
-	    tcp_sack_bytes_above(tcb, tcb->rxt_epoch_max) >= UTCP_DUPTHRESH * tcp_smss(tcb)) {
+	    tcp_sack_bytes_above(tcb, tcb->rxt_epoch_max) >= tcp_sack_dupthresh(tcb) * tcp_smss(tcb)) {
 		tcb->high_rxt = tcb->snd_una;
 		tcb->rxt_epoch_max = tcb->snd_max;
 		st->stats.lost_retransmits++;
@@ -303,7 +318,7 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 	 * covering this data (RFC 6582 4.1 / RFC 6675 "RecoveryPoint"). */
 	if (!tcb->in_recovery && seq_gt(seq_add(seg->ack, -1), tcb->recover) &&
 	    seq_lt(tcb->snd_una, tcb->snd_max) &&
-	    ((is_dup && tcb->dupacks == UTCP_DUPTHRESH) ||
+	    ((is_dup && !tcb->sack_ok && tcb->dupacks == UTCP_DUPTHRESH) ||
 	     (tcb->sack_ok && tcp_sack_is_lost(tcb, tcb->snd_una)))) {
 		tcb->cc->on_loss(tcb, seg->now);
 		if (tcb->sack_ok)

@@ -235,6 +235,7 @@ void tcp_retransmit_first(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t 
 		tcb->snd_nxt = end;
 	if (seq_lt(tcb->high_rxt, end))
 		tcb->high_rxt = end;
+	tcp_note_rxt(tcb, end);
 	if (!tcb->rtx_at || tcb->persist) {
 		tcb->persist = false;
 		tcp_arm_rtx(st, tcb, now);
@@ -284,6 +285,7 @@ void tcp_output(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 					tcp_send_segment(st, tcb, rs, UTCP_TH_ACK,
 							 (uint32_t)seq_diff(rs, tcb->snd_una), rl, now);
 					tcb->high_rxt = seq_add(rs, rl);
+					tcp_note_rxt(tcb, tcb->high_rxt);
 					tcb->retransmits++;
 					st->stats.retransmits++;
 					tcb->rtt_timing = false;        /* Karn */
@@ -338,6 +340,7 @@ send_new:
 		retx = seq_lt(tcb->snd_nxt, tcb->snd_max);
 		tcp_send_segment(st, tcb, tcb->snd_nxt, flags, off, len, now);
 		if (retx) {
+			tcp_note_rxt(tcb, seq_add(tcb->snd_nxt, len + (fin ? 1 : 0)));
 			tcb->retransmits++;
 			st->stats.retransmits++;
 		} else if (!tcb->rtt_timing && len) {

@@ -110,9 +110,20 @@ bool tcp_sack_covered(const struct utcp_tcb *tcb, utcp_seq s)
 
 /* Everything unSACKed below this point is lost: DupThresh * SMSS bytes are SACKed
  * above it (RFC 6675 section 4, IsLost). */
+uint32_t tcp_sack_dupthresh(const struct utcp_tcb *tcb)
+{
+	/* DupThresh: the reordering seen, but never more than a quarter of the flight, so
+	 * that small windows still detect loss without a timeout (no RACK timer here). */
+	uint32_t fl = tcp_flight(tcb) / tcp_smss(tcb) / 4, thr = tcb->reordering;
+
+	if (thr > fl)
+		thr = fl;
+	return thr < UTCP_DUPTHRESH ? UTCP_DUPTHRESH : thr;
+}
+
 static utcp_seq lost_end(const struct utcp_tcb *tcb)
 {
-	uint32_t need = UTCP_DUPTHRESH * tcp_smss(tcb), acc = 0;
+	uint32_t need = tcp_sack_dupthresh(tcb) * tcp_smss(tcb), acc = 0;
 	int i;
 
 	for (i = tcb->nsb - 1; i >= 0; i--) {

@@ -93,6 +93,7 @@ static void tlp_expired(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t no
 	seq = seq_add(tcb->snd_max, -(int64_t)len - (fin ? 1 : 0));
 	tcp_send_segment(st, tcb, seq, UTCP_TH_ACK | (fin ? UTCP_TH_FIN : 0),
 			 (uint32_t)seq_diff(seq, tcb->snd_una), len, now);
+	tcp_note_rxt(tcb, seq_add(seq, len + (fin ? 1 : 0)));
 	tcb->tlp_sent = true;
 	tcb->retransmits++;
 	st->stats.retransmits++;
