@@ -74,6 +74,7 @@ bench: deps build
 
 ## deb, wheel, deb-check: packaging (docs/packaging.md). deb-check installs the .deb into a
 ## fresh Debian 12 root (debootstrap, cached in /var/cache/multistack) and runs the demo there.
+.PHONY: deb wheel deb-check
 deb: deps build
 	packaging/build-deb.sh $(BUILD)/deb $(PY)
 

@@ -17,11 +17,15 @@ from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
+from setuptools.dist import Distribution
 
 try:
     from setuptools.command.bdist_wheel import bdist_wheel
-except ImportError:  # setuptools < 70.1
-    from wheel.bdist_wheel import bdist_wheel  # type: ignore[no-redef]
+except ImportError:  # setuptools < 70.1: the wheel package has it (not needed for an sdist)
+    try:
+        from wheel.bdist_wheel import bdist_wheel  # type: ignore[no-redef]
+    except ImportError:
+        bdist_wheel = None  # type: ignore[assignment,misc]
 
 ROOT = Path(__file__).resolve().parent
 BPF_OBJECTS = ("switch_ingress.bpf.o", "switch_port.bpf.o", "xdp_count.bpf.o")
@@ -65,20 +69,30 @@ class BuildPyWithC(build_py):
         _strip(sd / "libmstack.so", bpf=False)
 
 
-class BdistWheelPlatform(bdist_wheel):
-    """libmstack.so is native code: the wheel is py3-none-<platform>, not pure."""
+class NativeDistribution(Distribution):
+    """libmstack.so is native code: the packages install to platlib and the wheel is not pure
+    (its files stay at the wheel's root)."""
 
-    def finalize_options(self) -> None:
-        super().finalize_options()
-        self.root_is_pure = False
+    def has_ext_modules(self) -> bool:
+        return True
 
-    def get_tag(self) -> tuple[str, str, str]:
-        _, _, plat = super().get_tag()
-        return "py3", "none", plat
+
+cmdclass: dict[str, type] = {"build_py": BuildPyWithC}
+if bdist_wheel is not None:
+
+    class BdistWheelPlatform(bdist_wheel):  # type: ignore[misc,valid-type]
+        """Tagged py3-none-<platform>: any Python 3, no Python ABI, this platform's shim."""
+
+        def get_tag(self) -> tuple[str, str, str]:
+            _, _, plat = super().get_tag()
+            return "py3", "none", plat
+
+    cmdclass["bdist_wheel"] = BdistWheelPlatform
 
 
 setup(
-    cmdclass={"build_py": BuildPyWithC, "bdist_wheel": BdistWheelPlatform},
+    cmdclass=cmdclass,
+    distclass=NativeDistribution,
     # setuptools' own build directory must not be the project's build/ (build/lib holds the
     # C libraries): keep it in a subdirectory of its own.
     options={"build": {"build_base": "build/py"}},

@@ -12,7 +12,8 @@ fail; it exits 0 when every step passed.
   python3 packaging/installed_demo.py --root /path/to/chroot [--caps CAP,CAP,...]
 
 --caps runs the daemon with its capability bounding set reduced to those (how the unit's
-CapabilityBoundingSet= was checked)."""
+CapabilityBoundingSet= was checked); mstack-responder runs as `nobody`, an unprivileged
+application of another user, as nginx's workers would be (--responder-user)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ sys.path.insert(0, str(ROOT_DIR / "tests"))
 from testbed.netns import RemoteHost, remote_host_cm, unique_name, wait_line  # noqa: E402
 
 USER_PORT = 7000
+SWEEP_WAIT = 3.0  # > mstackd's default sweep_interval (2 s)
 ECHO = r"""
 import socket, sys
 ok = 0
@@ -56,9 +58,10 @@ class Installed:
     """Runs installed programs: `chroot ROOT CMD` (or CMD itself when ROOT is /), with a clean
     environment that points only at installed locations."""
 
-    def __init__(self, root: Path, caps: str | None) -> None:
+    def __init__(self, root: Path, caps: str | None, user: str | None = None) -> None:
         self.root = root
         self.caps = caps
+        self.user = user
 
     def argv(self, cmd: list[str], caps: bool = False) -> list[str]:
         out = cmd
@@ -69,6 +72,16 @@ class Installed:
         if self.root != Path("/"):
             out = ["chroot", str(self.root), *out]
         return out
+
+    def as_user(self) -> list[str]:
+        """setpriv to self.user (uid and primary gid from ROOT's /etc/passwd), or nothing."""
+        if not self.user:
+            return []
+        for line in (self.root / "etc/passwd").read_text().splitlines():
+            f = line.split(":")
+            if f[0] == self.user:
+                return ["setpriv", f"--reuid={f[2]}", f"--regid={f[3]}", "--clear-groups"]
+        raise RuntimeError(f"no user {self.user} in {self.root}/etc/passwd")
 
     def run(
         self, cmd: list[str], env: dict[str, str] | None = None, timeout: float = 60
@@ -139,8 +152,9 @@ def scenario(inst: Installed, host: RemoteHost) -> list[str]:
             st = json.loads(r.stdout) if r.returncode == 0 else {}
             if [n["iface"] for n in st.get("nics", [])] != [host.host_if]:
                 failures.append(f"mstackctl status: {r.stdout} {r.stderr}")
+            as_user = inst.as_user()
             resp = subprocess.Popen(
-                inst.argv(["mstack-responder", "--run-dir", str(run_dir),
+                inst.argv([*as_user, "mstack-responder", "--run-dir", str(run_dir),
                            "--listen", f"{host.host_ip}:{USER_PORT}", "--max-seconds", "60"]),
                 env=CLEAN_ENV, stdout=subprocess.PIPE, text=True,
             )  # fmt: skip
@@ -148,9 +162,14 @@ def scenario(inst: Installed, host: RemoteHost) -> list[str]:
                 assert resp.stdout is not None
                 ready = resp.stdout.readline().split()
                 if not ready or ready[0] != "ready":
-                    failures.append("mstack-responder did not start")
+                    stop(resp)
+                    failures.append(f"mstack-responder did not start (status {resp.returncode})")
                 else:
-                    say(f"mstack-responder (pid {resp.pid}, installed) on AF_XDP port {ready[1]}")
+                    say(f"mstack-responder (pid {resp.pid}, installed, user "
+                        f"{inst.user or 'root'}) on AF_XDP port {ready[1]}")  # fmt: skip
+                    # Past a claim sweep: the daemon must still see the responder hold its
+                    # socket (/proc/PID/fd of another user's process).
+                    time.sleep(SWEEP_WAIT)
                     echoed = int(host.python(ECHO, host.host_ip, str(USER_PORT), "5").stdout)
                     say(f"  from the remote host: the user-level port echoed {echoed}/5")
                     if echoed != 5:
@@ -192,11 +211,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=Path("/"), help="where the package is installed")
     ap.add_argument("--caps", help="bounding set for mstackd, e.g. CAP_NET_ADMIN,CAP_BPF")
+    ap.add_argument(
+        "--responder-user",
+        default="nobody",
+        help="user mstack-responder runs as (default nobody; '' for root)",
+    )
     a = ap.parse_args()
     if os.geteuid() != 0:
         say("needs root (network namespaces, XDP, AF_XDP)")
         return 1
-    inst = Installed(a.root.resolve(), a.caps)
+    inst = Installed(a.root.resolve(), a.caps, a.responder_user or None)
     t0 = time.monotonic()
     with remote_host_cm() as host:
         say(f"test bed: remote host {host.remote_ip} (namespace {host.ns}); this host "

@@ -31,6 +31,12 @@ fi
 step() { printf '\n== %s\n' "$*"; }
 SECONDS=0
 
+for tool in debootstrap gpgv; do
+    command -v "$tool" >/dev/null || {
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap gpgv
+    }
+done
+
 if [[ ! -f $BASE ]]; then
     step "debootstrap bookworm (minbase) from $MIRROR into the cache $BASE"
     mkdir -p "$CACHE"
@@ -53,6 +59,7 @@ cleanup() {
     rm -rf --one-file-system "$R"
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM HUP
 
 step "fresh root $R from $BASE"
 tar -C "$R" -xzf "$BASE"
