@@ -156,6 +156,21 @@ struct utcp_conn_info {
 };
 int utcp_conn_info(struct utcp_stack *st, utcp_cid c, struct utcp_conn_info *info);
 
+/* Readiness of a connection, poll(2)-style, for a socket layer on top of this API. */
+enum utcp_ready {
+	UTCP_READY_IN = 1 << 0,      /* data or end of stream to read, or an error to collect */
+	UTCP_READY_OUT = 1 << 1,     /* room in the send buffer */
+	UTCP_READY_HUP = 1 << 2,     /* both directions finished, or the connection is gone */
+	UTCP_READY_ERR = 1 << 3,     /* reset, refused or timed out */
+};
+/* Returns a mask of utcp_ready or -EBADF. */
+int utcp_conn_ready(struct utcp_stack *st, utcp_cid c);
+
+/* Memory: what one connection costs (control block, buffers, table entry) whether it is
+ * used or idle, and everything the stack allocated at creation. */
+size_t utcp_conn_memory(const struct utcp_stack *st);
+size_t utcp_stack_memory(const struct utcp_stack *st);
+
 struct utcp_stats {
 	uint64_t frames_in, frames_out, tx_dropped;
 	uint64_t segs_in, segs_out, data_segs_out, retransmits;

@@ -141,6 +141,23 @@ int utcp_stack_create(const struct utcp_config *cfg, const struct utcp_port *por
 	return 0;
 }
 
+size_t utcp_conn_memory(const struct utcp_stack *st)
+{
+	/* control block + buffers + table entry (tuple, chain link, state, generation) and
+	 * its share of the hash buckets */
+	return sizeof(struct utcp_tcb) + st->cfg.sndbuf + st->cfg.rcvbuf + sizeof(struct utcp_tuple) +
+	       sizeof(uint32_t) * 3 + 1 + sizeof(uint16_t);
+}
+
+size_t utcp_stack_memory(const struct utcp_stack *st)
+{
+	return sizeof(*st) + (size_t)st->cfg.max_conns * utcp_conn_memory(st) +
+	       (size_t)st->cfg.max_listeners * sizeof(struct utcp_listener) +
+	       (size_t)st->cfg.timer_slots * sizeof(struct utcp_timer) +
+	       (size_t)st->cfg.tx_batch * (sizeof(struct utcp_frame) + st->frame_cap) +
+	       (size_t)st->cfg.rx_batch * sizeof(struct utcp_frame);
+}
+
 const struct utcp_stats *utcp_get_stats(const struct utcp_stack *st)
 {
 	return &st->stats;

@@ -1352,3 +1352,40 @@ TEST(test_established_tail_loss_probe_resends_last_segment)
 	EXPECT(h, ACK, h->iss + 1, 1001, 536);
 	h_free(h);
 }
+
+TEST(test_api_readiness_follows_the_connection)
+{
+	struct h *h = h_new(NULL);
+	char buf[8];
+
+	h_established_passive(h);
+	CHECK_EQ(utcp_conn_ready(h->st, h->conn), UTCP_READY_OUT);
+	h_send(h, ACK, 1001, h->iss + 1, W, "ab", 2);
+	CHECK_EQ(utcp_conn_ready(h->st, h->conn), UTCP_READY_IN | UTCP_READY_OUT);
+	utcp_recv(h->st, h->conn, buf, sizeof(buf), h->now);
+	h_send(h, FIN | ACK, 1003, h->iss + 1, W, NULL, 0);
+	CHECK_EQ(utcp_conn_ready(h->st, h->conn), UTCP_READY_IN | UTCP_READY_OUT);
+	utcp_shutdown(h->st, h->conn, h->now);
+	h_skip(h);
+	h_send(h, ACK, 1004, h->iss + 2, W, NULL, 0);      /* our FIN acked: CLOSED */
+	CHECK_EQ(utcp_conn_ready(h->st, h->conn), UTCP_READY_IN | UTCP_READY_HUP);
+	h_free(h);
+	h = h_new(NULL);
+	h_established_passive(h);
+	h_send(h, RST, 1001, 0, W, NULL, 0);
+	CHECK_EQ(utcp_conn_ready(h->st, h->conn),
+		 UTCP_READY_IN | UTCP_READY_OUT | UTCP_READY_HUP | UTCP_READY_ERR);
+	CHECK_EQ(utcp_conn_ready(h->st, UTCP_CID_NONE), -EBADF);
+	h_free(h);
+}
+
+TEST(test_api_memory_per_connection_reported)
+{
+	struct h *h = h_new(NULL);
+	size_t per = utcp_conn_memory(h->st);
+
+	CHECK(per > 2 * 64 * 1024);                      /* both 64 KB buffers */
+	CHECK(per < 2 * 64 * 1024 + 4096);               /* plus a control block */
+	CHECK(utcp_stack_memory(h->st) >= 8 * per);
+	h_free(h);
+}

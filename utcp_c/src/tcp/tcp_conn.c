@@ -482,6 +482,25 @@ int utcp_set_cc(struct utcp_stack *st, utcp_cid c, const char *name)
 	return 0;
 }
 
+int utcp_conn_ready(struct utcp_stack *st, utcp_cid c)
+{
+	struct utcp_tcb *tcb = tcb_of(st, c);
+	int m = 0;
+
+	if (!tcb)
+		return -EBADF;
+	if (tcb->rbuf.len || tcb->fin_rcvd || tcb->state == UTCP_CLOSED)
+		m |= UTCP_READY_IN;
+	if ((tcb->state == UTCP_ESTABLISHED || tcb->state == UTCP_CLOSE_WAIT) && !tcb->fin_queued &&
+	    ring_free(&tcb->sbuf))
+		m |= UTCP_READY_OUT;
+	if (tcb->state == UTCP_CLOSED || (tcb->fin_rcvd && tcb->fin_acked))
+		m |= UTCP_READY_HUP;
+	if (tcb->state == UTCP_CLOSED && tcb->ev_error)
+		m |= UTCP_READY_ERR | UTCP_READY_OUT;
+	return m;
+}
+
 int utcp_conn_info(struct utcp_stack *st, utcp_cid c, struct utcp_conn_info *info)
 {
 	struct utcp_tcb *tcb = tcb_of(st, c);
