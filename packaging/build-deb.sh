@@ -96,7 +96,9 @@ printf 'Source: %s\n\nPackage: %s\nArchitecture: any\n' "$PKG" "$PKG" > "$SHL/de
 SHLIBS=$(cd "$SHL" && dpkg-shlibdeps -O "$R/usr/bin/mstack-responder" \
     "$R/usr/lib/$MULTIARCH/libmstack.so" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
 # libbpf1 and libxdp1 are dlopen()ed by mstackd (cffi): dpkg-shlibdeps cannot see them.
-DEPENDS="$SHLIBS, libbpf1 (>= 1:1.1), libxdp1 (>= 1.3), python3 (>= 3.11), python3-cffi (>= 1.15), python3-click (>= 8.1), python3-psutil (>= 5.9)"
+# The Python distribution's dependencies, mapped to Debian's python3-* (pyroute2 is vendored).
+PYDEPS=$("$PY" "$HERE/pydeps.py" "$SRC/pyproject.toml")
+DEPENDS="$SHLIBS, libbpf1 (>= 1:1.1), libxdp1 (>= 1.3), python3 (>= 3.11), $PYDEPS"
 SIZE=$(du -sk --exclude=DEBIAN "$R" | cut -f1)
 sed -e "s/@VERSION@/$DEBVER/" -e "s/@ARCH@/$ARCH/" -e "s/@DEPENDS@/$DEPENDS/" \
     -e "s/@SIZE@/$SIZE/" "$HERE/debian/control.in" > "$R/DEBIAN/control"

@@ -16,7 +16,6 @@ import resource
 import select
 import signal
 import socket
-import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -491,28 +490,24 @@ def check_config(ctx: Context) -> list[Finding]:
 
 
 def check_policy(ctx: Context) -> list[Finding]:
+    from mstack.policy import PolicyError, load
+
     p = ctx.opts.policy
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
+    if not p.exists():
         return [
             Finding(
                 "policy",
                 "warn",
-                f"{p} does not exist: no socket will use UTCP",
-                "install the package's default or write one (mstack-run(1))",
+                f"{p} does not exist: every socket stays on the kernel",
+                "install the package's default or write one (docs/policy.md, mstack-run(1))",
             )
         ]
-    except OSError as e:
-        return [Finding("policy", "fail", f"{p}: {e.strerror}", f"check the permissions of {p}")]
-    except tomllib.TOMLDecodeError as e:
-        return [Finding("policy", "fail", f"{p} is not valid TOML: {e}", f"fix {p}")]
-    apps = data.get("apps", {})
-    if not isinstance(apps, dict):
-        return [Finding("policy", "fail", f"{p}: [apps] must be a table of applications",
-                        f"fix {p}")]  # fmt: skip
-    return [Finding("policy", "ok", f"{p} parses (TOML; {len(apps)} application(s)); its "
-                    "schema is checked once the shim issue fixes it")]  # fmt: skip
+    try:
+        apps = load(p)
+    except PolicyError as e:
+        return [Finding("policy", "fail", f"invalid: {e}", f"fix it: mstackctl policy check {p}")]
+    names = ", ".join(sorted(apps)) or "none"
+    return [Finding("policy", "ok", f"{p} valid ({len(apps)} application(s): {names})")]
 
 
 CHECKS: list[Callable[[Context], list[Finding]]] = [

@@ -147,7 +147,9 @@ def test_unknown_nic_fails(opts: doctor.Options) -> None:
 def test_policy_and_config_files(opts: doctor.Options) -> None:
     opts.policy.write_text("[apps.web\nexe = 1\n")
     f = by_check(doctor.run(opts), "policy")
-    assert f.status == "fail" and "not valid TOML" in f.detail
+    assert f.status == "fail" and "invalid" in f.detail and "policy check" in f.hint
+    opts.policy.write_text('[apps.web]\nexe = ["nginx"]\nlisten = ["0.0.0.0:99999"]\n')
+    assert by_check(doctor.run(opts), "policy").status == "fail"
     opts.policy.unlink()
     assert by_check(doctor.run(opts), "policy").status == "warn"
     opts.config.write_text("[daemon]\nbogus = 1\n")
@@ -205,3 +207,20 @@ def test_preload_puts_the_shim_first_once() -> None:
     assert run.preload_with_shim("/a/libx.so:/b/libmstack.so /c/liby.so", shim) == (
         f"{shim} /a/libx.so /c/liby.so"
     )
+
+
+def test_packaged_policy_examples_are_valid() -> None:
+    """The conffile's commented examples, uncommented, are a valid policy (the format may
+    still move; this keeps the shipped examples in step with it)."""
+    from mstack import policy
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "packaging/etc/policy.toml").read_text()
+    assert policy.loads(text) == {}  # as shipped: selects nothing
+    examples = "\n".join(
+        line[1:] if line.startswith("#[") or (line.startswith("#") and "=" in line) else line
+        for line in text.splitlines()
+    )
+    apps = policy.loads(examples)
+    assert set(apps) == {"nginx", "redis"}
+    assert apps["nginx"].exe == ["nginx"]
