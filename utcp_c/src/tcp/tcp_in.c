@@ -334,9 +334,11 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 	} else if (is_dup && tcb->dupacks > UTCP_DUPTHRESH && tcb->in_recovery && !tcb->sack_ok) {
 		tcb->cwnd += tcb->mss;                  /* RFC 6582 3.2 (3): inflate */
 	}
-	/* Window update: SND.WL1 < SEG.SEQ or (SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK). */
-	if (seq_lt(tcb->snd_wl1, seg->seq) ||
-	    (seq_eq(tcb->snd_wl1, seg->seq) && seq_le(tcb->snd_wl2, seg->ack))) {
+	/* Window update, "if SND.UNA =< SEG.ACK =< SND.NXT": when SND.WL1 < SEG.SEQ or
+	 * (SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK). */
+	if (seq_le(tcb->snd_una, seg->ack) &&
+	    (seq_lt(tcb->snd_wl1, seg->seq) ||
+	     (seq_eq(tcb->snd_wl1, seg->seq) && seq_le(tcb->snd_wl2, seg->ack)))) {
 		bool opened = tcb->snd_wnd == 0 && seg_wnd > 0;
 
 		tcb->snd_wnd = seg_wnd;
