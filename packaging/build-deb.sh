@@ -82,7 +82,9 @@ done
 DOC="$R/usr/share/doc/$PKG"
 install -D -m 0644 "$HERE/debian/copyright" "$DOC/copyright"
 gzip -9nc "$HERE/debian/changelog" > "$DOC/changelog.Debian.gz"
-install -m 0644 "$SRC/docs/packaging.md" "$DOC/packaging.md"
+for d in packaging mstackd policy; do   # the installed layout, the daemon, the policy file
+    if [[ -f "$SRC/docs/$d.md" ]]; then install -m 0644 "$SRC/docs/$d.md" "$DOC/$d.md"; fi
+done
 
 # -- control ----------------------------------------------------------------------------------
 install -m 0644 "$HERE/debian/conffiles" "$R/DEBIAN/conffiles"
