@@ -9,16 +9,19 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
+import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import tomllib
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from testbed.netns import stop_process, unique_name, wait_line
 
 pytestmark = pytest.mark.system
 
@@ -187,7 +190,9 @@ def test_wheel_carries_package_data(wheel: Path) -> None:
             assert str(ROOT).encode() not in z.read(n), f"{n} names the build tree"
 
 
-def test_sdist_carries_the_c_sources(tmp_path: Path) -> None:
+def test_wheel_builds_from_the_sdist_alone(tmp_path: Path) -> None:
+    """What `python -m build` does: an sdist, then the wheel from the unpacked sdist only."""
+    _have("clang")
     r = subprocess.run([PY, "-c", "import setuptools.build_meta as b, sys; "
                         "print(b.build_sdist(sys.argv[1]))", str(tmp_path)],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
@@ -195,50 +200,76 @@ def test_sdist_carries_the_c_sources(tmp_path: Path) -> None:
     sdist = tmp_path / r.stdout.strip().splitlines()[-1]
     with tarfile.open(sdist) as t:
         names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
+        t.extractall(tmp_path / "src", filter="data")
     for n in ["setup.py", "daemon/bpf/switch_port.bpf.c", "daemon/bpf/mstack_abi.h",
               "shim/shim.c", "shim/Makefile", "utcp_c/include/mstack_proto.h"]:  # fmt: skip
         assert n in names, n
     assert not any(n.startswith("build/") for n in names)
+    src = next((tmp_path / "src").iterdir())
+    r = subprocess.run([PY, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "w"),
+                        str(src)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    if r.returncode != 0 and "No matching distribution" in r.stderr:
+        pytest.skip("no package index for the build backend")
+    assert r.returncode == 0, r.stderr[-3000:]
+    with zipfile.ZipFile(next((tmp_path / "w").glob("*.whl"))) as z:
+        assert {"mstack/data/libmstack.so", "mstackd/data/switch_port.bpf.o"} <= set(z.namelist())
 
 
-@pytest.fixture
-def fake_daemon(tmp_path: Path) -> Iterator[Path]:
-    """A run directory whose app.sock accepts connections: mstack-run's reachability test is a
-    connect(), and this test is about the shim, not the daemon."""
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    s.bind(str(run_dir / "app.sock"))
-    s.listen(8)
-    try:
-        yield run_dir
-    finally:
-        s.close()
-
-
-def test_wheel_in_a_fresh_venv_preloads_its_shim(
-    wheel: Path, tmp_path: Path, fake_daemon: Path
-) -> None:
-    venv = tmp_path / "venv"
+@pytest.fixture(scope="module")
+def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with the wheel (and its dependencies from the package index)."""
+    venv = tmp_path_factory.mktemp("venv") / "v"
     subprocess.run([PY, "-m", "venv", str(venv)], check=True, timeout=120)
     r = subprocess.run([str(venv / "bin/pip"), "install", "-q", str(wheel)],
                        capture_output=True, text=True, timeout=300)  # fmt: skip
     if r.returncode != 0 and "No matching distribution" in r.stderr:
         pytest.skip("no package index for the wheel's dependencies")
     assert r.returncode == 0, r.stderr
+    return venv
+
+
+@pytest.fixture
+def venv_daemon(venv: Path, bpf_pin_dir: Path) -> Iterator[Path]:
+    """The venv's own mstackd (no NIC), with test-bed names; its run directory."""
+    if os.geteuid() != 0:
+        pytest.skip("mstackd needs root")
+    run_dir = Path(tempfile.mkdtemp(prefix="mst-run-"))
+    run_dir.chmod(0o755)
+    name = unique_name()
+    argv = [str(venv / "bin/mstackd"), "--run-dir", str(run_dir),
+            "--bpf-dir", str(bpf_pin_dir / "sw"), "--ports-netns", f"{name}p",
+            "--port-prefix", name.replace("-", "")[:10], "--config", "/nonexistent"]  # fmt: skip
+    with open(run_dir / "mstackd.log", "w") as log:
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True,
+                             cwd=run_dir, env={"PATH": "/usr/sbin:/usr/bin:/bin"})  # fmt: skip
+    try:
+        wait_line(p, "mstackd: ready", timeout=30)
+        yield run_dir
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        stop_process(p)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def test_wheel_in_a_fresh_venv_preloads_its_shim(venv: Path, venv_daemon: Path) -> None:
+    """mstackd and mstack-run from the venv (the daemon loads the wheel's BPF objects and
+    headers); mstack-run preloads the wheel's shim, which announces itself."""
     env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "MSTACK_DEBUG": "1",
-           "MSTACK_RUN_DIR": str(fake_daemon)}  # fmt: skip
+           "MSTACK_RUN_DIR": str(venv_daemon)}  # fmt: skip
     argv = [str(venv / "bin/mstack-run"), "--", "sh", "-c", 'echo "$LD_PRELOAD"']
-    r = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
+    r = subprocess.run(argv, cwd=venv_daemon, capture_output=True, text=True, timeout=60, env=env)
     site = next((venv / "lib").glob("python3*/site-packages"))
-    shim = site / "mstack/data/libmstack.so"
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == str(shim)
+    assert r.stdout.strip() == str(site / "mstack/data/libmstack.so")
     assert "libmstack: loaded" in r.stderr  # the packaged shim ran in the program
-    # The daemon's data comes from the wheel too, never from this checkout.
+    # The daemon's data came from the wheel too, never from this checkout.
     r = subprocess.run([str(venv / "bin/python"), "-c", "from mstackd import paths; "
                         "print(paths.bpf_object('switch_port.bpf.o'), paths.abi_header())"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                       cwd=venv_daemon, capture_output=True, text=True, timeout=60,
                        env={"PATH": "/usr/bin:/bin"})  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert all(p.startswith(str(site)) for p in r.stdout.split())
