@@ -41,36 +41,43 @@ static char *preload_with_self(const char *entry)
 
 char **shim_fix_env(char *const envp[])
 {
-	size_t n = 0;
+	size_t n = 0, k;
+	char *merged = NULL;
 	char **out;
 
 	while (envp && envp[n])
 		n++;
-	out = calloc(n + SHIM_ENV_N + 1, sizeof(char *));
+	/* n entries, up to SHIM_ENV_N added, the NULL, and after it the one string we may have
+	 * allocated (the merged LD_PRELOAD), for shim_free_env. */
+	out = calloc(n + SHIM_ENV_N + 2, sizeof(char *));
 	if (!out)
 		return NULL;
-	/* Slot n + SHIM_ENV_N holds a string we allocated (the merged LD_PRELOAD), if any. */
 	for (size_t i = 0; i < n; i++) {
-		char *merged = NULL;
-		if (!strncmp(envp[i], "LD_PRELOAD=", 11))
+		out[i] = envp[i];
+		if (!merged && !strncmp(envp[i], "LD_PRELOAD=", 11)) {
 			merged = preload_with_self(envp[i]);
-		out[i] = merged ? merged : envp[i];
+			if (merged)
+				out[i] = merged;
+		}
 	}
-	size_t k = n;
+	k = n;
 	for (int v = 0; v < SHIM_ENV_N; v++)
 		if (shim.env[v] && !has_key(envp, shim.env[v]))
 			out[k++] = shim.env[v];
 	out[k] = NULL;
+	out[k + 1] = merged;
 	return out;
 }
 
 void shim_free_env(char **env)
 {
-	for (size_t i = 0; env && env[i]; i++)
-		if (!strncmp(env[i], "LD_PRELOAD=", 11) && env[i] != shim.env[SHIM_ENV_PRELOAD] &&
-		    shim.self_path && !strncmp(env[i] + 11, shim.self_path, strlen(shim.self_path)) &&
-		    strchr(env[i], ' '))
-			free(env[i]);
+	size_t n = 0;
+
+	if (!env)
+		return;
+	while (env[n])
+		n++;
+	free(env[n + 1]);
 	free(env);
 }
 
@@ -89,40 +96,50 @@ static void *next(const char *name)
 	return fn;
 }
 
-static int do_execve(const char *path, char *const argv[], char *const envp[])
+enum exec_kind { EXEC_VE, EXEC_VPE, EXEC_FVE };
+
+/* One exec with the shim's environment put back; errno is the exec's. */
+static int exec_fixed(enum exec_kind kind, const char *path, int fd, char *const argv[],
+		      char *const envp[])
 {
 	static execve_fn real_execve;
-	char **env;
+	static execvpe_fn real_execvpe;
+	static fexecve_fn real_fexecve;
+	char **env = shim_fix_env(envp);
+	char *const *use = env ? env : envp;
 	int rc, e;
 
-	if (!real_execve)
-		real_execve = (execve_fn)next("execve");
-	env = shim_fix_env(envp);
-	if (!env)
-		return real_execve(path, argv, envp);
-	rc = real_execve(path, argv, env);
+	switch (kind) {
+	case EXEC_VE:
+		if (!real_execve)
+			real_execve = (execve_fn)next("execve");
+		rc = real_execve(path, argv, use);
+		break;
+	case EXEC_VPE:
+		if (!real_execvpe)
+			real_execvpe = (execvpe_fn)next("execvpe");
+		rc = real_execvpe(path, argv, use);
+		break;
+	default:
+		if (!real_fexecve)
+			real_fexecve = (fexecve_fn)next("fexecve");
+		rc = real_fexecve(fd, argv, use);
+		break;
+	}
 	e = errno;
 	shim_free_env(env);
 	errno = e;
 	return rc;
 }
 
+static int do_execve(const char *path, char *const argv[], char *const envp[])
+{
+	return exec_fixed(EXEC_VE, path, -1, argv, envp);
+}
+
 static int do_execvpe(const char *file, char *const argv[], char *const envp[])
 {
-	static execvpe_fn real_execvpe;
-	char **env;
-	int rc, e;
-
-	if (!real_execvpe)
-		real_execvpe = (execvpe_fn)next("execvpe");
-	env = shim_fix_env(envp);
-	if (!env)
-		return real_execvpe(file, argv, envp);
-	rc = real_execvpe(file, argv, env);
-	e = errno;
-	shim_free_env(env);
-	errno = e;
-	return rc;
+	return exec_fixed(EXEC_VPE, file, -1, argv, envp);
 }
 
 SHIM_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
@@ -147,20 +164,7 @@ SHIM_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[]
 
 SHIM_EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
 {
-	static fexecve_fn real_fexecve;
-	char **env;
-	int rc, e;
-
-	if (!real_fexecve)
-		real_fexecve = (fexecve_fn)next("fexecve");
-	env = shim_fix_env(envp);
-	if (!env)
-		return real_fexecve(fd, argv, envp);
-	rc = real_fexecve(fd, argv, env);
-	e = errno;
-	shim_free_env(env);
-	errno = e;
-	return rc;
+	return exec_fixed(EXEC_FVE, NULL, fd, argv, envp);
 }
 
 /* execl, execle, execlp: collect the variadic arguments (bounded), then as above. */

@@ -36,6 +36,16 @@ int main(int argc, char **argv)
 	else if (!strcmp(mode, "own-preload")) {
 		char *own[] = { "LD_PRELOAD=libm.so.6", "TZ=UTC", NULL };
 		execve(self, args, own);
+	} else if (!strcmp(mode, "fail-then-exec")) {
+		/* A failed exec returns: the shim's copies must be freed, nothing else. Then an
+		 * environment whose LD_PRELOAD already names the shim (and more) is kept as is. */
+		char pre[4200];
+		const char *cur = getenv("LD_PRELOAD");
+		snprintf(pre, sizeof(pre), "LD_PRELOAD=%s libm.so.6", cur ? cur : "");
+		char *own[] = { pre, "TZ=UTC", NULL };
+		if (execve("/nonexistent/prog", args, own) != -1)
+			return 5;
+		execve(self, args, own);
 	} else {
 		environ = env; /* the application replaced its whole environment */
 		if (!strcmp(mode, "execv"))

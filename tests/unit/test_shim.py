@@ -81,6 +81,20 @@ def test_a_program_with_its_own_preload_keeps_it_and_gets_the_shim_first() -> No
     assert f"LD_PRELOAD={env['LD_PRELOAD']} libm.so.6\n" in out.stdout
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_failed_exec_returns_cleanly_and_a_preload_naming_the_shim_is_kept(
+    variant: str,
+) -> None:
+    build = VARIANTS[variant]
+    env = shim_env(build, policy_text(8080))
+    probe = build / "tests" / "shim" / "exec_probe"
+    out = subprocess.run(
+        [str(probe), "fail-then-exec"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"LD_PRELOAD={env['LD_PRELOAD']} libm.so.6\n" in out.stdout
+
+
 LISTENER = """
 import socket, sys
 s = socket.socket()
