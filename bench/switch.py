@@ -57,7 +57,11 @@ class BenchError(RuntimeError):
 
 
 def build_dir() -> Path:
-    return Path(os.environ.get("MSTACK_BUILD_DIR", REPO / "build"))
+    """Where mstack-swbench and the sink program are: MSTACK_BENCH_BUILD (e.g. the ASan
+    build; mstackd keeps using MSTACK_BUILD_DIR for its own objects), else MSTACK_BUILD_DIR,
+    else build/."""
+    default = os.environ.get("MSTACK_BUILD_DIR", str(REPO / "build"))
+    return Path(os.environ.get("MSTACK_BENCH_BUILD", default))
 
 
 # -- the C tool -------------------------------------------------------------------------------
@@ -115,7 +119,8 @@ class Tool:
             return self.log.read_text(errors="replace")[-1500:]
         return ""
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Ask it to quit, wait (bounded), stop it by pid if it hangs; its exit status."""
         if self.proc.poll() is None and self.proc.stdin is not None:
             with contextlib.suppress(OSError):
                 self.proc.stdin.write(b"quit\n")
@@ -123,6 +128,7 @@ class Tool:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=10)
         stop_process(self.proc)
+        return int(self.proc.returncode)
 
 
 def run_gen(argv: Sequence[str], seconds: float) -> dict[str, Any]:
@@ -431,6 +437,11 @@ def phase_frames(bed: Bed, plan: Plan, log: Any) -> list[dict[str, Any]]:
                     for fn, system, used in jobs if rep % 2 == 0 else list(reversed(jobs)):
                         fn(system, size, attached, used, rep)
             log(f"  rep {rep + 1}/{plan.reps} done")
+        # A tool that ends badly (a sanitizer's report, a leak) fails the benchmark.
+        for t in (app, sink_a, sink_b):
+            rc = t.close()
+            if rc != 0:
+                raise BenchError(f"{t.name} exited with status {rc}: {t.stderr()}")
     return runs
 
 
@@ -480,6 +491,16 @@ def _fmt_fps(x: float | None) -> str:
 
 def _fmt_ratio(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def dumps(doc: dict[str, Any]) -> str:
+    """JSON with one line per run and per result row: readable, diffable, a tenth the size."""
+    head = {k: v for k, v in doc.items() if k not in ("runs", "results")}
+    text = json.dumps(head, indent=1)[: -len("\n}")]
+    for key in ("results", "runs"):
+        rows = ",\n".join("  " + json.dumps(r, separators=(", ", ": ")) for r in doc[key])
+        text += f',\n "{key}": [\n{rows}\n ]' if rows else f',\n "{key}": []'
+    return text + "\n}\n"
 
 
 def table(doc: dict[str, Any]) -> str:
@@ -689,7 +710,7 @@ def main(argv: Sequence[str]) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     path = out_dir / f"switch-{stamp}.json"
-    path.write_text(json.dumps(doc, indent=1) + "\n")
+    path.write_text(dumps(doc))
     print(table(doc))
     print(f"\nJSON: {path}")
     if want_plot:

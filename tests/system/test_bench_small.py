@@ -24,17 +24,24 @@ if str(REPO) not in sys.path:
 from bench import schema  # noqa: E402
 
 
-def test_quick_switch_bench_writes_valid_json(tmp_path: Path) -> None:
+@pytest.mark.parametrize("variant", ["normal", "asan"])
+def test_quick_switch_bench_writes_valid_json(tmp_path: Path, variant: str) -> None:
+    """The ASan/UBSan build of mstack-swbench plays every part once too (leaks fail it)."""
     if os.geteuid() != 0:
         pytest.skip("the switch benchmark needs root")
-    exe = BUILD / "bin" / "mstack-swbench"
-    assert exe.exists(), f"{exe} missing: make -C bench/c BUILD={BUILD}"
+    build = BUILD if variant == "normal" else BUILD / "asan"
+    exe = build / "bin" / "mstack-swbench"
+    san = " SAN=1" if variant == "asan" else ""
+    assert exe.exists(), f"{exe} missing: make -C bench/c BUILD={build}{san}"
+    env = {**os.environ, "MSTACK_BENCH_BUILD": str(build)}
+    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
     argv = [
         sys.executable, "-m", "bench", "switch", "--quick", "--sizes", "64", "--attached", "1",
         "--used", "1", "--reps", "1", "--seconds", "0.2", "--bulk-mb", "10", "--bulk-reps", "1",
         "--out", str(tmp_path), "--no-plot",
     ]  # fmt: skip
-    out = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=110)
+    out = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=110, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     files = list(tmp_path.glob("switch-*.json"))
     assert len(files) == 1, files
