@@ -51,6 +51,7 @@ RESULT_KEYS: dict[str, type | tuple[type, ...]] = {
     "ratio_to_limit": (float, type(None)),
     "switched_ratio_to_limit": (float, type(None)),
     "ratio_to_one_port": (float, type(None)),
+    "switched_ratio_to_one_port": (float, type(None)),
 }
 ATTACH_KEYS: dict[str, type | tuple[type, ...]] = {
     "bytes": int,
@@ -115,7 +116,13 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                                               attached)),
                 None,
             )  # fmt: skip
-        one = medians.get((direction, "switch", size, 1, 1)) if system == "switch" else None
+        one_key = (direction, "switch", size, 1, 1)
+        one = medians.get(one_key) if system == "switch" else None
+        one_sw = (
+            _median(float(x["switched_fps"]) for x in groups[one_key])
+            if system == "switch" and one_key in groups
+            else None
+        )
         rows.append(
             {
                 "direction": direction,
@@ -134,6 +141,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "ratio_to_limit": med / limit if limit else None,
                 "switched_ratio_to_limit": sw / limit if limit else None,
                 "ratio_to_one_port": med / one if one else None,
+                "switched_ratio_to_one_port": sw / one_sw if one_sw else None,
             }
         )
     return rows

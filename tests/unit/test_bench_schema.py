@@ -23,7 +23,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench import schema  # noqa: E402
-from bench.switch import table  # noqa: E402
+from bench.switch import dumps, table  # noqa: E402
 
 
 def _run(direction: str, system: str, size: int, att: int, used: int, rep: int, fps: float,
@@ -83,10 +83,11 @@ def test_medians_and_ratios() -> None:
     assert sw["limit_median_fps"] == 1_000_001  # the limit of the same phase (1 attached)
     assert sw["ratio_to_limit"] == pytest.approx(300_010 / 1_000_001)
     assert sw["switched_ratio_to_limit"] == pytest.approx(400_000 / 1_000_001)
-    assert sw["ratio_to_one_port"] == 1.0
+    assert sw["ratio_to_one_port"] == 1.0 and sw["switched_ratio_to_one_port"] == 1.0
     sw16 = _row(doc, direction="nic_to_port", system="switch", ports_attached=16)
     assert sw16["limit_median_fps"] == 900_000  # not the 1-port phase's limit
     assert sw16["ratio_to_one_port"] == pytest.approx(270_000 / 300_010)
+    assert sw16["switched_ratio_to_one_port"] == pytest.approx(270_000 / 400_000)
     eg = _row(doc, direction="port_to_nic", system="switch")
     assert eg["median_fps"] == 2_000_000 and eg["ratio_to_limit"] == 1.0
     lim = _row(doc, direction="port_to_nic", system="limit_xsk_tx")
@@ -135,6 +136,15 @@ def test_attach_cost_may_be_absent_and_ints_count_as_numbers() -> None:
     doc["attach_cost"] = None
     doc["duration_s"] = 12
     assert schema.validate(doc) == []
+
+
+def test_written_json_reads_back_the_same() -> None:
+    doc = small_doc()
+    text = dumps(doc)
+    assert json.loads(text) == doc
+    assert len(text.splitlines()) < 120  # one line per run and result row
+    empty = {**doc, "runs": [], "results": []}
+    assert json.loads(dumps(empty)) == empty
 
 
 def test_table_has_a_row_per_result_and_the_attach_cost() -> None:
