@@ -3,7 +3,7 @@ mstackd and mstack-run load at run time as package data, built from this source 
 C parts' own Makefiles into setuptools' temporary directory — never a path of the build tree:
 
   mstackd/data/  switch_ingress.bpf.o switch_port.bpf.o xdp_count.bpf.o (DWARF stripped, BTF
-                 kept), mstack_abi.h (daemon/bpf), mstack_proto.h (utcp_c/include)
+                 kept), mstack_abi.h (daemon/bpf), mstack_proto.h and mstack_stats.h (utcp_c/include)
   mstack/data/   libmstack.so (the LD_PRELOAD shim)
 
 Editable installs (`make deps`) skip it: there paths.py finds everything in the build tree.
@@ -29,7 +29,11 @@ except ImportError:  # setuptools < 70.1: the wheel package has it (not needed f
 
 ROOT = Path(__file__).resolve().parent
 BPF_OBJECTS = ("switch_ingress.bpf.o", "switch_port.bpf.o", "xdp_count.bpf.o")
-HEADERS = (("daemon/bpf", "mstack_abi.h"), ("utcp_c/include", "mstack_proto.h"))
+HEADERS = (
+    ("daemon/bpf", "mstack_abi.h"),
+    ("utcp_c/include", "mstack_proto.h"),
+    ("utcp_c/include", "mstack_stats.h"),
+)
 
 
 def _strip(path: Path, bpf: bool) -> None:

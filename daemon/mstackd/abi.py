@@ -29,5 +29,6 @@ def _cdef_text(src: str) -> str:
 
 ffi.cdef(_TYPEDEFS + _cdef_text(paths.abi_header().read_text()))
 ffi.cdef(_cdef_text(paths.proto_header().read_text()))
+ffi.cdef(_cdef_text(paths.stats_header().read_text()))
 # The headers' #define values, e.g. consts.MSTACK_ABI_VERSION, consts.MSTACK_PROTO_MAGIC.
 consts: Any = ffi.dlopen(None)

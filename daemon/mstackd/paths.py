@@ -57,6 +57,11 @@ def abi_header() -> Path:
     return _header("mstack_abi.h", "daemon/bpf")
 
 
+def stats_header() -> Path:
+    """The statistics region stacks share with mstackd (utcp_c/include/mstack_stats.h)."""
+    return _header("mstack_stats.h", "utcp_c/include")
+
+
 def proto_header() -> Path:
     """The control protocol shared with applications (utcp_c/include/mstack_proto.h)."""
     return _header("mstack_proto.h", "utcp_c/include")

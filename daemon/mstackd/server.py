@@ -28,7 +28,7 @@ from typing import Any
 import psutil
 from pyroute2 import IPRoute
 
-from mstackd import __version__, proto, sockcheck
+from mstackd import __version__, proto, sockcheck, statsregion
 from mstackd.abi import consts
 from mstackd.config import Config
 from mstackd.dataplane import AttachError, Dataplane, Port
@@ -580,6 +580,9 @@ class Daemon:
             out = {"ok": True, "result": result}
         except (ValueError, AttachError, OSError, RegistryError, LeaseError) as e:
             out = {"ok": False, "error": str(e)}
+        except Exception as e:  # a bug must cost one request, never the daemon
+            log.exception("admin request failed")
+            out = {"ok": False, "error": f"internal error: {e}"}
         with contextlib.suppress(OSError):
             conn.sock.send(json.dumps(out).encode())
         self._save()
@@ -594,6 +597,11 @@ class Daemon:
             return self.bindings_view()
         if cmd == "stats":
             return self.stats_view()
+        if cmd == "conns":
+            pid = req.get("pid")
+            if pid is not None and not isinstance(pid, int):
+                raise ValueError("pid must be an integer")
+            return self.conns_view(pid)
         if cmd == "attach":
             nic = self.dp.attach_nic(str(req.get("iface", "")), str(req.get("mode", self.cfg.mode)))
             return {"iface": nic.ifname, "mode": nic.mode, "prog_id": nic.prog_id}
@@ -675,6 +683,22 @@ class Daemon:
             }
             for x in self.leases.leases.values()
         ]
+
+    def conns_view(self, pid: int | None = None) -> list[dict[str, Any]]:
+        """Every connection the stacks published in their statistics regions."""
+        out: list[dict[str, Any]] = []
+        for conn in self.conns.values():
+            if pid is not None and conn.pid != pid:
+                continue
+            for port_id, region in conn.stats.items():
+                try:
+                    r = statsregion.read(region)
+                except statsregion.RegionError as e:
+                    out.append({"pid": conn.pid, "port_id": port_id, "error": str(e)})
+                    continue
+                for c in r["conns"]:
+                    out.append({"pid": conn.pid, "port_id": port_id, "app": r["app"], **c})
+        return out
 
     def stats_view(self) -> dict[str, Any]:
         eg = {}

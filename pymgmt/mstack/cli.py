@@ -144,12 +144,27 @@ def bindings(c: Ctx, as_json: bool) -> None:
 @main.command(help="Connections of user-level stacks, like `ss -tni` (state, cwnd, srtt, ...).")
 @click.option("--pid", type=int, help="Only this process's stack.")
 @json_opt
-@click.pass_context
-def conns(ctx: click.Context, pid: int | None, as_json: bool) -> None:
-    click.echo(
-        "mstackctl conns: not available yet — arrives with UTCP's statistics region", err=True
-    )
-    ctx.exit(exitcodes.EX_UNAVAILABLE)
+@click.pass_obj
+def conns(c: Ctx, pid: int | None, as_json: bool) -> None:
+    cs = c.ask("conns", pid=pid)
+    if as_json:
+        emit_json(cs)
+        return
+    rows = []
+    for x in cs:
+        if "error" in x:
+            click.echo(f"pid {x['pid']} port {x['port_id']}: {x['error']}", err=True)
+            continue
+        o = x["options"]
+        opts = [f"mss {o['mss']}"]
+        if o["wscale"]:
+            opts.append("ws {}/{}".format(*o["wscale"]))
+        opts += [name for name in ("sack", "timestamps") if o[name]]
+        rows.append({**x, "opts": ",".join(opts),
+                     "rtt": f"{x['srtt_us'] / 1000:.1f}/{x['rttvar_us'] / 1000:.1f}"})  # fmt: skip
+    table(rows, [("pid", "PID"), ("state", "STATE"), ("local", "LOCAL"), ("remote", "REMOTE"),
+                 ("cc", "CC"), ("cwnd", "CWND"), ("ssthresh", "SSTHRESH"), ("rtt", "RTT(ms)"),
+                 ("retransmits", "RETRANS"), ("opts", "OPTIONS")])  # fmt: skip
 
 
 def _print_stats(st: dict[str, Any]) -> None:
