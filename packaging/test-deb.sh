@@ -6,7 +6,8 @@
 #      standard Debian 12 system, but not running);
 #   3. the demo's scenario against the installed files only (packaging/installed_demo.py:
 #      mstackd from the unit's ExecStart line attached to a test-bed link, mstack-responder
-#      serving a remote client, mstack-run with the packaged shim, mstackctl doctor);
+#      serving a remote client, nginx through mstack-run with the packaged shim, mstackctl
+#      doctor);
 #   4. a daemon started by hand is stopped by the package's prerm when systemd is not running;
 #   5. `apt remove` leaves nothing but the conffiles (and deb-systemd-helper's state, if that
 #      is installed), `apt purge` removes those too.
@@ -81,10 +82,13 @@ snapshot() {
         -o -print | LC_ALL=C sort)
 }
 
-step "apt-get update in the root; systemd, as on a standard Debian 12 server (minbase has none; it is not running)"
+step "apt-get update in the root; systemd (as on a standard Debian 12 server; not running) and nginx"
 in_root apt-get update -qq
+# nginx too, for the demo's mstack-run step; a policy-rc.d keeps its scripts from starting it.
+printf '#!/bin/sh\nexit 101\n' > "$R/usr/sbin/policy-rc.d"
+chmod 0755 "$R/usr/sbin/policy-rc.d"
 in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd \
-    > /dev/null
+    nginx-light > /dev/null
 cp "$DEB" "$R/tmp/"
 step "apt install ./$(basename "$DEB")"
 in_root sh -c "cd /tmp && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ./$(basename "$DEB")" \
