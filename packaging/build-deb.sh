@@ -68,7 +68,13 @@ install -D -m 0755 "$BUILD/bin/mstack-responder" "$R/usr/bin/mstack-responder"
 install -D -m 0644 "$BUILD/lib/libmstack.so" "$R/usr/lib/$MULTIARCH/libmstack.so"
 strip --strip-unneeded --remove-section=.comment --remove-section=.note "$R/usr/bin/mstack-responder"
 strip --strip-unneeded --remove-section=.comment "$R/usr/lib/$MULTIARCH/libmstack.so"
-# mstack-httpd joins here when it exists (issue 5).
+# mstack-httpd (issue 5) when the build made it; its man page goes with it.
+HTTPD=no
+if [[ -x "$BUILD/bin/mstack-httpd" ]]; then
+    HTTPD=yes
+    install -D -m 0755 "$BUILD/bin/mstack-httpd" "$R/usr/bin/mstack-httpd"
+    strip --strip-unneeded --remove-section=.comment --remove-section=.note "$R/usr/bin/mstack-httpd"
+fi
 
 # -- configuration, unit, man pages, docs -----------------------------------------------------
 install -D -m 0644 "$HERE/etc/mstackd.toml" "$R/etc/mstack/mstackd.toml"
@@ -76,6 +82,7 @@ install -D -m 0644 "$HERE/etc/policy.toml" "$R/etc/mstack/policy.toml"
 install -D -m 0644 "$HERE/systemd/mstackd.service" "$R/lib/systemd/system/mstackd.service"
 for m in "$HERE"/man/*.[18]; do
     sec=${m##*.}
+    [[ $HTTPD == yes || $(basename "$m") != mstack-httpd.1 ]] || continue
     install -D -m 0644 "$m" "$R/usr/share/man/man$sec/$(basename "$m")"
     gzip -9n "$R/usr/share/man/man$sec/$(basename "$m")"
 done
@@ -95,8 +102,9 @@ done
 SHL="$STAGE/shlibdeps"
 mkdir -p "$SHL/debian"
 printf 'Source: %s\n\nPackage: %s\nArchitecture: any\n' "$PKG" "$PKG" > "$SHL/debian/control"
-SHLIBS=$(cd "$SHL" && dpkg-shlibdeps -O "$R/usr/bin/mstack-responder" \
-    "$R/usr/lib/$MULTIARCH/libmstack.so" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
+ELF=("$R/usr/bin/mstack-responder" "$R/usr/lib/$MULTIARCH/libmstack.so")
+[[ $HTTPD == no ]] || ELF+=("$R/usr/bin/mstack-httpd")
+SHLIBS=$(cd "$SHL" && dpkg-shlibdeps -O "${ELF[@]}" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
 # libbpf1 and libxdp1 are dlopen()ed by mstackd (cffi): dpkg-shlibdeps cannot see them.
 # The Python distribution's dependencies, mapped to Debian's python3-* (pyroute2 is vendored).
 PYDEPS=$("$PY" "$HERE/pydeps.py" "$SRC/pyproject.toml")

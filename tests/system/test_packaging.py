@@ -78,6 +78,10 @@ def test_deb_contents(deb: Path, deb_tree: Path) -> None:
         "usr/share/doc/multistack/copyright",
     ]:  # fmt: skip
         assert (deb_tree / p).is_file(), p
+    build = Path(os.environ.get("MSTACK_BUILD_DIR", ROOT / "build"))
+    if (build / "bin/mstack-httpd").exists():  # issue 5's server, once the build makes it
+        assert (deb_tree / "usr/bin/mstack-httpd").is_file()
+        assert (deb_tree / "usr/share/man/man1/mstack-httpd.1.gz").is_file()
     # Nothing of the build machine: no byte-code, no path of this checkout in any file.
     assert not list(deb_tree.rglob("__pycache__"))
     for f in deb_tree.rglob("*"):
