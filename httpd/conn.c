@@ -249,3 +249,8 @@ uint64_t httpd_conn_deadline(const struct httpd_conn *c)
 {
 	return c->deadline;
 }
+
+bool httpd_conn_wants_write(const struct httpd_conn *c)
+{
+	return c->state == HTTPD_WRITING;
+}

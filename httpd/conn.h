@@ -97,5 +97,8 @@ enum httpd_conn_status httpd_conn_on_writable(struct httpd_conn *c, uint64_t now
 /* Past the deadline: the connection is done (counted as a timeout). */
 enum httpd_conn_status httpd_conn_on_timer(struct httpd_conn *c, uint64_t now_ms);
 uint64_t httpd_conn_deadline(const struct httpd_conn *c);
+/* After OPEN: true if the connection waits for send space (a transport that asks for
+ * write readiness only when needed uses this), false if it waits for input. */
+bool httpd_conn_wants_write(const struct httpd_conn *c);
 
 #endif
