@@ -159,6 +159,7 @@ class Plan:
     attach_cost: bool
     spin: bool = False
     idle_sweeps: int = 2000
+    sweep_interval: float = 0.0  # mstackd's claim sweep; 0: its default
 
 
 def quick_plan() -> dict[str, Any]:
@@ -243,6 +244,7 @@ def testbed(plan: Plan) -> Iterator[Bed]:
         cfg.write_text(
             f"[daemon]\nmax_ports_per_process = {n}\numem_frames = {plan.port_frames}\n"
             f"ring_size = {plan.port_ring}\n"
+            + (f"sweep_interval = {plan.sweep_interval}\n" if plan.sweep_interval else "")
         )
         d = stack.enter_context(start_mstackd(a, pins, run_dir, "--config", str(cfg)))
         yield Bed(a, b, d, work)
@@ -618,6 +620,10 @@ def parse_args(argv: Sequence[str]) -> tuple[Plan, Path, bool]:
         "poll() when its rings are empty",
     )  # fmt: skip
     ap.add_argument("--idle-sweeps", type=int, default=2000, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--daemon-sweep", type=float, default=0.0, metavar="SECONDS",
+        help="mstackd's sweep_interval for the run (default: mstackd's own default)",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path, default=RESULTS, help="directory for JSON and PNG")
     ap.add_argument("--no-plot", action="store_true")
     a = ap.parse_args(list(argv))
@@ -632,7 +638,7 @@ def parse_args(argv: Sequence[str]) -> tuple[Plan, Path, bool]:
         seconds=base["seconds"], bulk_mb=base["bulk_mb"], bulk_reps=base["bulk_reps"],
         port_frames=a.port_frames, port_ring=a.port_ring, pin=not a.no_pin, quick=a.quick,
         directions=[d for d in schema.DIRECTIONS if d in only], attach_cost="attach" in only,
-        spin=a.spin, idle_sweeps=a.idle_sweeps,
+        spin=a.spin, idle_sweeps=a.idle_sweeps, sweep_interval=a.daemon_sweep,
     )  # fmt: skip
     bad = [s for s in plan.sizes if not 60 <= s <= 1514]
     if bad or not plan.sizes:
@@ -696,6 +702,7 @@ def main(argv: Sequence[str]) -> int:
             "port_ring": plan.port_ring,
             "pinned": plan.pin,
             "counter_spin": plan.spin,
+            "daemon_sweep_interval": plan.sweep_interval or None,
             "generator": "mstack-swbench gen: AF_XDP (copy mode) on the sending veth end, "
             "libmsport rings, 64-frame batches, one sendto per batch",
         },
