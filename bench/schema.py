@@ -147,7 +147,9 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def attach_summary(bytes_: int, mode: str, detached: list[float], attached: list[float]) -> dict:
+def attach_summary(
+    bytes_: int, mode: str, detached: list[float], attached: list[float]
+) -> dict[str, Any]:
     md, ma = _median(detached), _median(attached)
     return {
         "bytes": bytes_,
