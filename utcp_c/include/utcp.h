@@ -149,7 +149,7 @@ struct utcp_conn_info {
 	uint32_t cwnd, ssthresh, snd_wnd, rcv_wnd;
 	uint32_t srtt_us, rttvar_us, rto_us;
 	uint32_t unacked, sndbuf_used, rcvbuf_used;
-	uint64_t retransmits, rto_timeouts, fast_retransmits;
+	uint64_t retransmits, rto_timeouts, fast_retransmits, spurious_recoveries;
 	uint64_t bytes_acked, bytes_received;
 	uint32_t reordering;         /* current DupThresh, segments */
 	const char *cc;
@@ -175,7 +175,7 @@ struct utcp_stats {
 	uint64_t frames_in, frames_out, tx_dropped;
 	uint64_t segs_in, segs_out, data_segs_out, retransmits;
 	uint64_t rto_timeouts, fast_retransmits, dupacks_in, lost_retransmits, tail_loss_probes;
-	uint64_t reordering_seen;
+	uint64_t reordering_seen, spurious_recoveries;
 	uint64_t rst_in, rst_out, challenge_acks, challenge_acks_limited, keepalive_probes;
 	uint64_t active_opens, passive_opens, established, resets, timeouts;
 	uint64_t conns_in_use;

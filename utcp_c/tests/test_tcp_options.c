@@ -287,3 +287,54 @@ TEST(test_established_frag_needed_for_unknown_connection_ignored)
 	CHECK_EQ(utcp_get_stats(h->st)->drops[UTCP_DROP_ICMP_NO_CONN], 1);
 	h_free(h);
 }
+
+TEST(test_established_spurious_fast_retransmit_undone_by_timestamps)
+{
+	/* RFC 3522 detection: the ACK covering the retransmitted segment echoes the
+	 * original's timestamp, so the original arrived (reordering): the window is
+	 * restored when the recovery ends. */
+	struct h *h = h_with(false, true, true);
+	static char d[10000];
+	struct utcp_tcp_opts o;
+	struct utcp_conn_info ci = {.sz = sizeof(ci)};
+	struct h_seg s;
+	uint32_t x, ts_orig, i;
+
+	memset(&h->syn_opts, 0, sizeof(h->syn_opts));
+	h->syn_opts.sack_ok = true;
+	h->syn_opts.has_ts = true;
+	h->syn_opts.tsval = 100;
+	h->syn_opts.has_mss = true;
+	h->syn_opts.mss = 1012;                 /* 1000 bytes of payload with timestamps */
+	h_syn_received(h);
+	o = ts_opt(101, 0);
+	h_send_opts(h, ACK, 1001, h->iss + 1, W, NULL, 0, &o);
+	h->conn = EVENT(h).conn;
+	x = h->iss + 1;
+	memset(d, 'e', sizeof(d));
+	utcp_send(h->st, h->conn, d, sizeof(d), h->now);
+	s = EXPECT(h, ACK, x, 1001, 1000);
+	ts_orig = s.th.opt.tsval;
+	for (i = 1; i < 10; i++)
+		EXPECT(h, ACK, x + 1000 * i, 1001, 1000);
+	utcp_conn_info(h->st, h->conn, &ci);
+	CHECK_EQ(ci.cwnd, 10000);
+	h->now += 20000;
+	/* segment 1 is "late": three segments SACKed above it */
+	memset(&o, 0, sizeof(o));
+	o.has_ts = true, o.tsval = 102, o.tsecr = ts_orig;
+	o.nsack = 1, o.sack[0].left = x + 1000, o.sack[0].right = x + 4000;
+	h_send_opts(h, ACK, 1001, x, W, NULL, 0, &o);
+	s = EXPECT(h, ACK, x, 1001, 1000);              /* fast retransmit */
+	CHECK(s.th.opt.tsval > ts_orig);
+	utcp_conn_info(h->st, h->conn, &ci);
+	CHECK_EQ(ci.cwnd, 5000);                         /* halved (FlightSize 10000) */
+	/* the original arrives: everything acknowledged, echoing its old timestamp */
+	memset(&o, 0, sizeof(o));
+	o.has_ts = true, o.tsval = 103, o.tsecr = ts_orig;
+	h_send_opts(h, ACK, 1001, x + 10000, W, NULL, 0, &o);
+	utcp_conn_info(h->st, h->conn, &ci);
+	CHECK_EQ(ci.spurious_recoveries, 1);
+	CHECK_EQ(ci.cwnd, 10000);                        /* restored */
+	h_free(h);
+}

@@ -36,7 +36,7 @@ static void cubic_init(struct utcp_tcb *tcb, uint32_t iw_segs)
 static void cubic_on_ack(struct utcp_tcb *tcb, uint32_t acked, uint64_t now)
 {
 	struct cubic *c = cb(tcb);
-	double smss = tcb->mss, cwnd = tcb->cwnd / smss, t, rtt, target, w_cubic;
+	double smss = tcp_smss(tcb), cwnd = tcb->cwnd / smss, t, rtt, target, w_cubic;
 
 	if (tcb->cwnd < tcb->ssthresh) {
 		utcp_cc_newreno.on_ack(tcb, acked, now);    /* slow start (RFC 9438 4.10) */
@@ -76,7 +76,7 @@ static void cubic_on_ack(struct utcp_tcb *tcb, uint32_t acked, uint64_t now)
 static void reduce(struct utcp_tcb *tcb)
 {
 	struct cubic *c = cb(tcb);
-	double smss = tcb->mss, cwnd = tcb->cwnd / smss, ss;
+	double smss = tcp_smss(tcb), cwnd = tcb->cwnd / smss, ss;
 
 	/* fast convergence (4.7) */
 	if (cwnd < c->w_last_max)
@@ -106,7 +106,7 @@ static void cubic_on_recovery_end(struct utcp_tcb *tcb)
 static void cubic_on_rto(struct utcp_tcb *tcb)
 {
 	reduce(tcb);                                  /* 4.8 */
-	tcb->cwnd = tcb->mss;
+	tcb->cwnd = tcp_smss(tcb);
 	tcb->cwnd_acc = 0;
 }
 

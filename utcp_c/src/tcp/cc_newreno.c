@@ -11,7 +11,7 @@ static void nr_init(struct utcp_tcb *tcb, uint32_t n)
 {
 	/* RFC 6928 / RFC 5681 3.1 generalised to the configured segment count:
 	 * IW = min(N*SMSS, max(2*SMSS, N*1460)). */
-	uint32_t smss = tcb->mss;
+	uint32_t smss = tcp_smss(tcb);
 	uint32_t cap = 2 * smss > n * 1460u ? 2 * smss : n * 1460u;
 
 	tcb->cwnd = n * smss < cap ? n * smss : cap;
@@ -24,7 +24,7 @@ static void nr_on_ack(struct utcp_tcb *tcb, uint32_t acked, uint64_t now)
 	(void)now;
 	if (tcb->cwnd < tcb->ssthresh) {
 		/* slow start, appropriate byte counting with L = 2*SMSS (RFC 3465) */
-		uint32_t inc = acked < 2 * tcb->mss ? acked : 2 * tcb->mss;
+		uint32_t inc = acked < 2 * tcp_smss(tcb) ? acked : 2 * tcp_smss(tcb);
 
 		tcb->cwnd += inc;
 	} else {
@@ -32,7 +32,7 @@ static void nr_on_ack(struct utcp_tcb *tcb, uint32_t acked, uint64_t now)
 		tcb->cwnd_acc += acked;
 		if (tcb->cwnd_acc >= tcb->cwnd) {
 			tcb->cwnd_acc -= tcb->cwnd;
-			tcb->cwnd += tcb->mss;
+			tcb->cwnd += tcp_smss(tcb);
 		}
 	}
 }
@@ -41,21 +41,21 @@ static uint32_t half_flight(const struct utcp_tcb *tcb)
 {
 	uint32_t f = tcp_flight(tcb) / 2;
 
-	return f > 2 * (uint32_t)tcb->mss ? f : 2 * (uint32_t)tcb->mss;   /* RFC 5681 eqn. 4 */
+	return f > 2 * tcp_smss(tcb) ? f : 2 * tcp_smss(tcb);   /* RFC 5681 eqn. 4 */
 }
 
 static void nr_on_loss(struct utcp_tcb *tcb, uint64_t now)
 {
 	(void)now;
 	tcb->ssthresh = half_flight(tcb);
-	tcb->cwnd = tcb->ssthresh + 3 * tcb->mss;    /* RFC 6582 3.2 (2) */
+	tcb->cwnd = tcb->ssthresh + 3 * tcp_smss(tcb);    /* RFC 6582 3.2 (2) */
 	tcb->cwnd_acc = 0;
 }
 
 static void nr_on_recovery_end(struct utcp_tcb *tcb)
 {
 	/* RFC 6582 3.2 (3) full ACK, option (1): min(ssthresh, max(FlightSize, SMSS) + SMSS) */
-	uint32_t f = tcp_flight(tcb), m = tcb->mss;
+	uint32_t f = tcp_flight(tcb), m = tcp_smss(tcb);
 	uint32_t v = (f > m ? f : m) + m;
 
 	tcb->cwnd = v < tcb->ssthresh ? v : tcb->ssthresh;
@@ -64,7 +64,7 @@ static void nr_on_recovery_end(struct utcp_tcb *tcb)
 static void nr_on_rto(struct utcp_tcb *tcb)
 {
 	tcb->ssthresh = half_flight(tcb);
-	tcb->cwnd = tcb->mss;                        /* loss window */
+	tcb->cwnd = tcp_smss(tcb);                        /* loss window */
 	tcb->cwnd_acc = 0;
 }
 

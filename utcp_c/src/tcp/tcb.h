@@ -91,6 +91,11 @@ struct utcp_tcb {
 	utcp_seq rxt_hw;         /* highest sequence ever retransmitted (reordering detection) */
 	uint8_t reordering;      /* DupThresh in segments, raised when reordering is seen */
 	bool tlp_sent;           /* a tail loss probe is out for this flight */
+	/* Eifel detection (RFC 3522) with timestamps: undo a spurious fast retransmit */
+	bool undo_armed, spurious;
+	uint32_t rxt_tsval;      /* TSval of the first retransmission of the recovery */
+	uint32_t episode_rxts;   /* segments retransmitted in this recovery */
+	uint32_t prior_cwnd, prior_ssthresh;
 
 	/* timers: one wheel entry armed at the earliest of these deadlines */
 	struct utcp_timer timer;
@@ -108,7 +113,8 @@ struct utcp_tcb {
 	bool ev_queued;
 
 	/* counters */
-	uint64_t retransmits, rto_timeouts, fast_retransmits, bytes_acked, bytes_received;
+	uint64_t retransmits, rto_timeouts, fast_retransmits, spurious_recoveries;
+	uint64_t bytes_acked, bytes_received;
 };
 
 /* ---- the segment under processing, passed explicitly (no per-segment statics) ---- */

@@ -538,6 +538,7 @@ int utcp_conn_info(struct utcp_stack *st, utcp_cid c, struct utcp_conn_info *inf
 	ci.retransmits = tcb->retransmits;
 	ci.rto_timeouts = tcb->rto_timeouts;
 	ci.fast_retransmits = tcb->fast_retransmits;
+	ci.spurious_recoveries = tcb->spurious_recoveries;
 	ci.bytes_acked = tcb->bytes_acked;
 	ci.bytes_received = tcb->bytes_received;
 	ci.reordering = tcb->reordering;

@@ -256,11 +256,29 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 			tcp_rtt_sample(tcb, (uint32_t)(seg->now - tcb->rtt_start), &st->cfg);
 			tcb->backoff = 0;
 		}
+		/* Eifel detection (RFC 3522): the first ACK covering the retransmitted segment
+		 * echoes a timestamp older than the retransmission: the original arrived, the
+		 * "loss" was reordering.  Undo the reduction (RFC 4015's simple response). */
+		if (tcb->undo_armed && seg->th->opt.has_ts) {
+			tcb->undo_armed = false;
+			tcb->spurious = (int32_t)(seg->th->opt.tsecr - tcb->rxt_tsval) < 0;
+		}
 		if (tcb->in_recovery) {
 			if (seq_ge(seg->ack, tcb->recover)) {
 				/* RFC 6582 3.2 (3): full acknowledgment */
 				tcb->in_recovery = false;
 				tcb->cc->on_recovery_end(tcb);
+				if (tcb->spurious && tcb->episode_rxts == 1) {
+					/* The only retransmission was spurious: restore the
+					 * window it cost (RFC 4015 style response). */
+					if (tcb->cwnd < tcb->prior_cwnd)
+						tcb->cwnd = tcb->prior_cwnd;
+					if (tcb->ssthresh < tcb->prior_ssthresh)
+						tcb->ssthresh = tcb->prior_ssthresh;
+					tcb->spurious_recoveries++;
+					st->stats.spurious_recoveries++;
+				}
+				tcb->spurious = false;
 			} else if (tcb->sack_ok) {
 				/* RFC 6675 5 (C): a partial ACK; tcp_output() sends what the
 				 * pipe allows, lost holes first (NextSeg rule 1). */
@@ -269,9 +287,9 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 				 * unacknowledged segment, deflate by the amount acked, add back one
 				 * SMSS if that was at least one SMSS. */
 				tcp_retransmit_first(st, tcb, seg->now);
-				tcb->cwnd = tcb->cwnd > acked ? tcb->cwnd - acked : tcb->mss;
-				if (acked >= tcb->mss)
-					tcb->cwnd += tcb->mss;
+				tcb->cwnd = tcb->cwnd > acked ? tcb->cwnd - acked : tcp_smss(tcb);
+				if (acked >= tcp_smss(tcb))
+					tcb->cwnd += tcp_smss(tcb);
 			}
 		} else {
 			tcb->cc->on_ack(tcb, acked, seg->now);
@@ -315,11 +333,18 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 	}
 	/* Loss detection: three duplicate ACKs (RFC 5681 3.2), or with SACK, IsLost(SND.UNA)
 	 * (RFC 6675 5: DupThresh * SMSS SACKed above it), unless a recovery is still
-	 * covering this data (RFC 6582 4.1 / RFC 6675 "RecoveryPoint"). */
-	if (!tcb->in_recovery && seq_gt(seq_add(seg->ack, -1), tcb->recover) &&
+	 * covering this data: RFC 6582 3.2 (1) wants the ACK to cover more than "recover",
+	 * the highest sequence number sent (our recover is SND.MAX, one past it). */
+	if (!tcb->in_recovery && seq_ge(seg->ack, tcb->recover) &&
 	    seq_lt(tcb->snd_una, tcb->snd_max) &&
 	    ((is_dup && !tcb->sack_ok && tcb->dupacks == UTCP_DUPTHRESH) ||
 	     (tcb->sack_ok && tcp_sack_is_lost(tcb, tcb->snd_una)))) {
+		tcb->prior_cwnd = tcb->cwnd;
+		tcb->prior_ssthresh = tcb->ssthresh;
+		tcb->undo_armed = tcb->ts_ok;
+		tcb->spurious = false;
+		tcb->episode_rxts = 0;
+		tcb->rxt_tsval = tcp_ts_now(tcb, seg->now);
 		tcb->cc->on_loss(tcb, seg->now);
 		if (tcb->sack_ok)
 			tcb->cwnd = tcb->ssthresh;      /* RFC 6675 5 (4.2): cwnd = ssthresh */
@@ -332,7 +357,7 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 		st->stats.fast_retransmits++;
 		tcp_retransmit_first(st, tcb, seg->now);   /* the first segment, always */
 	} else if (is_dup && tcb->dupacks > UTCP_DUPTHRESH && tcb->in_recovery && !tcb->sack_ok) {
-		tcb->cwnd += tcb->mss;                  /* RFC 6582 3.2 (3): inflate */
+		tcb->cwnd += tcp_smss(tcb);                  /* RFC 6582 3.2 (3): inflate */
 	}
 	/* Window update, "if SND.UNA =< SEG.ACK =< SND.NXT": when SND.WL1 < SEG.SEQ or
 	 * (SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK). */
@@ -566,7 +591,7 @@ static void other_states(struct utcp_stack *st, struct utcp_tcb *tcb, const stru
 			/* RFC 5681 4.2: ACK at least every second full-sized segment, at once
 			 * when a hole is being filled; otherwise within the delayed-ACK bound. */
 			tcb->ack_pending_bytes += dlen;
-			if (had_ooo || tcb->ack_pending_bytes >= 2u * (tcb->mss - (tcb->ts_ok ? 12u : 0u)))
+			if (had_ooo || tcb->ack_pending_bytes >= 2u * tcp_smss(tcb))
 				tcb->ack_now = true;
 			else if (!tcb->delack_at)
 				tcb->delack_at = now + st->cfg.delack_us;

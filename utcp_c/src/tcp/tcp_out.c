@@ -227,6 +227,7 @@ void tcp_retransmit_first(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t 
 	if (len && len == tcb->sbuf.len)
 		flags |= UTCP_TH_PSH;
 	tcp_send_segment(st, tcb, tcb->snd_una, flags, 0, len, now);
+	tcb->episode_rxts++;
 	tcb->retransmits++;
 	st->stats.retransmits++;
 	tcb->rtt_timing = false;        /* Karn: no samples from retransmitted data */
@@ -286,6 +287,7 @@ void tcp_output(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 							 (uint32_t)seq_diff(rs, tcb->snd_una), rl, now);
 					tcb->high_rxt = seq_add(rs, rl);
 					tcp_note_rxt(tcb, tcb->high_rxt);
+					tcb->episode_rxts++;
 					tcb->retransmits++;
 					st->stats.retransmits++;
 					tcb->rtt_timing = false;        /* Karn */

@@ -169,8 +169,10 @@ static void rto_expired(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t no
 	if (tcb->backoff == 0)
 		tcb->cc->on_rto(tcb);
 	else
-		tcb->cwnd = tcb->mss;
+		tcb->cwnd = tcp_smss(tcb);
 	tcb->in_recovery = false;
+	tcb->undo_armed = false;
+	tcb->spurious = false;
 	tcb->dupacks = 0;
 	tcb->tlp_at = 0;
 	tcp_sack_clear(tcb);                    /* RFC 2018 8: the receiver may have reneged */
