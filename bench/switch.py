@@ -380,14 +380,18 @@ def phase_frames(bed: Bed, plan: Plan, log: Any) -> list[dict[str, Any]]:
         def ingress(system: str, size: int, attached: int, used: int, rep: int) -> None:
             counter, host = (app, a) if system == "switch" else (sink_b, b)
             spin = system == "switch" and plan.spin
+            sw0 = switch_counters() if system == "switch" else {}
             before = counter.json_cmd(f"snap {plan.seconds + 2}" if spin else "snap")
             g = run_gen(gen_argv(host, size, used), plan.seconds)
             time.sleep(0.05)  # what is in flight lands
             after = counter.json_cmd("snap")
+            sw1 = switch_counters() if system == "switch" else {}
             key = "rx_frames" if system == "switch" else "frames"
             delivered = int(after[key]) - int(before[key])
             detail: dict[str, Any] = {"gen": g}
             if system == "switch":
+                # The switch's own count: frames its XDP program redirected to a port.
+                detail["switch_to_port"] = sw1["to_port"] - sw0["to_port"]
                 detail["ports_hit"] = after["ports_hit"]
                 for k in ("k_rx_dropped", "k_rx_fill_ring_empty", "k_rx_ring_full"):
                     detail[k] = int(after[k]) - int(before[k])
@@ -397,7 +401,17 @@ def phase_frames(bed: Bed, plan: Plan, log: Any) -> list[dict[str, Any]]:
             runs.append(_run("nic_to_port", system, size, attached, used, rep, g, delivered,
                              switched, detail))  # fmt: skip
 
+        def switch_counters() -> dict[str, int]:
+            st = bed.d.admin("stats")
+            eg = st["egress"]
+            return {
+                "to_port": int(st["ingress"]["to_port_conn"]),
+                "egress_sent": int(eg["sent"]),
+                "egress_dropped": int(eg["frames"]) - int(eg["sent"]),
+            }
+
         def egress(system: str, size: int, attached: int, used: int, rep: int) -> None:
+            sw0 = switch_counters() if system == "switch" else {}
             before = sink_a.json_cmd("snap")
             if system == "switch":
                 g = app.json_cmd(f"send {size} {plan.seconds} {used}", plan.seconds + 30)
@@ -412,8 +426,13 @@ def phase_frames(bed: Bed, plan: Plan, log: Any) -> list[dict[str, Any]]:
             time.sleep(0.05)
             after = sink_a.json_cmd("snap")
             delivered = int(after["frames"]) - int(before["frames"])
+            detail: dict[str, Any] = {"gen": g}
+            if system == "switch":
+                # The TC egress check's own counts: frames it let out and frames it dropped.
+                sw1 = switch_counters()
+                detail.update({k: sw1[k] - sw0[k] for k in ("egress_sent", "egress_dropped")})
             runs.append(_run("port_to_nic", system, size, attached, used, rep, g, delivered,
-                             delivered, {"gen": g}))  # fmt: skip
+                             delivered, detail))  # fmt: skip
 
         def hold(n: int) -> None:
             t0 = time.monotonic()
