@@ -42,6 +42,8 @@ utcp:
 	$(MAKE) -C utcp_c/tools BUILD=$(BUILD)/asan SAN=1
 	$(MAKE) -C utcp_c/stats BUILD=$(BUILD)
 	$(MAKE) -C utcp_c/stats BUILD=$(BUILD)/asan SAN=1
+	$(MAKE) -C utcp_c/xdp BUILD=$(BUILD)
+	$(MAKE) -C utcp_c/xdp BUILD=$(BUILD)/asan SAN=1
 
 benchtools: utcp
 	$(MAKE) -C bench/c BUILD=$(BUILD)
@@ -93,6 +95,7 @@ clean:
 	$(MAKE) -C utcp_c/ctl clean BUILD=$(BUILD)
 	$(MAKE) -C utcp_c/tools clean BUILD=$(BUILD)
 	$(MAKE) -C utcp_c/stats clean BUILD=$(BUILD)
+	$(MAKE) -C utcp_c/xdp clean BUILD=$(BUILD)
 	$(MAKE) -C bench/c clean BUILD=$(BUILD)
 	$(MAKE) -C shim clean BUILD=$(BUILD)
 	rm -rf $(BUILD)
