@@ -26,10 +26,15 @@ SIZE_IMPAIRED = 100_000_000 if FULL else 3_000_000
 IMPAIRMENT = {"loss": 0.03, "reorder": 0.25, "dup": 0.01, "delay_ms": 5, "seed": 7}
 
 SENDER = r"""
-import hashlib, socket, sys
+import hashlib, socket, subprocess, sys
 host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 data = open(path, "rb").read()
 s = socket.create_connection((host, port), timeout=60)
+# What the kernel negotiated with UTCP: TCP_INFO, what `ss -tni` reads (Debian 12's ss does
+# not print ts/sack on this kernel, even between two kernel sockets: tcpi_options is exact).
+ti = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+ss = subprocess.run(["ss", "-tni", "dst", host], capture_output=True, text=True).stdout
+print("OPTS", ti[5], ti[6] & 15, ti[6] >> 4, " ".join(ss.split()))
 s.sendall(data)
 s.shutdown(socket.SHUT_WR)
 s.settimeout(120)
@@ -106,7 +111,11 @@ def utcp_receives(d: Mstackd, host, payload: Path, n: int, tmp: Path) -> None:  
         p = xdpcat(d, host.host_ip, "listen", "9000", stdout=f)
         t = time.monotonic()
         r = host.python(SENDER, host.host_ip, "9000", str(part), timeout=600)
-        assert r.stdout.strip() == "ok", r.stderr
+        assert r.stdout.strip().splitlines()[-1] == "ok", r.stderr
+        opts, snd_ws, rcv_ws, ss = r.stdout.splitlines()[0].split(maxsplit=4)[1:]
+        # The kernel peer negotiated timestamps (1), SACK (2) and window scaling (4) with UTCP,
+        # and ss shows the scales it uses both ways.
+        assert int(opts) == 7 and f"wscale:{snd_ws},{rcv_ws}" in ss, r.stdout
         assert p.wait(120) == 0, p.stderr.read() if p.stderr else ""
     elapsed = time.monotonic() - t
     assert sha(out, n) == sha(part, n) and out.stat().st_size == n
