@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #define BAD (-400)
@@ -271,8 +272,31 @@ int http_target_path(const char *target, size_t len, char *out, size_t out_cap)
 
 	if (out_cap == 0)
 		return BAD;
+	/* absolute-form (RFC 9112 3.2.2): servers must accept it; the authority is ignored
+	 * like Host is (one site per server) and the path follows it */
+	i = 0;
+	if (len >= 7 && strncasecmp(target, "http://", 7) == 0)
+		i = 7;
+	else if (len >= 8 && strncasecmp(target, "https://", 8) == 0)
+		i = 8;
+	if (i > 0) {
+		size_t a = i;
+		while (i < len && target[i] != '/' && target[i] != '?' && target[i] != '#')
+			i++;
+		if (i == a)
+			return BAD; /* no authority */
+		if (i == len || target[i] != '/') {
+			if (out_cap < 2)
+				return BAD;
+			out[0] = '/';
+			out[1] = '\0';
+			return 0;
+		}
+		target += i;
+		len -= i;
+	}
 	if (len == 0 || target[0] != '/')
-		return BAD; /* only origin-form: "*" and absolute-form are refused */
+		return BAD; /* "*" (asterisk-form) and anything else */
 	for (i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)target[i];
 		if (c == '?' || c == '#')

@@ -34,10 +34,11 @@ struct http_request {
  * request line got as far as a HEAD (so that the error response carries no body). */
 long http_parse_request(const char *buf, size_t len, size_t max_head, struct http_request *req);
 
-/* Turns an origin-form request-target into the decoded path to look up (NUL-terminated):
- * the query is dropped, %XX decoded.  0 on success; -400 for a target that does not start
- * with '/', a bad or NUL/control escape, a backslash, or a "." or ".." segment (raw or
- * encoded) — path traversal is refused before any lookup. */
+/* Turns a request-target into the decoded path to look up (NUL-terminated): origin-form
+ * ("/p?q") or absolute-form ("http://authority/p?q", the authority ignored); the query is
+ * dropped, %XX decoded.  0 on success; -400 for any other form, a bad or NUL/control
+ * escape, a backslash, or a "." or ".." segment (raw or encoded) — path traversal is
+ * refused before any lookup. */
 int http_target_path(const char *target, size_t len, char *out, size_t out_cap);
 
 enum http_conn_header {

@@ -275,6 +275,13 @@ TEST(target_path_decodes)
 	CHECK_EQ(path_of("/%25", out), 0); /* decoded once only */
 	CHECK_STR(out, "/%");
 	CHECK_EQ(http_target_path("/abcdef", 7, out, 4), -400); /* does not fit */
+	/* absolute-form: the authority is ignored, the path is what counts */
+	CHECK_EQ(path_of("http://example.org/a/b.html?q", out), 0);
+	CHECK_STR(out, "/a/b.html");
+	CHECK_EQ(path_of("HTTP://example.org:8080", out), 0);
+	CHECK_STR(out, "/");
+	CHECK_EQ(path_of("https://h?x", out), 0);
+	CHECK_STR(out, "/");
 }
 
 TEST(target_path_refuses_traversal_and_junk)
@@ -282,7 +289,8 @@ TEST(target_path_refuses_traversal_and_junk)
 	static const char *const bad[] = {
 		"/..", "/../", "/../etc/passwd", "/a/../b", "/a/..", "/.", "/./a", "/a/./b",
 		"/%2e%2e/x", "/%2E%2e", "/.%2e/x", "/%2e./x", "/a/..%2fb", "/a%2f..%2fb",
-		"/%2e", "/a\\b", "/a%5cb", "/..\\x", "a/b", "*", "http://h/x", "", "/%00",
+		"/%2e", "/a\\b", "/a%5cb", "/..\\x", "a/b", "*", "http:/h/x", "ftp://h/x", "",
+		"http://", "http:///x", "http://h/../x", "http://h/%2e%2e/x", "/%00",
 		"/a%0a", "/a%7f", "/%zz", "/%2", "/%", "/a%g0",
 	};
 	char out[256];
