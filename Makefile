@@ -77,7 +77,8 @@ bench: deps build
 	$(PY) -m bench
 
 ## deb, wheel, deb-check: packaging (docs/packaging.md). deb-check installs the .deb into a
-## fresh Debian 12 root (debootstrap, cached in /var/cache/multistack) and runs the demo there.
+## fresh Debian 12 root (debootstrap, cached in /var/cache/multistack) and runs the demo there,
+## then under a running systemd in a container (systemd-nspawn).
 .PHONY: deb wheel deb-check
 deb: deps build
 	packaging/build-deb.sh $(BUILD)/deb $(PY)
@@ -87,6 +88,7 @@ wheel: deps
 
 deb-check: deb
 	PYTHON=$(PY) packaging/test-deb.sh $(BUILD)/deb/multistack_*.deb
+	packaging/test-systemd.sh $(BUILD)/deb/multistack_*.deb
 
 clean:
 	$(MAKE) -C daemon/bpf clean BUILD=$(BUILD)/bpf

@@ -291,3 +291,16 @@ def test_deb_in_a_fresh_root(deb: Path) -> None:
                        text=True, timeout=900, env={**os.environ, "PYTHON": PY})  # fmt: skip
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert "deb-check: OK" in r.stdout
+
+
+@pytest.mark.long
+@pytest.mark.skipif(not FULL, reason="boots a Debian root under systemd-nspawn (~1 min, apt): "
+                    "MSTACK_FULL=1 or make deb-check")  # fmt: skip
+def test_deb_under_a_running_systemd(deb: Path) -> None:
+    _have("debootstrap", "unshare")
+    if not Path("/var/cache/multistack/bookworm-minbase.tar.gz").exists():
+        pytest.skip("no cached Debian root yet (test_deb_in_a_fresh_root makes it)")
+    r = subprocess.run([str(ROOT / "packaging/test-systemd.sh"), str(deb)], capture_output=True,
+                       text=True, timeout=900)  # fmt: skip
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert "test-systemd: OK" in r.stdout
