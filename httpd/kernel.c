@@ -24,6 +24,11 @@ struct kconn {
 	struct httpd_conn c; /* first: the epoll cookie of a connection is a struct kconn */
 	int fd;
 	bool want_out; /* EPOLLOUT registered: only once a write had to wait */
+	/* Skipping syscalls that would say EAGAIN (as nginx does with EPOLLET): a short read
+	 * means the receive queue was empty, a short send that the send buffer was full, and
+	 * the kernel wakes epoll again when that changes.  After the peer's FIN has been
+	 * reported no new event will come, so then reads always go to the kernel. */
+	bool rx_drained, tx_full, rx_hup;
 	struct kconn *prev, *next;
 };
 
@@ -43,11 +48,19 @@ static long k_read(void *io, void *buf, size_t len)
 	struct kconn *k = io;
 	ssize_t n;
 
+	if (k->rx_drained)
+		return -EAGAIN;
 	do
 		n = read(k->fd, buf, len);
 	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	if (n < 0) {
+		if (errno != EWOULDBLOCK)
+			return -errno;
+		k->rx_drained = true;
+		return -EAGAIN;
+	}
+	if (n > 0 && (size_t)n < len && !k->rx_hup)
+		k->rx_drained = true;
 	return (long)n;
 }
 
@@ -55,13 +68,25 @@ static long k_writev(void *io, const struct iovec *iov, int iovcnt)
 {
 	struct kconn *k = io;
 	struct msghdr mh = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
+	size_t want = 0;
 	ssize_t n;
+	int i;
 
+	if (k->tx_full)
+		return -EAGAIN;
+	for (i = 0; i < iovcnt; i++)
+		want += iov[i].iov_len;
 	do
 		n = sendmsg(k->fd, &mh, MSG_NOSIGNAL);
 	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	if (n < 0) {
+		if (errno != EWOULDBLOCK)
+			return -errno;
+		k->tx_full = true;
+		return -EAGAIN;
+	}
+	if ((size_t)n < want)
+		k->tx_full = true;
 	return (long)n;
 }
 
@@ -84,7 +109,11 @@ struct kserver {
 	unsigned nconns, max_conns;
 	bool accept_paused;
 	struct kconn *conns; /* all open connections, for deadlines and the final close */
+	struct kconn *spare; /* released connections kept for reuse (no malloc per accept) */
+	unsigned nspare;
 };
+
+#define MAX_SPARE 256
 
 static void conn_release(struct kserver *ks, struct kconn *k)
 {
@@ -97,7 +126,24 @@ static void conn_release(struct kserver *ks, struct kconn *k)
 	if (k->next)
 		k->next->prev = k->prev;
 	ks->nconns--;
-	free(k);
+	if (ks->nspare < MAX_SPARE) {
+		k->next = ks->spare;
+		ks->spare = k;
+		ks->nspare++;
+	} else {
+		free(k);
+	}
+}
+
+static struct kconn *conn_alloc(struct kserver *ks)
+{
+	struct kconn *k = ks->spare;
+
+	if (!k)
+		return malloc(sizeof(*k));
+	ks->spare = k->next;
+	ks->nspare--;
+	return k;
 }
 
 static void accept_all(struct kserver *ks, uint64_t now)
@@ -121,12 +167,14 @@ static void accept_all(struct kserver *ks, uint64_t now)
 			}
 			return;
 		}
-		if (ks->nconns >= ks->max_conns || !(k = calloc(1, sizeof(*k)))) {
+		if (ks->nconns >= ks->max_conns || !(k = conn_alloc(ks))) {
 			close(fd); /* over the limit: refused at once */
 			continue;
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		k->fd = fd;
+		k->want_out = k->rx_drained = k->tx_full = k->rx_hup = false;
+		k->prev = NULL;
 		httpd_conn_init(&k->c, ks->srv, &kernel_ops, k, now);
 		/* Edge-triggered; adding reports input that is already there, so the request is
 		 * read on that first event.  EPOLLOUT only once a response has to wait for
@@ -271,6 +319,12 @@ int httpd_kernel_serve(struct httpd_server *srv, const struct httpd_kernel_opts 
 				continue;
 			}
 			k = p;
+			if (evs[i].events & (EPOLLRDHUP | EPOLLERR | EPOLLHUP))
+				k->rx_hup = true;
+			if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
+				k->rx_drained = false;
+			if (evs[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+				k->tx_full = false;
 			/* one run does both directions: read, write and linger all loop to EAGAIN */
 			if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
 				st = httpd_conn_on_readable(&k->c, now);
@@ -288,6 +342,11 @@ int httpd_kernel_serve(struct httpd_server *srv, const struct httpd_kernel_opts 
 	}
 	while (ks.conns)
 		conn_release(&ks, ks.conns);
+	while (ks.spare) {
+		struct kconn *k = ks.spare;
+		ks.spare = k->next;
+		free(k);
+	}
 	if (ks.sfd >= 0)
 		close(ks.sfd);
 	if (ks.lfd >= 0)

@@ -324,6 +324,23 @@ TEST(response_heads)
 	n = http_response_head(buf, sizeof(buf), 200, NULL, 0, HTTP_CONN_KEEP_ALIVE, false, NULL);
 	CHECK(strstr(buf, "\r\nConnection: keep-alive\r\n"));
 	CHECK_EQ(http_response_head(buf, 20, 200, NULL, 0, HTTP_CONN_NONE, false, NULL), 0);
+	/* the bound is exact: the head and its NUL */
+	n = http_response_head(buf, sizeof(buf), 404, "text/plain", 18446744073709551615ull,
+			       HTTP_CONN_CLOSE, false, "D");
+	CHECK(strstr(buf, "\r\nContent-Length: 18446744073709551615\r\n"));
+	{
+		char exact[512];
+		size_t k;
+		CHECK_EQ(http_response_head(exact, n + 1, 404, "text/plain",
+					    18446744073709551615ull, HTTP_CONN_CLOSE, false, "D"),
+			 n);
+		CHECK(memcmp(exact, buf, n + 1) == 0);
+		for (k = 0; k <= n; k++)
+			CHECK_EQ(http_response_head(exact, k, 404, "text/plain",
+						    18446744073709551615ull, HTTP_CONN_CLOSE,
+						    false, "D"),
+				 0);
+	}
 
 	http_format_date(784111777, buf, sizeof(buf));
 	CHECK_STR(buf, "Sun, 06 Nov 1994 08:49:37 GMT");
