@@ -260,15 +260,28 @@ def policy_check(file: Path, as_json: bool) -> None:
     help="mstackd configuration to check.",
 )
 @click.option("--no-probe", is_flag=True, help="Skip the XDP/AF_XDP probe (veth, XDP program).")
+@click.option(
+    "--try-attach",
+    is_flag=True,
+    help="Attach an XDP_PASS program to each NIC without one for a moment, native then generic "
+    "(some drivers reset the link when XDP comes or goes).",
+)
 @json_opt
 @click.pass_obj
 def doctor(
-    c: Ctx, ifaces: tuple[str, ...], policy: Path, config: Path, no_probe: bool, as_json: bool
+    c: Ctx,
+    ifaces: tuple[str, ...],
+    policy: Path,
+    config: Path,
+    no_probe: bool,
+    try_attach: bool,
+    as_json: bool,
 ) -> None:
     from mstack import doctor as doc
 
     report = doc.run(doc.Options(run_dir=c.run_dir, ifaces=list(ifaces), policy=policy,
-                                 config=config, probe=not no_probe))  # fmt: skip
+                                 config=config, probe=not no_probe,
+                                 try_attach=try_attach))  # fmt: skip
     if as_json:
         emit_json(report.to_json())
     else:

@@ -52,6 +52,7 @@ class Options:
     policy: Path = Path("/etc/mstack/policy.toml")
     config: Path = Path("/etc/mstack/mstackd.toml")
     probe: bool = True  # the veth/XDP/AF_XDP probe (needs root)
+    try_attach: bool = False  # attach an XDP_PASS program to each NIC for a moment (needs root)
 
 
 @dataclass
@@ -428,9 +429,11 @@ def check_nic(ctx: Context, ifname: str, nic: dict[str, Any] | None) -> list[Fin
                            "mode) is attached: mstackd will not replace or chain it",
                            f"remove it if it is not needed (ip link set dev {ifname} xdp off; "
                            "see bpftool net show) or use another NIC"))  # fmt: skip
+    elif ctx.opts.try_attach:
+        out.append(try_attach(ifname, mode))
     else:
         out.append(Finding(f"{tag} XDP", "ok", f"no XDP program; mstackd would attach in {mode} "
-                           "mode (detected by trying; generic works on every NIC)"))  # fmt: skip
+                           "mode (not tried: --try-attach tries it)"))  # fmt: skip
     try:
         feats = _nic_features(ifname)
     except Exception as e:  # pyroute2's ethtool raises several kinds
@@ -457,6 +460,36 @@ def check_nic(ctx: Context, ifname: str, nic: dict[str, Any] | None) -> list[Fin
                            f"{'on' if feats.get('rx-checksum') else 'off'}"
                            + (f" ({kind})" if kind else "")))  # fmt: skip
     return out
+
+
+def try_attach(ifname: str, mode: str) -> Finding:
+    """Attach xdp_count (XDP_PASS for every frame) in native, then generic mode, and detach it
+    at once: whether this NIC's driver takes native XDP is found by trying (design.md
+    section 3), never by driver name. Some drivers reset the link when XDP comes or goes."""
+    from mstackd import libbpf
+    from mstackd.probe import Mode, PortCounter
+
+    tag = f"NIC {ifname} XDP"
+    if not all(effective_caps() >> CAPS[n] & 1 for n in ("CAP_NET_ADMIN", "CAP_BPF")):
+        return Finding(tag, "skip", "--try-attach needs root", "run doctor as root")
+    errors = {}
+    modes: tuple[Mode, ...] = ("native", "generic")
+    for m in modes:
+        try:
+            with PortCounter(ifname, m):
+                pass
+        except (OSError, libbpf.BpfError) as e:
+            errors[m] = str(e).splitlines()[0]
+            continue
+        if m == "native":
+            return Finding(tag, "ok", "native XDP attaches (tried, and detached)")
+        if mode == "native":
+            return Finding(tag, "fail", f"native XDP does not attach ({errors['native']}); "
+                           "generic does", "set mode = \"generic\" in mstackd.toml (and turn "
+                           f"GRO off: ethtool -K {ifname} gro off)")  # fmt: skip
+        return Finding(tag, "ok", f"generic XDP attaches (native does not: {errors['native']})")
+    return Finding(tag, "fail", f"XDP does not attach: {errors}", "another NIC, or a kernel "
+                   "and driver with XDP support")  # fmt: skip
 
 
 # -- daemon and files ------------------------------------------------------------------------

@@ -77,3 +77,15 @@ def test_foreign_xdp_program_is_reported(remote_host: RemoteHost, tmp_path: Path
     assert code == 1
     assert finding["status"] == "fail" and "foreign XDP program" in finding["detail"]
     assert "xdp off" in finding["hint"]
+
+
+def test_try_attach_finds_native_xdp_and_leaves_the_nic_clean(
+    remote_host: RemoteHost, tmp_path: Path
+) -> None:
+    _code, f = doctor(tmp_path / "run", "--no-probe", "--try-attach", "--iface",
+                     remote_host.host_if)  # fmt: skip
+    finding = f[f"NIC {remote_host.host_if} XDP"]
+    assert finding["status"] == "ok" and "native XDP attaches" in finding["detail"], finding
+    out = subprocess.run(["ip", "-j", "link", "show", remote_host.host_if], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    assert '"xdp"' not in out  # detached again (the session's leak check agrees)

@@ -224,3 +224,25 @@ def test_packaged_policy_examples_are_valid() -> None:
     apps = policy.loads(examples)
     assert set(apps) == {"nginx", "redis"}
     assert apps["nginx"].exe == ["nginx"]
+
+
+def test_try_attach_without_native_xdp_asks_for_generic(
+    opts: doctor.Options, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contextlib
+
+    from mstackd import libbpf, probe
+
+    @contextlib.contextmanager
+    def fake_counter(ifname: str, mode: str) -> Any:
+        if mode == "native":
+            raise libbpf.BpfError(95, "attach XDP")  # EOPNOTSUPP, as a driver without XDP
+        yield None
+
+    monkeypatch.setattr(doctor, "effective_caps", lambda pid="self": ALL_CAPS)
+    monkeypatch.setattr(probe, "PortCounter", fake_counter)
+    monkeypatch.setattr(libbpf, "xdp_query_id", lambda ifindex, flags=0: 0)
+    monkeypatch.setattr(doctor, "_nic_features", lambda ifname: {"rx-gro": False})
+    opts.ifaces, opts.try_attach = ["lo"], True
+    f = by_check(doctor.run(opts), "NIC lo XDP")
+    assert f.status == "fail" and 'mode = "generic"' in f.hint
