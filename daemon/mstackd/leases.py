@@ -43,6 +43,17 @@ def parse_ranges(text: str) -> list[tuple[int, int]]:
     return out
 
 
+def compress(ports: set[int]) -> list[tuple[int, int]]:
+    """{1, 2, 3, 7} -> [(1, 3), (7, 7)]"""
+    out: list[tuple[int, int]] = []
+    for p in sorted(ports):
+        if out and out[-1][1] == p - 1:
+            out[-1] = (out[-1][0], p)
+        else:
+            out.append((p, p))
+    return out
+
+
 def format_ranges(ranges: list[tuple[int, int]]) -> str:
     return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in sorted(ranges))
 
@@ -74,12 +85,12 @@ class LeaseManager:
         return int(lo), int(hi)
 
     def _reserve(self, first: int, last: int, add: bool) -> None:
-        ranges = parse_ranges(self.reserved.read_text())
-        if add:
-            ranges.append((first, last))
-        elif (first, last) in ranges:
-            ranges.remove((first, last))
-        self.reserved.write_text(format_ranges(ranges) + "\n")
+        """Add or remove a block in ip_local_reserved_ports. Port by port: the kernel merges
+        adjacent ranges (ours with a neighbour's), so a range written is not always read back."""
+        ports = {p for a, b in parse_ranges(self.reserved.read_text()) for p in range(a, b + 1)}
+        block = set(range(first, last + 1))
+        ports = ports | block if add else ports - block
+        self.reserved.write_text(format_ranges(compress(ports)) + "\n")
 
     def lease(self, port_id: int, addr: str, count: int = 0) -> Lease:
         count = count or DEFAULT_BLOCK
