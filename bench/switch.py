@@ -41,6 +41,7 @@ if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 from mstack_testkit import Mstackd, start_mstackd  # noqa: E402
+from mstackd.config import Config  # noqa: E402
 from testbed.netns import RemoteHost, remote_host_cm, stop_process, unique_name  # noqa: E402
 
 BPFFS = Path("/sys/fs/bpf")
@@ -160,6 +161,8 @@ class Plan:
     spin: bool = False
     idle_sweeps: int = 2000
     sweep_interval: float = 0.0  # mstackd's claim sweep; 0: its default
+    attach_modes: tuple[str, ...] = ("native", "generic")  # the daemon's default goes first
+    switch_mode: str = ""  # mstackd --mode for host A ("": its default)
 
 
 def quick_plan() -> dict[str, Any]:
@@ -246,7 +249,8 @@ def testbed(plan: Plan) -> Iterator[Bed]:
             f"ring_size = {plan.port_ring}\n"
             + (f"sweep_interval = {plan.sweep_interval}\n" if plan.sweep_interval else "")
         )
-        d = stack.enter_context(start_mstackd(a, pins, run_dir, "--config", str(cfg)))
+        mode = ["--mode", plan.switch_mode] if plan.switch_mode else []
+        d = stack.enter_context(start_mstackd(a, pins, run_dir, "--config", str(cfg), *mode))
         yield Bed(a, b, d, work)
 
 
@@ -299,27 +303,31 @@ def bulk_once(b: RemoteHost, nbytes: int, timeout: float = 120.0) -> float:
 
 
 def phase_attach_cost(bed: Bed, plan: Plan, log: Any) -> dict[str, Any]:
+    """Detached and each attach mode, the order rotated every repetition. The first mode is
+    the one mstackd picks by default (the daemon says which); "generic" works on veth as it
+    comes (GRO is off by default there, and generic XDP needs it off)."""
     nbytes = plan.bulk_mb * 1_000_000
-    detached: list[float] = []
-    attached: list[float] = []
-    mode = ""
+    times: dict[str, list[float]] = {"detached": []}
+    # mstackd's default mode (its Config; the bench's config file does not set one) first.
+    default = Config().mode
+    modes = [default, *(m for m in plan.attach_modes if m != default)]
     bulk_once(bed.b, min(nbytes, 20_000_000))  # warm-up (neighbours, memory)
     for rep in range(plan.bulk_reps):
-        order = ("detached", "attached") if rep % 2 == 0 else ("attached", "detached")
-        for which in order:
-            if which == "attached":
-                mode = str(bed.d.admin("attach", iface=bed.b.host_if)["mode"])
+        order = ["detached", *modes]
+        k = rep % len(order)
+        for which in order[k:] + order[:k]:
+            if which == "detached":
+                times["detached"].append(bulk_once(bed.b, nbytes))
+            else:
+                bed.d.admin("attach", iface=bed.b.host_if, mode=which)
                 time.sleep(0.2)
                 try:
-                    attached.append(bulk_once(bed.b, nbytes))
+                    times.setdefault(which, []).append(bulk_once(bed.b, nbytes))
                 finally:
                     bed.d.admin("detach", iface=bed.b.host_if)
                     time.sleep(0.2)
-            else:
-                detached.append(bulk_once(bed.b, nbytes))
-            log(f"attach cost rep {rep}: {which} {plan.bulk_mb} MB "
-                f"{(detached if which == 'detached' else attached)[-1]:.3f} s")  # fmt: skip
-    return schema.attach_summary(nbytes, mode, detached, attached)
+            log(f"attach cost rep {rep}: {which} {plan.bulk_mb} MB {times[which][-1]:.3f} s")
+    return schema.attach_summary(nbytes, times["detached"], {m: times[m] for m in modes})
 
 
 def _taskset(cpu: int | None) -> list[str]:
@@ -552,6 +560,11 @@ def table(doc: dict[str, Any]) -> str:
             f"{ac['median_attached_s']:.3f} s (medians); rate with the switch = "
             f"{_fmt_ratio(ac['rate_ratio'])} of the rate without",
         ]
+        for m in ac["modes"][1:]:
+            lines.append(
+                f"             {m['mode']}: {m['median_attached_s']:.3f} s, rate "
+                f"{_fmt_ratio(m['rate_ratio'])} of the rate without"
+            )
     return "\n".join(lines)
 
 
@@ -640,6 +653,15 @@ def parse_args(argv: Sequence[str]) -> tuple[Plan, Path, bool]:
     )  # fmt: skip
     ap.add_argument("--idle-sweeps", type=int, default=2000, help=argparse.SUPPRESS)
     ap.add_argument(
+        "--attach-modes",
+        default="native,generic",
+        help="attach cost: the modes to measure (mstackd's default always, first)",
+    )
+    ap.add_argument(
+        "--switch-mode", choices=["native", "generic"],
+        help="the mode mstackd attaches host A's NIC in for the frame runs (default: its own)",
+    )  # fmt: skip
+    ap.add_argument(
         "--daemon-sweep", type=float, default=0.0, metavar="SECONDS",
         help="mstackd's sweep_interval for the run (default: mstackd's own default)",
     )  # fmt: skip
@@ -658,6 +680,8 @@ def parse_args(argv: Sequence[str]) -> tuple[Plan, Path, bool]:
         port_frames=a.port_frames, port_ring=a.port_ring, pin=not a.no_pin, quick=a.quick,
         directions=[d for d in schema.DIRECTIONS if d in only], attach_cost="attach" in only,
         spin=a.spin, idle_sweeps=a.idle_sweeps, sweep_interval=a.daemon_sweep,
+        attach_modes=tuple(m for m in a.attach_modes.split(",") if m),
+        switch_mode=a.switch_mode or "",
     )  # fmt: skip
     bad = [s for s in plan.sizes if not 60 <= s <= 1514]
     if bad or not plan.sizes:
@@ -668,6 +692,8 @@ def parse_args(argv: Sequence[str]) -> tuple[Plan, Path, bool]:
         ap.error("--used: at least 1")
     if not 1 <= plan.reps <= 100 or not 0 < plan.seconds <= 60:
         ap.error("--reps 1..100, --seconds (0, 60]")
+    if any(m not in ("native", "generic") for m in plan.attach_modes):
+        ap.error("--attach-modes: native and/or generic")
     if not 1 <= plan.bulk_mb <= 4000 or not 1 <= plan.bulk_reps <= 50:
         ap.error("--bulk-mb 1..4000, --bulk-reps 1..50")
     return plan, a.out, not a.no_plot
@@ -721,6 +747,7 @@ def main(argv: Sequence[str]) -> int:
             "port_ring": plan.port_ring,
             "pinned": plan.pin,
             "counter_spin": plan.spin,
+            "switch_mode": plan.switch_mode or None,
             "daemon_sweep_interval": plan.sweep_interval or None,
             "generator": "mstack-swbench gen: AF_XDP (copy mode) on the sending veth end, "
             "libmsport rings, 64-frame batches, one sendto per batch",

@@ -58,7 +58,9 @@ def small_doc() -> dict[str, Any]:
         "runs": runs,
         "results": schema.summarize(runs),
         "attach_cost": schema.attach_summary(
-            100_000_000, "native", [0.1, 0.12, 0.11], [0.2, 0.22, 0.18]
+            100_000_000,
+            [0.1, 0.12, 0.11],
+            {"native": [0.2, 0.22, 0.18], "generic": [0.12, 0.13, 0.125]},
         ),
         "notes": [],
     }
@@ -94,7 +96,9 @@ def test_medians_and_ratios() -> None:
     assert lim["ratio_to_limit"] is None and lim["ratio_to_one_port"] is None
     ac = doc["attach_cost"]
     assert ac["median_detached_s"] == 0.11 and ac["median_attached_s"] == 0.2
-    assert ac["rate_ratio"] == pytest.approx(0.55)
+    assert ac["rate_ratio"] == pytest.approx(0.55) and ac["mode"] == "native"
+    assert [m["mode"] for m in ac["modes"]] == ["native", "generic"]
+    assert ac["modes"][1]["rate_ratio"] == pytest.approx(0.11 / 0.125)
 
 
 def test_results_are_ordered_by_direction_size_and_ports() -> None:
@@ -121,6 +125,8 @@ def test_results_are_ordered_by_direction_size_and_ports() -> None:
         (lambda d: d["results"][0].update(ratio_to_limit=0.5), "limit line"),
         (lambda d: d["results"][1].pop("ratio_to_one_port"), "ratio_to_one_port"),
         (lambda d: d["attach_cost"].pop("rate_ratio"), "rate_ratio"),
+        (lambda d: d["attach_cost"]["modes"][1].pop("mode"), "modes[1]"),
+        (lambda d: d["attach_cost"].update(modes=[]), "modes: empty"),
         (lambda d: d.update(notes=[1]), "notes"),
     ],
 )
@@ -152,7 +158,7 @@ def test_table_has_a_row_per_result_and_the_attach_cost() -> None:
     out = table(doc)
     assert len([ln for ln in out.splitlines() if ln.startswith(("nic_to_port", "port_to_nic"))]) \
         == len(doc["results"])  # fmt: skip
-    assert "attach cost" in out and "55%" in out
+    assert "attach cost" in out and "55%" in out and "generic" in out
 
 
 @pytest.mark.parametrize("variant", ["normal", "asan"])
