@@ -53,6 +53,8 @@ class Snapshot:
     pins: set[str]
     procs: dict[tuple[int, float], str]  # (pid, create time) -> description
     errors: list[str] = field(default_factory=list)
+    # net.ipv4.ip_local_reserved_ports, port by port (mstackd's leases reserve blocks there)
+    reserved_ports: frozenset[int] = frozenset()
 
 
 def _json(argv: list[str]) -> Any:
@@ -146,8 +148,24 @@ def _procs() -> dict[tuple[int, float], str]:
     return out
 
 
+RESERVED_PORTS = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
+
+
+def _reserved_ports() -> frozenset[int]:
+    out: set[int] = set()
+    for part in RESERVED_PORTS.read_text().strip().split(","):
+        if part:
+            lo, _, hi = part.partition("-")
+            out.update(range(int(lo), int(hi or lo) + 1))
+    return frozenset(out)
+
+
 def take_snapshot() -> Snapshot:
     snap = Snapshot(set(), {}, set(), {})
+    try:
+        snap.reserved_ports = _reserved_ports()
+    except (OSError, ValueError) as e:
+        snap.errors.append(f"could not read {RESERVED_PORTS}: {e}")
     for attr, fn in (("netns", _netns), ("links", _links), ("pins", _pins), ("procs", _procs)):
         try:
             setattr(snap, attr, fn())
@@ -207,6 +225,11 @@ def compare(before: Snapshot, after: Snapshot) -> list[str]:
             leaks.append(f"BPF pin {BPFFS / pin}")
     for key in sorted(set(after.procs) - set(before.procs)):
         leaks.append(f"child process {after.procs[key]}")
+    extra = sorted(after.reserved_ports - before.reserved_ports)
+    if extra:
+        leaks.append(
+            f"{len(extra)} port(s) left in ip_local_reserved_ports ({extra[0]}..{extra[-1]})"
+        )
     return leaks
 
 

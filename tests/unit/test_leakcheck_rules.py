@@ -105,3 +105,10 @@ def test_ignore_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(leakcheck.IGNORE_ENV, "manual*, other")
     after = snap(netns={"manual1", "other", "kept"})
     assert compare(snap(), after) == ["network namespace kept"]
+
+
+def test_reserved_ports_left_behind_are_a_leak() -> None:
+    before, after = snap(), snap()
+    after.reserved_ports = frozenset(range(61000, 61064))
+    leaks = compare(before, after)
+    assert leaks == ["64 port(s) left in ip_local_reserved_ports (61000..61063)"]
