@@ -183,3 +183,10 @@ def test_bench_says_the_http_benchmark_is_not_there_yet() -> None:
         timeout=60,
     )  # fmt: skip
     assert out.returncode == 64
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "bench" / "results").glob("switch-*.json")), ids=lambda p: p.name
+)
+def test_stored_results_follow_the_schema(path: Path) -> None:
+    assert schema.validate(json.loads(path.read_text())) == []
