@@ -10,8 +10,10 @@ the same, with nothing of the switch on it. mstack-swbench (bench/c) plays every
   port -> NIC: `ports` sends from its ports -> TC egress check -> A's root end -> `sink` on A's
                remote end. Limit: `gen` on A's root end (an XSK straight on the NIC) -> the sink.
   attach cost: 400 MB of kernel TCP from B's namespace to the root namespace, with the switch
-               detached from and attached to B's root end (mstackd's default mode), alternating.
-All runs of one phase are interleaved (A B A B ...) and repeated; the results are medians."""
+               detached from B's root end and attached in mstackd's default mode (native) and
+               in generic mode, the order rotated.
+Each repetition visits every attached count; within one, limit lines and switch runs alternate
+(A B A B ...), in reversed order every other repetition. The results are medians."""
 
 from __future__ import annotations
 
