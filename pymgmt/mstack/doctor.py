@@ -236,7 +236,8 @@ def _probe_in_child() -> dict[str, Any]:
     """Runs in a forked child that is alone in a new network namespace."""
     from pyroute2 import IPRoute
 
-    from mstackd import kabi, libbpf, paths, xsk
+    from mstackd import kabi, libbpf, paths
+    from mstackd.xsk import Geometry, create_xsk
 
     res: dict[str, Any] = {}
     with IPRoute() as ipr:
@@ -262,8 +263,8 @@ def _probe_in_child() -> dict[str, Any]:
             except (OSError, libbpf.BpfError) as e:
                 res[mode] = str(e)
     try:
-        h = xsk.create_xsk("mstdoc0", xsk.Geometry(frames=64, rx_size=64, tx_size=64,
-                                                    fill_size=64, comp_size=64))  # fmt: skip
+        geom = Geometry(frames=64, rx_size=64, tx_size=64, fill_size=64, comp_size=64)
+        h = create_xsk("mstdoc0", geom)
         h.close()
         res["af_xdp"] = ""
     except (OSError, ValueError, libbpf.BpfError) as e:
