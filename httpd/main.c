@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,7 @@ int main(int argc, char **argv)
 	struct httpd_files *files;
 	struct httpd_server srv;
 	char err[PATH_MAX + 128];
+	sigset_t stop_signals;
 	int opt, rc;
 
 	opterr = 0;
@@ -140,6 +142,13 @@ int main(int argc, char **argv)
 			run_dir ? run_dir : "/run/mstack");
 		return EX_UNAVAILABLE;
 	}
+
+	/* SIGTERM/SIGINT are taken from a signalfd by the transport; blocked from here on, one
+	 * that arrives while the root is being mapped still ends in a clean exit 0 */
+	sigemptyset(&stop_signals);
+	sigaddset(&stop_signals, SIGTERM);
+	sigaddset(&stop_signals, SIGINT);
+	sigprocmask(SIG_BLOCK, &stop_signals, NULL);
 
 	rc = httpd_files_load(root, &files, err, sizeof(err));
 	if (rc < 0) {
