@@ -70,6 +70,7 @@ def test_deb_contents(deb: Path, deb_tree: Path) -> None:
         "usr/lib/multistack/python/mstackd/data/xdp_count.bpf.o",
         "usr/lib/multistack/python/mstackd/data/mstack_abi.h",
         "usr/lib/multistack/python/mstackd/data/mstack_proto.h",
+        "usr/lib/multistack/python/mstackd/data/mstack_stats.h",
         "usr/lib/multistack/python/pyroute2/__init__.py",
         "lib/systemd/system/mstackd.service",
         "etc/mstack/mstackd.toml", "etc/mstack/policy.toml",
@@ -188,6 +189,7 @@ def test_wheel_carries_package_data(wheel: Path) -> None:
         for n in ["mstack/data/libmstack.so", "mstackd/data/switch_ingress.bpf.o",
                   "mstackd/data/switch_port.bpf.o", "mstackd/data/xdp_count.bpf.o",
                   "mstackd/data/mstack_abi.h", "mstackd/data/mstack_proto.h",
+                  "mstackd/data/mstack_stats.h",
                   "mstack/paths.py", "mstack/doctor.py"]:  # fmt: skip
             assert n in names, n
         for n in names:
