@@ -84,7 +84,7 @@ class Mstackd:
     def restart(self) -> None:
         """Start a new daemon with the same names (after kill() or stop())."""
         self.proc = self.spawn()
-        wait_line(self.proc, "mstackd: ready", timeout=30)
+        wait_line(self.proc, "mstackd: ready", timeout=90)
 
     def spawn(self) -> subprocess.Popen[str]:
         """The daemon's log goes to a file (a pipe nobody reads would block it)."""
@@ -146,7 +146,7 @@ def start_mstackd(
     d.argv = argv
     d.proc = d.spawn()
     try:
-        wait_line(d.proc, "mstackd: ready", timeout=30)
+        wait_line(d.proc, "mstackd: ready", timeout=90)
         yield d
     finally:
         d.stop()
