@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 export MSTACK_BUILD_DIR := $(BUILD)
 
-.PHONY: all deps build bpf utcp shim benchtools test test-full test-unit demo bench lint clean
+.PHONY: all deps build bpf utcp shim benchtools httpd test test-full test-unit demo bench lint clean
 
 all: build
 
@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 ## build: C parts with -Wall -Wextra -Werror, plus the ASan/UBSan variant under build/asan.
-build: bpf utcp shim benchtools
+build: bpf utcp shim benchtools httpd
 
 bpf:
 	$(MAKE) -C daemon/bpf BUILD=$(BUILD)/bpf
@@ -44,6 +44,10 @@ utcp:
 	$(MAKE) -C utcp_c/stats BUILD=$(BUILD)/asan SAN=1
 	$(MAKE) -C utcp_c/xdp BUILD=$(BUILD)
 	$(MAKE) -C utcp_c/xdp BUILD=$(BUILD)/asan SAN=1
+
+httpd:
+	$(MAKE) -C httpd BUILD=$(BUILD)
+	$(MAKE) -C httpd BUILD=$(BUILD)/asan SAN=1
 
 benchtools: utcp
 	$(MAKE) -C bench/c BUILD=$(BUILD)
@@ -99,5 +103,6 @@ clean:
 	$(MAKE) -C utcp_c/stats clean BUILD=$(BUILD)
 	$(MAKE) -C utcp_c/xdp clean BUILD=$(BUILD)
 	$(MAKE) -C bench/c clean BUILD=$(BUILD)
+	$(MAKE) -C httpd clean BUILD=$(BUILD)
 	$(MAKE) -C shim clean BUILD=$(BUILD)
 	rm -rf $(BUILD)
