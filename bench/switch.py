@@ -607,9 +607,10 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
         ax.set_title("NIC -> port" if d == "nic_to_port" else "port -> NIC")
         ax.set_xlabel("frame size (bytes, without FCS)")
         ax.set_ylabel("Mframes/s (median)")
-        ax.set_ylim(bottom=0)
+        top = max((r["median_fps"] for r in doc["results"] if r["direction"] == d), default=1)
+        ax.set_ylim(0, 1.6 * top / 1e6)  # room above the limit line for the legend
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper right", ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
