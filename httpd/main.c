@@ -1,5 +1,5 @@
 /* main.c — mstack-httpd's command line: load the document root, pick the transport, serve.
- * Only the kernel transport exists today; the UTCP one needs UTCP's xdp port backend. */
+ * Two transports: UTCP on a port from mstackd (the default) and kernel sockets (--kernel). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
@@ -12,6 +12,7 @@
 #include "conn.h"
 #include "files.h"
 #include "kernel.h"
+#include "utcp_transport.h"
 
 /* sysexits.h values, as the rest of the project uses them */
 #define EX_USAGE       64
@@ -34,8 +35,8 @@ static void usage(FILE *out)
 		"\n"
 		"  --listen IP:PORT  IPv4 address and port (0: any free port)\n"
 		"  --root DIR        document root (\"/\" and directories serve index.html)\n"
-		"  --kernel          serve on kernel sockets (epoll); without it the server\n"
-		"                    would run on UTCP, which is not available yet (exit 69)\n"
+		"  --kernel          serve on kernel sockets (epoll); without it the server runs\n"
+		"                    on UTCP, on a port from mstackd (exit 69 if unreachable)\n"
 		"  --run-dir DIR     mstackd's run directory for the UTCP mode (default\n"
 		"                    $MSTACK_RUN_DIR or /run/mstack); unused with --kernel\n"
 		"  --max-conns N     open connections at most (default %d)\n",
@@ -135,13 +136,6 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return EX_USAGE;
 	}
-	if (!kernel) {
-		fprintf(stderr,
-			"mstack-httpd: the UTCP mode is not available yet: it arrives with UTCP's "
-			"xdp port backend (run dir %s); use --kernel to serve on kernel sockets\n",
-			run_dir ? run_dir : "/run/mstack");
-		return EX_UNAVAILABLE;
-	}
 
 	/* SIGTERM/SIGINT are taken from a signalfd by the transport; blocked from here on, one
 	 * that arrives while the root is being mapped still ends in a clean exit 0 */
@@ -158,7 +152,17 @@ int main(int argc, char **argv)
 	fprintf(stderr, "mstack-httpd: %zu files (%zu bytes) mapped from %s\n",
 		httpd_files_count(files), httpd_files_bytes(files), root);
 	httpd_server_init(&srv, files);
-	rc = httpd_kernel_serve(&srv, &kopts);
+	if (kernel) {
+		rc = httpd_kernel_serve(&srv, &kopts);
+	} else {
+		struct httpd_utcp_opts uopts = { .listen = kopts.listen, .max_conns = kopts.max_conns,
+						 .run_dir = run_dir, .ready = stdout };
+		rc = httpd_utcp_serve(&srv, &uopts);
+		if (rc < 0) {
+			httpd_files_free(files);
+			return EX_UNAVAILABLE; /* mstackd unreachable or refusing: the message says */
+		}
+	}
 	if (rc == 0)
 		fprintf(stderr,
 			"mstack-httpd: stopped: %llu connections, %llu requests (2xx %llu, "

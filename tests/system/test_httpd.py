@@ -280,9 +280,12 @@ def make_root(root: Path) -> dict[str, bytes]:
 
 
 @contextlib.contextmanager
-def serving(variant: str, rh: RemoteHost, tmp_path: Path, *extra: str) -> Iterator[Server]:
-    """mstack-httpd --kernel on rh.host_ip:PORT over a fresh root; on exit SIGTERM, and the
-    server must exit 0 without a sanitizer report."""
+def serving(
+    variant: str, rh: RemoteHost, tmp_path: Path, *extra: str, run_dir: Path | None = None
+) -> Iterator[Server]:
+    """mstack-httpd on rh.host_ip:PORT over a fresh root — on kernel sockets (--kernel), or on
+    UTCP with a port from the mstackd whose run directory is `run_dir`; on exit SIGTERM, and
+    the server must exit 0 without a sanitizer report."""
     exe = VARIANTS[variant] / "bin" / "mstack-httpd"
     if not exe.exists():
         pytest.fail(f"{exe} is missing: build httpd (make build, or make -C httpd) first")
@@ -291,7 +294,8 @@ def serving(variant: str, rh: RemoteHost, tmp_path: Path, *extra: str) -> Iterat
     env = dict(os.environ)
     env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
     env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
-    argv = [str(exe), "--listen", f"{rh.host_ip}:{PORT}", "--root", str(root), "--kernel"]
+    argv = [str(exe), "--listen", f"{rh.host_ip}:{PORT}", "--root", str(root)]
+    argv += ["--run-dir", str(run_dir)] if run_dir is not None else ["--kernel"]
     proc = subprocess.Popen(
         [*argv, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
@@ -306,12 +310,22 @@ def serving(variant: str, rh: RemoteHost, tmp_path: Path, *extra: str) -> Iterat
         assert mark not in err, err
 
 
-@pytest.fixture(params=list(VARIANTS))
+@pytest.fixture(params=[(v, m) for m in ("kernel", "utcp") for v in VARIANTS],
+                ids=lambda p: f"{p[1]}-{p[0]}")  # fmt: skip
 def httpd(
     request: pytest.FixtureRequest, remote_host: RemoteHost, tmp_path: Path
 ) -> Iterator[Server]:
-    with serving(request.param, remote_host, tmp_path) as server:
+    variant, mode = request.param
+    run_dir = None
+    if mode == "utcp":  # the paper's configuration: UTCP on a port behind the switch
+        run_dir = request.getfixturevalue("mstackd_factory")(remote_host).run_dir
+    with serving(variant, remote_host, tmp_path, run_dir=run_dir) as server:
         yield server
+    if mode == "utcp":
+        # Proof UTCP carried it: the kernel holds no connection of port PORT.
+        ss = subprocess.run(["ss", "-tnH", "state", "established", f"sport = :{PORT}"],
+                            capture_output=True, text=True).stdout  # fmt: skip
+        assert ss.strip() == "", ss
 
 
 def test_get_every_size_byte_exact(httpd: Server) -> None:

@@ -1,0 +1,304 @@
+/* utcp_transport.c — mstack-httpd on UTCP: the paper's configuration. mstackd gives the process a port
+ * (libmsctl), the port's rings are mapped (libmsport) and UTCP runs on them through its xdp
+ * backend. The listening address is registered with a shadow kernel socket and the port joins
+ * its listen group, so the switch steers new flows here. One thread, one poll loop: UTCP's
+ * events drive the same connection core as the kernel transport (conn.h). */
+#include "utcp_transport.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mstack_ctl.h"
+#include "mstack_port.h"
+#include "utcp.h"
+#include "utcp_xdp.h"
+
+/* One connection: the core's state and what its io ops need. */
+struct uconn {
+	struct httpd_conn c;
+	struct utx *u;
+	utcp_cid cid;
+	bool used;
+};
+
+struct utx {
+	struct utcp_stack *st;
+	uint64_t now_us;
+	struct uconn *conns;   /* open addressing by cid */
+	unsigned cap, used;
+};
+
+static uint64_t mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static long u_read(void *io, void *buf, size_t len)
+{
+	struct uconn *k = io;
+
+	return (long)utcp_recv(k->u->st, k->cid, buf, len, k->u->now_us);
+}
+
+static long u_writev(void *io, const struct iovec *iov, int iovcnt)
+{
+	struct uconn *k = io;
+	long total = 0;
+
+	for (int i = 0; i < iovcnt; i++) {
+		ssize_t r;
+
+		if (!iov[i].iov_len)
+			continue;
+		r = utcp_send(k->u->st, k->cid, iov[i].iov_base, iov[i].iov_len, k->u->now_us);
+		if (r < 0)
+			return total ? total : (long)r;
+		total += r;
+		if ((size_t)r < iov[i].iov_len)
+			break;
+	}
+	return total;
+}
+
+static int u_shutdown(void *io)
+{
+	struct uconn *k = io;
+
+	return utcp_shutdown(k->u->st, k->cid, k->u->now_us);
+}
+
+static const struct httpd_io_ops utcp_io = {
+	.read = u_read,
+	.writev = u_writev,
+	.shutdown_write = u_shutdown,
+};
+
+static struct uconn *find(struct utx *u, utcp_cid cid, bool add, bool *added)
+{
+	unsigned i = (cid * 2654435761u) & (u->cap - 1);
+
+	for (unsigned n = 0; n < u->cap; n++, i = (i + 1) & (u->cap - 1)) {
+		struct uconn *k = &u->conns[i];
+
+		if (k->used && k->cid == cid)
+			return k;
+		if (!k->used) {
+			if (!add)
+				return NULL;
+			memset(k, 0, sizeof(*k));
+			if (added)
+				*added = true;
+			k->used = true;
+			k->cid = cid;
+			k->u = u;
+			u->used++;
+			return k;
+		}
+	}
+	return NULL;
+}
+
+/* Removing from open addressing: re-insert the rest of the cluster. */
+static void forget(struct utx *u, struct uconn *gone)
+{
+	unsigned i = (unsigned)(gone - u->conns);
+
+	gone->used = false;
+	u->used--;
+	for (i = (i + 1) & (u->cap - 1); u->conns[i].used; i = (i + 1) & (u->cap - 1)) {
+		struct uconn tmp = u->conns[i];
+		struct uconn *k;
+
+		u->conns[i].used = false;
+		u->used--;
+		k = find(u, tmp.cid, true, NULL);
+		*k = tmp;
+		k->c.io = k; /* the core's io pointer follows the move */
+	}
+}
+
+static void finish(struct utx *u, struct uconn *k)
+{
+	utcp_close(u->st, k->cid, u->now_us);
+	forget(u, k);
+}
+
+static void step(struct utx *u, struct uconn *k, enum httpd_conn_status s)
+{
+	if (s == HTTPD_CONN_DONE)
+		finish(u, k);
+}
+
+int httpd_utcp_serve(struct httpd_server *srv, const struct httpd_utcp_opts *opts)
+{
+	struct mstack_ctl *ctl = NULL;
+	struct mstack_ctl_port info;
+	struct mstack_port *port = NULL;
+	struct utcp_xdp *x = NULL;
+	struct utx u = { 0 };
+	struct utcp_config cfg;
+	struct utcp_port p;
+	int rc, shadow = -1, sfd = -1, one = 1, binding;
+	uint32_t ip = opts->listen.sin_addr.s_addr;
+	sigset_t stop;
+
+	rc = mstack_ctl_connect(&ctl, opts->run_dir);
+	if (rc) {
+		fprintf(stderr, "mstack-httpd: mstackd: %s%s%s\n", strerror(-rc),
+			ctl ? ": " : "", ctl ? mstack_ctl_last_detail(ctl) : "");
+		return rc;
+	}
+	rc = mstack_ctl_port_open(ctl, NULL, &info);
+	if (rc < 0)
+		goto ctl_fail;
+	rc = mstack_port_open(&port, info.umem_fd, info.xsk_fd, &info.geom);
+	if (rc)
+		goto fail;
+	if (!ip && info.n_addrs)
+		ip = info.addrs[0]; /* a wildcard listen: UTCP serves the NIC's first address */
+	shadow = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	setsockopt(shadow, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(shadow, (const struct sockaddr *)&opts->listen, sizeof(opts->listen)) ||
+	    listen(shadow, 1024)) {
+		rc = -errno;
+		fprintf(stderr, "mstack-httpd: shadow socket: %s\n", strerror(errno));
+		goto fail;
+	}
+	binding = mstack_ctl_register(ctl, shadow, MSTACK_REG_LISTEN, info.port_id, NULL);
+	rc = binding < 0 ? binding : mstack_ctl_group_join(ctl, (uint32_t)binding, info.port_id);
+	if (rc < 0)
+		goto ctl_fail;
+
+	utcp_config_init(&cfg);
+	cfg.local_ip = ntohl(ip);
+	memcpy(cfg.local_mac, info.nic_mac, 6);
+	cfg.mtu = (uint16_t)(info.mtu ? info.mtu : 1500);
+	cfg.max_conns = opts->max_conns < 1024 ? opts->max_conns : 1024;
+	cfg.sndbuf = cfg.rcvbuf = 64 * 1024;
+	cfg.nodelay = true; /* responses are written whole: no reason to wait for an ACK */
+	for (unsigned i = 0; i < sizeof(cfg.isn_key); i++)
+		cfg.isn_key[i] = (uint8_t)(rand() ^ (int)mono_us() >> (i % 16));
+	rc = utcp_xdp_open(&x, port);
+	if (rc)
+		goto fail;
+	p = utcp_xdp_port(x);
+	u.now_us = mono_us();
+	rc = utcp_stack_create(&cfg, &p, u.now_us, &u.st);
+	if (rc)
+		goto fail;
+	rc = utcp_listen(u.st, ntohs(opts->listen.sin_port), 1024);
+	if (rc < 0)
+		goto fail;
+	for (u.cap = 16; u.cap < 2 * cfg.max_conns; u.cap <<= 1)
+		;
+	u.conns = calloc(u.cap, sizeof(*u.conns));
+	if (!u.conns) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	sfd = signalfd(-1, &stop, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (opts->ready) {
+		char a[INET_ADDRSTRLEN];
+		struct in_addr in = { .s_addr = ip };
+		fprintf(opts->ready, "listening %s:%u\nready\n", inet_ntop(AF_INET, &in, a, sizeof(a)),
+			ntohs(opts->listen.sin_port));
+		fflush(opts->ready);
+	}
+
+	for (;;) {
+		struct pollfd pfd[2] = { { .fd = mstack_port_fd(port), .events = POLLIN },
+					 { .fd = sfd, .events = POLLIN } };
+		uint64_t next = utcp_next_deadline(u.st), now_ms;
+		struct utcp_event ev;
+		int tmo;
+
+		for (unsigned i = 0; i < u.cap; i++)
+			if (u.conns[i].used) {
+				uint64_t d = httpd_conn_deadline(&u.conns[i].c) * 1000;
+				next = d < next ? d : next;
+			}
+		tmo = next == UINT64_MAX ? 1000 : next <= u.now_us ? 0 : (int)((next - u.now_us) / 1000 + 1);
+		poll(pfd, 2, tmo > 1000 ? 1000 : tmo);
+		if (pfd[1].revents)
+			break;
+		u.now_us = mono_us();
+		now_ms = u.now_us / 1000;
+		httpd_server_set_time(srv, (long long)time(NULL));
+		utcp_poll(u.st, u.now_us);
+		while (utcp_next_event(u.st, &ev) == 1) {
+			bool added = false;
+			struct uconn *k = find(&u, ev.conn, ev.events & UTCP_EV_ACCEPTED, &added);
+
+			if (!k) {
+				if (ev.events & UTCP_EV_ACCEPTED)
+					utcp_abort(u.st, ev.conn, u.now_us); /* over the table: refuse */
+				continue;
+			}
+			if (added) {
+				httpd_conn_init(&k->c, srv, &utcp_io, k, now_ms);
+			}
+			if (ev.events & UTCP_EV_CLOSED) {
+				forget(&u, k); /* gone under us (reset, timeout): the core is not called */
+				continue;
+			}
+			if (ev.events & (UTCP_EV_READABLE | UTCP_EV_ACCEPTED)) {
+				enum httpd_conn_status s = httpd_conn_on_readable(&k->c, now_ms);
+				if (s == HTTPD_CONN_DONE) {
+					finish(&u, k);
+					continue;
+				}
+			}
+			if (ev.events & UTCP_EV_WRITABLE)
+				step(&u, k, httpd_conn_on_writable(&k->c, now_ms));
+		}
+		for (unsigned i = 0, passes = 0; i < u.cap && passes <= u.cap; i++) {
+			struct uconn *k = &u.conns[i];
+			if (k->used && httpd_conn_deadline(&k->c) <= now_ms) {
+				step(&u, k, httpd_conn_on_timer(&k->c, now_ms));
+				i = UINT32_MAX; /* the table may have moved: start over */
+				passes++;
+			}
+		}
+		utcp_flush(u.st, u.now_us);
+	}
+	rc = 0;
+	for (unsigned i = 0; i < u.cap; i++)
+		if (u.conns[i].used)
+			utcp_abort(u.st, u.conns[i].cid, u.now_us);
+	utcp_flush(u.st, u.now_us);
+	goto out;
+ctl_fail:
+	fprintf(stderr, "mstack-httpd: mstackd refused: %s: %s\n", strerror(-rc),
+		mstack_ctl_last_detail(ctl));
+	goto out;
+fail:
+	fprintf(stderr, "mstack-httpd: UTCP setup: %s\n", strerror(rc < 0 ? -rc : rc));
+out:
+	free(u.conns);
+	if (u.st)
+		utcp_stack_destroy(u.st);
+	if (x)
+		utcp_xdp_close(x);
+	if (port)
+		mstack_port_close(port);
+	if (sfd >= 0)
+		close(sfd);
+	if (shadow >= 0)
+		close(shadow);
+	mstack_ctl_close(ctl);
+	return rc;
+}
