@@ -45,7 +45,7 @@ utcp:
 	$(MAKE) -C utcp_c/xdp BUILD=$(BUILD)
 	$(MAKE) -C utcp_c/xdp BUILD=$(BUILD)/asan SAN=1
 
-httpd:
+httpd: utcp
 	$(MAKE) -C httpd BUILD=$(BUILD)
 	$(MAKE) -C httpd BUILD=$(BUILD)/asan SAN=1
 
