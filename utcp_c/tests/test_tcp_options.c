@@ -338,3 +338,37 @@ TEST(test_established_spurious_fast_retransmit_undone_by_timestamps)
 	CHECK_EQ(ci.cwnd, 10000);                        /* restored */
 	h_free(h);
 }
+
+TEST(test_established_duplicates_reported_as_dsack)
+{
+	/* RFC 2883: a duplicate segment is reported in the first SACK block. */
+	struct h *h = h_with(false, true, false);
+	struct h_seg s;
+
+	memset(&h->syn_opts, 0, sizeof(h->syn_opts));
+	h->syn_opts.sack_ok = true;
+	h_established_passive(h);
+	h_send(h, ACK, 1001, h->iss + 1, W, "abcde", 5);
+	h_advance(h, h->now + 40000);
+	s = EXPECT(h, ACK, h->iss + 1, 1006, 0);
+	CHECK_EQ(s.th.opt.nsack, 0);
+	h_send(h, ACK, 1001, h->iss + 1, W, "abcde", 5);          /* old duplicate */
+	s = EXPECT(h, ACK, h->iss + 1, 1006, 0);
+	CHECK_EQ(s.th.opt.nsack, 1);
+	CHECK_U32(s.th.opt.sack[0].left, 1001);
+	CHECK_U32(s.th.opt.sack[0].right, 1006);
+	h_send(h, ACK, 1106, h->iss + 1, W, "wxyz", 4);           /* out of order */
+	s = EXPECT(h, ACK, h->iss + 1, 1006, 0);
+	CHECK_EQ(s.th.opt.nsack, 1);
+	h_send(h, ACK, 1106, h->iss + 1, W, "wxyz", 4);           /* and again */
+	s = EXPECT(h, ACK, h->iss + 1, 1006, 0);
+	CHECK_EQ(s.th.opt.nsack, 2);
+	CHECK_U32(s.th.opt.sack[0].left, 1106);                  /* the D-SACK */
+	CHECK_U32(s.th.opt.sack[1].left, 1106);                  /* the range holding it */
+	CHECK_U32(s.th.opt.sack[1].right, 1110);
+	h_send(h, ACK, 1003, h->iss + 1, W, "cdefg", 5);          /* partly old */
+	s = EXPECT(h, ACK, h->iss + 1, 1008, 0);
+	CHECK_U32(s.th.opt.sack[0].left, 1003);
+	CHECK_U32(s.th.opt.sack[0].right, 1006);
+	h_free(h);
+}

@@ -68,7 +68,7 @@ int main(int argc, char **argv)
 	static uint8_t inbuf[65536], outbuf[65536];
 	size_t in_len = 0, in_off = 0;
 	bool in_eof = false, fin_sent = false, done = false, listening;
-	uint64_t rx_bytes = 0, tx_bytes = 0;
+	uint64_t rx_bytes = 0, tx_bytes = 0, last_report = 0;
 	int o, rc;
 
 	memset(&im, 0, sizeof(im));
@@ -187,6 +187,22 @@ int main(int argc, char **argv)
 			}
 		}
 		utcp_flush(st, now);
+		if (getenv("TAPCAT_PROGRESS") && now - last_report > 1000000 && c != UTCP_CID_NONE) {
+			struct utcp_conn_info ci = {.sz = sizeof(ci)};
+			const struct utcp_stats *x = utcp_get_stats(st);
+
+			last_report = now;
+			if (utcp_conn_info(st, c, &ci) == 0)
+				fprintf(stderr, "[%s] acked %llu rcvd %llu cwnd %u ssth %u srtt %u rto %u "
+					"swnd %u unacked %u rto# %llu frx %llu spur %llu lostrx %llu tlp %llu "
+					"reord %u\n", utcp_state_str(ci.state),
+					(unsigned long long)ci.bytes_acked, (unsigned long long)ci.bytes_received,
+					ci.cwnd, ci.ssthresh, ci.srtt_us, ci.rto_us, ci.snd_wnd, ci.unacked,
+					(unsigned long long)ci.rto_timeouts, (unsigned long long)ci.fast_retransmits,
+					(unsigned long long)ci.spurious_recoveries,
+					(unsigned long long)x->lost_retransmits,
+					(unsigned long long)x->tail_loss_probes, ci.reordering);
+		}
 		dl = utcp_next_deadline(st);
 		if (imp && utcp_impair_next(imp) < dl)
 			dl = utcp_impair_next(imp);

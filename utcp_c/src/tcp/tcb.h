@@ -52,6 +52,8 @@ struct utcp_tcb {
 	struct utcp_ooo ooo[UTCP_OOO_MAX];
 	uint8_t nooo;
 	int8_t ooo_recent;       /* index of the most recently changed range, for SACK */
+	bool dsack;              /* report [dsack_l, dsack_r) as a D-SACK (RFC 2883) */
+	utcp_seq dsack_l, dsack_r;
 
 	/* negotiated options */
 	bool ws_ok, sack_ok, ts_ok;
@@ -188,7 +190,11 @@ static inline void tcp_note_rxt(struct utcp_tcb *tcb, utcp_seq end)
 	tcb->rxt_hw = seq_max(tcb->rxt_hw, end);
 }
 
-#define UTCP_MAX_REORDERING 64
+/* Ceiling for the DupThresh raised by reordering detection.  Kept at 3 for now: raising
+ * it without RACK's time-based loss detection turned losses into timeouts against
+ * Linux (measured over tap: 211 RTOs in 60 s with a ceiling of 64).  Reordering is
+ * still detected and counted, and spurious recoveries are undone (Eifel). */
+#define UTCP_MAX_REORDERING 3
 
 static inline bool tcp_synchronized(enum utcp_state s)
 {

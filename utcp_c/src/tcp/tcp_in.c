@@ -68,6 +68,26 @@ static bool ooo_insert(struct utcp_tcb *tcb, utcp_seq l, utcp_seq r)
 	return true;
 }
 
+static bool ooo_covered(const struct utcp_tcb *tcb, utcp_seq l, utcp_seq r)
+{
+	int i;
+
+	for (i = 0; i < tcb->nooo; i++)
+		if (seq_le(tcb->ooo[i].left, l) && seq_le(r, tcb->ooo[i].right))
+			return true;
+	return false;
+}
+
+static void set_dsack(struct utcp_tcb *tcb, utcp_seq l, utcp_seq r)
+{
+	if (!seq_lt(l, r))
+		return;
+	tcb->dsack = true;
+	tcb->dsack_l = l;
+	tcb->dsack_r = r;
+	tcb->ack_now = true;
+}
+
 /* After RCV.NXT advanced: absorb out-of-order ranges it reached. */
 static void ooo_advance(struct utcp_tcb *tcb)
 {
@@ -437,6 +457,9 @@ static void other_states(struct utcp_stack *st, struct utcp_tcb *tcb, const stru
 			tcp_send_syn(st, tcb, now);     /* the peer lost our SYN,ACK */
 			return;
 		}
+		/* RFC 2883: an old duplicate's data is reported as a D-SACK. */
+		if (tcb->sack_ok && th->payload_len && seq_lt(seg->seq, tcb->rcv_nxt))
+			set_dsack(tcb, dseq, seq_add(dseq, (int64_t)th->payload_len));
 		/* TIME-WAIT: a retransmitted FIN is acknowledged and restarts the 2 MSL. */
 		if (tcb->state == UTCP_TIME_WAIT && fin) {
 			tcb->tw_at = now + st->cfg.time_wait_us;
@@ -457,6 +480,9 @@ static void other_states(struct utcp_stack *st, struct utcp_tcb *tcb, const stru
 	 * (a FIN past the edge is not processed). */
 	if (seq_lt(dseq, tcb->rcv_nxt)) {
 		uint32_t skip = (uint32_t)seq_diff(tcb->rcv_nxt, dseq);
+
+		if (tcb->sack_ok && dlen)       /* partly a duplicate: D-SACK that part */
+			set_dsack(tcb, dseq, seq_add(dseq, skip < dlen ? skip : dlen));
 
 		if (skip >= dlen) {
 			if (fin && seq_lt(seq_add(dseq, dlen), tcb->rcv_nxt))
@@ -600,7 +626,9 @@ static void other_states(struct utcp_stack *st, struct utcp_tcb *tcb, const stru
 			 * once (a duplicate ACK, with SACK blocks if negotiated). */
 			uint32_t off = tcb->rbuf.len + (uint32_t)seq_diff(dseq, tcb->rcv_nxt);
 
-			if (ooo_insert(tcb, dseq, seq_add(dseq, dlen)))
+			if (tcb->sack_ok && ooo_covered(tcb, dseq, seq_add(dseq, dlen)))
+				set_dsack(tcb, dseq, seq_add(dseq, dlen));  /* a duplicate */
+			else if (ooo_insert(tcb, dseq, seq_add(dseq, dlen)))
 				ring_write_at(&tcb->rbuf, off, data, dlen);
 			tcb->ack_now = true;
 			fin = false;            /* a FIN past a hole waits for retransmission */

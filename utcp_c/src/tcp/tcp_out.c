@@ -72,13 +72,21 @@ static void segment_options(const struct utcp_stack *st, const struct utcp_tcb *
 		o->tsval = tcp_ts_now(tcb, now);
 		o->tsecr = (flags & UTCP_TH_ACK) ? tcb->ts_recent : 0;
 	}
-	if (tcb->sack_ok && tcb->nooo && !(flags & (UTCP_TH_SYN | UTCP_TH_RST))) {
-		/* RFC 2018 4: the first block reports the most recently received segment. */
+	if (tcb->sack_ok && (tcb->nooo || tcb->dsack) && !(flags & (UTCP_TH_SYN | UTCP_TH_RST))) {
+		/* RFC 2883: a D-SACK block first; then (RFC 2018 4) the block holding the most
+		 * recently received segment, then the others. */
 		unsigned i, n = 0;
 
-		o->sack[n].left = tcb->ooo[tcb->ooo_recent].left.v;
-		o->sack[n].right = tcb->ooo[tcb->ooo_recent].right.v;
-		n++;
+		if (tcb->dsack) {
+			o->sack[n].left = tcb->dsack_l.v;
+			o->sack[n].right = tcb->dsack_r.v;
+			n++;
+		}
+		if (tcb->nooo) {
+			o->sack[n].left = tcb->ooo[tcb->ooo_recent].left.v;
+			o->sack[n].right = tcb->ooo[tcb->ooo_recent].right.v;
+			n++;
+		}
 		for (i = 0; i < tcb->nooo && n < UTCP_TCP_MAX_SACK; i++) {
 			if ((int)i == tcb->ooo_recent)
 				continue;
@@ -144,6 +152,8 @@ int tcp_send_segment(struct utcp_stack *st, struct utcp_tcb *tcb, utcp_seq seq, 
 	}
 	rc = emit(st, &tcb->t, tcb->rmac, seq, tcb->rcv_nxt, flags, (uint16_t)field, &o, p1, l1, p2, l2,
 		  now);
+	if (o.nsack && tcb->dsack)
+		tcb->dsack = false;             /* reported once */
 	if (flags & UTCP_TH_ACK)
 		after_ack_sent(tcb, (flags & UTCP_TH_SYN) ? field
 					: field << (tcb->ws_ok ? tcb->rcv_wscale : 0));

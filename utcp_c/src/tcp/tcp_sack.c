@@ -114,7 +114,7 @@ uint32_t tcp_sack_dupthresh(const struct utcp_tcb *tcb)
 {
 	/* DupThresh: the reordering seen, but never more than a quarter of the flight, so
 	 * that small windows still detect loss without a timeout (no RACK timer here). */
-	uint32_t fl = tcp_flight(tcb) / tcp_smss(tcb) / 4, thr = tcb->reordering;
+	uint32_t fl = tcp_flight(tcb) / tcp_smss(tcb) / 1, thr = tcb->reordering;
 
 	if (thr > fl)
 		thr = fl;
