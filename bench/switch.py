@@ -25,6 +25,7 @@ import os
 import platform
 import selectors
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -702,8 +703,16 @@ def parse_args(argv: Sequence[str]) -> tuple[Plan, Path, bool]:
     return plan, a.out, not a.no_plot
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str]) -> int:
     plan, out_dir, want_plot = parse_args(argv)
+    # SIGTERM (timeout, kill) and SIGINT, even if the shell left it ignored, unwind the test
+    # bed's context managers: tools, mstackd, namespaces, links and pins go, pass or fail.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic()
     now = dt.datetime.now(dt.UTC)
 
