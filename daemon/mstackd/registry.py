@@ -70,17 +70,25 @@ class Binding:
         return set().union(*(s.claimants for s in self.shadows.values()))
 
 
-def pid_holds_inode(pid: int, inode: int) -> bool:
-    """Does process `pid` still have a descriptor for socket `inode`? (/proc/PID/fd)"""
-    want = f"socket:[{inode}]"
+def socket_inodes(pid: int) -> set[int] | None:
+    """The socket inodes process `pid` holds (/proc/PID/fd), or None if it is gone."""
+    out: set[int] = set()
     try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == want:
-                    return True
+        fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
-        return False
-    return False
+        return None
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                out.add(int(link[8:-1]))
+    return out
+
+
+def pid_holds_inode(pid: int, inode: int) -> bool:
+    """Does process `pid` still have a descriptor for socket `inode`?"""
+    held = socket_inodes(pid)
+    return held is not None and inode in held
 
 
 class Registry:
@@ -222,11 +230,14 @@ class Registry:
 
     def sweep(self) -> None:
         """Drop claims of processes that no longer hold the socket (closed it without a RELEASE,
-        or lost it across exec), then collect bindings nobody holds."""
+        or lost it across exec), then collect bindings nobody holds. Each claimant's fd table
+        is read once per sweep, whatever the number of bindings."""
+        pids = {pid for b in self.bindings.values() for pid in b.claimants()}
+        held = {pid: socket_inodes(pid) or set() for pid in pids}
         for b in list(self.bindings.values()):
             for s in b.shadows.values():
                 for pid in list(s.claimants):
-                    if not pid_holds_inode(pid, s.inode):
+                    if s.inode not in held.get(pid, set()):
                         s.claimants.discard(pid)
             self._collect(b)
 
