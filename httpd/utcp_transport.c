@@ -20,6 +20,7 @@
 #include "mstack_port.h"
 #include "utcp.h"
 #include "utcp_xdp.h"
+#include "stats.h"
 
 /* One connection: the core's state and what its io ops need. */
 struct uconn {
@@ -31,6 +32,8 @@ struct uconn {
 
 struct utx {
 	struct utcp_stack *st;
+	struct mstack_stats_writer stats;  /* what `mstackctl conns` shows (-1 fd: none) */
+	uint64_t published_us;
 	uint64_t now_us;
 	struct uconn *conns;   /* open addressing by cid */
 	unsigned cap, used;
@@ -128,6 +131,25 @@ static void forget(struct utx *u, struct uconn *gone)
 	}
 }
 
+/* Rewrite the statistics region: one slot per table entry (at most every 250 ms). */
+static void publish(struct utx *u)
+{
+	if (u->stats.fd < 0 || u->now_us - u->published_us < 250000)
+		return;
+	u->published_us = u->now_us;
+	mstack_stats_begin(&u->stats);
+	for (unsigned i = 0; i < u->cap; i++) {
+		struct utcp_conn_info info = { .sz = sizeof(info) };
+
+		if (u->conns[i].used && utcp_conn_info(u->st, u->conns[i].cid, &info) == 0)
+			mstack_stats_put_conn(&u->stats, i, &info);
+		else
+			mstack_stats_clear_conn(&u->stats, i);
+	}
+	mstack_stats_put_stack(&u->stats, utcp_get_stats(u->st));
+	mstack_stats_end(&u->stats, u->now_us);
+}
+
 static void finish(struct utx *u, struct uconn *k)
 {
 	utcp_close(u->st, k->cid, u->now_us);
@@ -146,7 +168,7 @@ int httpd_utcp_serve(struct httpd_server *srv, const struct httpd_utcp_opts *opt
 	struct mstack_ctl_port info;
 	struct mstack_port *port = NULL;
 	struct utcp_xdp *x = NULL;
-	struct utx u = { 0 };
+	struct utx u = { .stats = { .fd = -1 } };
 	struct utcp_config cfg;
 	struct utcp_port p;
 	int rc, shadow = -1, sfd = -1, one = 1, binding;
@@ -206,6 +228,13 @@ int httpd_utcp_serve(struct httpd_server *srv, const struct httpd_utcp_opts *opt
 	if (!u.conns) {
 		rc = -ENOMEM;
 		goto fail;
+	}
+	/* Connections for `mstackctl conns`: a region mstackd maps read-only. Optional. */
+	if (mstack_stats_open(&u.stats, u.cap, "mstack-httpd") == 0 &&
+	    mstack_ctl_stats_region(ctl, info.port_id, u.stats.fd) != 0) {
+		fprintf(stderr, "mstack-httpd: statistics region refused: %s\n",
+			mstack_ctl_last_detail(ctl));
+		mstack_stats_close(&u.stats);
 	}
 	sigemptyset(&stop);
 	sigaddset(&stop, SIGTERM);
@@ -274,6 +303,7 @@ int httpd_utcp_serve(struct httpd_server *srv, const struct httpd_utcp_opts *opt
 			}
 		}
 		utcp_flush(u.st, u.now_us);
+		publish(&u);
 	}
 	rc = 0;
 	for (unsigned i = 0; i < u.cap; i++)
@@ -288,6 +318,8 @@ ctl_fail:
 fail:
 	fprintf(stderr, "mstack-httpd: UTCP setup: %s\n", strerror(rc < 0 ? -rc : rc));
 out:
+	if (u.stats.region)
+		mstack_stats_close(&u.stats);
 	free(u.conns);
 	if (u.st)
 		utcp_stack_destroy(u.st);

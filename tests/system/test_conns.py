@@ -107,3 +107,56 @@ def test_a_stuck_writer_is_an_error_not_a_hang(mstackd: Mstackd) -> None:
             os.close(fd)
         (entry,) = json.loads(mstackd.ctl("conns", "--json").stdout)
         assert "update" in entry["error"]
+
+
+HOLD = r"""
+import socket, sys
+conns = []
+for i in range(3):
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+    s.sendall(b"GET /f HTTP/1.1\r\nHost: t\r\n\r\n")
+    got = b""
+    while not got.endswith(b"hello\n"):
+        got += s.recv(4096)
+    conns.append(s)
+print("open", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_mstack_httpd_publishes_its_connections(mstackd: Mstackd, tmp_path: Path) -> None:
+    h = mstackd.host
+    assert h is not None
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "f").write_text("hello\n")
+    srv = subprocess.Popen(
+        [str(BUILD / "bin" / "mstack-httpd"), "--run-dir", str(mstackd.run_dir),
+         "--listen", f"{h.host_ip}:8500", "--root", str(root)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    client = None
+    try:
+        assert srv.stdout is not None
+        assert [srv.stdout.readline().strip() for _ in range(2)][-1] == "ready"
+        client = h.python_popen(HOLD, h.host_ip, "8500", ready="open", stdin=subprocess.PIPE)
+
+        def three() -> bool:
+            cs = json.loads(mstackd.ctl("conns", "--json").stdout)
+            return len([c for c in cs if c.get("state") == "ESTABLISHED"]) == 3
+
+        assert mstackd.wait_until(three, timeout=10)
+        cs = json.loads(mstackd.ctl("conns", "--json").stdout)
+        assert {c["app"] for c in cs} == {"mstack-httpd"}
+        assert all(c["local"] == f"{h.host_ip}:8500" for c in cs)
+        assert all(c["remote"].startswith(f"{h.remote_ip}:") for c in cs)
+        assert all(c["bytes_received"] > 0 and c["bytes_acked"] > 0 for c in cs)
+    finally:
+        if client is not None and client.stdin is not None:
+            client.stdin.close()
+            client.wait(10)
+        srv.terminate()
+        srv.wait(15)
+        for f in (srv.stdout, srv.stderr):
+            if f is not None:
+                f.close()
