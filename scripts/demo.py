@@ -51,6 +51,16 @@ print(ok, round(time.monotonic() - t, 2))
 """
 
 
+HOLD = r"""
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+s.sendall(b"GET /index.html HTTP/1.1\r\nHost: demo\r\n\r\n")
+s.recv(65536)
+print("open", flush=True)
+sys.stdin.readline()
+"""
+
+
 def say(msg: str = "") -> None:
     print(msg, flush=True)
 
@@ -180,6 +190,15 @@ def main() -> int:
             say(f"  ping (ICMP, left to the kernel): "
                 f"{'answered' if ping.returncode == 0 else 'FAILED'}")  # fmt: skip
             say()
+            # One connection held open from the remote host, for `mstackctl conns` to show.
+            holder = host.python_popen(HOLD, host.host_ip, str(USER_PORT), ready="open",
+                                       stdin=subprocess.PIPE)  # fmt: skip
+            procs.append(holder)
+            deadline = time.monotonic() + 5  # mstack-httpd publishes them every 250 ms or so
+            while time.monotonic() < deadline and "ESTABLISHED" not in ctl(run_dir, "conns"):
+                time.sleep(0.2)
+            say("$ mstackctl conns")
+            say(ctl(run_dir, "conns").rstrip())
             say("$ mstackctl bindings")
             say(ctl(run_dir, "bindings").rstrip())
             say("$ mstackctl stats")

@@ -160,6 +160,8 @@ def conns(c: Ctx, pid: int | None, as_json: bool) -> None:
         if o["wscale"]:
             opts.append("ws {}/{}".format(*o["wscale"]))
         opts += [name for name in ("sack", "timestamps") if o[name]]
+        if x["ssthresh"] >= 1 << 31:
+            x = {**x, "ssthresh": "inf"}  # not yet set by a loss
         rows.append({**x, "opts": ",".join(opts),
                      "rtt": f"{x['srtt_us'] / 1000:.1f}/{x['rttvar_us'] / 1000:.1f}"})  # fmt: skip
     table(rows, [("pid", "PID"), ("state", "STATE"), ("local", "LOCAL"), ("remote", "REMOTE"),
