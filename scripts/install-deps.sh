@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
     clang llvm libbpf-dev libxdp-dev bpftool xdp-tools libelf-dev zlib1g-dev pkg-config
     libclang-rt-14-dev linux-libc-dev
-    iproute2 iputils-ping ethtool procps tcpdump
+    iproute2 iputils-ping ethtool procps tcpdump bc
     nginx wrk nghttp2-client curl
     python3 python3-venv python3-dev libffi-dev
 )

@@ -6,7 +6,7 @@ set -euo pipefail
 BUILD=${1:?build dir}; SIZE=${2:-10}; shift $(( $# >= 2 ? 2 : $# )); EXTRA=("$@")
 TAPCAT=$BUILD/bin/utcp-tapcat
 NS=utcp-interop-$$; DEV=utap0
-KIP=10.77.0.1; UIP=10.77.0.2; UMAC=02:00:00:77:00:02
+KIP=198.18.254.1; UIP=198.18.254.2; UMAC=02:00:00:77:00:02  # RFC 2544 range, own namespace
 TMP=$(mktemp -d)
 cleanup() { ip netns del "$NS" 2>/dev/null || true; rm -rf "$TMP"; }
 trap cleanup EXIT
