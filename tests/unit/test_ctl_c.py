@@ -8,74 +8,34 @@ name.  A missing binary fails (the build is stale or absent), it is never skippe
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from ctests import REPO, VARIANTS, cases, run, run_case
+
 pytestmark = pytest.mark.unit
 
-REPO = Path(__file__).resolve().parents[2]
-BUILD = Path(os.environ.get("MSTACK_BUILD_DIR", REPO / "build"))
-VARIANTS = {"normal": BUILD, "asan": BUILD / "asan"}
 # (source directory of the test_*.c files, directory of the binaries under a build)
 SUITES = {"ctl": REPO / "utcp_c" / "ctl" / "tests", "tools": REPO / "utcp_c" / "tools" / "tests"}
-CASE_TIMEOUT = 120
 EX_USAGE = 64
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
-    return env
+def _binaries() -> list[tuple[str, Path]]:
+    return [
+        (f"{variant}-{suite}-{p.stem}", root / "tests" / suite / p.stem)
+        for variant, root in VARIANTS.items()
+        for suite, src in SUITES.items()
+        for p in sorted(src.glob("test_*.c"))
+    ]
 
 
-def _cases() -> list:
-    params = []
-    for variant, root in VARIANTS.items():
-        for suite, src in SUITES.items():
-            for binary in sorted(p.stem for p in src.glob("test_*.c")):
-                path = root / "tests" / suite / binary
-                tag = f"{variant}-{suite}-{binary}"
-                if not path.exists():
-                    params.append(pytest.param(path, None, id=f"{tag}-missing"))
-                    continue
-                try:
-                    out = subprocess.run(
-                        [str(path), "--list"],
-                        capture_output=True,
-                        text=True,
-                        timeout=60,
-                        check=True,
-                        env=_env(),
-                    ).stdout
-                except (subprocess.SubprocessError, OSError) as exc:
-                    params.append(pytest.param(path, f"!{exc}", id=f"{tag}-unlistable"))
-                    continue
-                for case in out.split():
-                    params.append(pytest.param(path, case, id=f"{tag}-{case}"))
-    return params
+_run = run
 
 
-def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=_env())
-
-
-@pytest.mark.parametrize(("binary", "case"), _cases())
+@pytest.mark.parametrize(("binary", "case"), cases(_binaries()))
 def test_ctl_c(binary: Path, case: str | None) -> None:
-    if case is None:
-        pytest.fail(f"{binary} is missing: build utcp_c/ctl and utcp_c/tools first")
-    if case.startswith("!"):
-        pytest.fail(f"{binary} --list failed: {case[1:]}")
-    proc = _run([str(binary), case], CASE_TIMEOUT)
-    if proc.returncode != 0:
-        pytest.fail(
-            f"{binary} {case} exited {proc.returncode}\n"
-            f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}",
-            pytrace=False,
-        )
+    run_case(binary, case, "build utcp_c/ctl and utcp_c/tools first")
 
 
 def _responder(variant: str) -> Path:

@@ -7,78 +7,34 @@ name.  A missing binary fails (the build is stale or absent), it is never skippe
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from ctests import REPO, VARIANTS, cases, run, run_case
+
 pytestmark = pytest.mark.unit
 
-REPO = Path(__file__).resolve().parents[2]
-BUILD = Path(os.environ.get("MSTACK_BUILD_DIR", REPO / "build"))
-VARIANTS = {"normal": BUILD, "asan": BUILD / "asan"}
 SOURCES = sorted(p.stem for p in (REPO / "httpd" / "tests").glob("test_*.c"))
-CASE_TIMEOUT = 120
 EX_USAGE = 64
 EX_NOINPUT = 66
 EX_UNAVAILABLE = 69
 
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
-    return env
-
-
-def _cases() -> list:
-    params = []
-    for variant, root in VARIANTS.items():
-        for binary in SOURCES:
-            path = root / "tests" / "httpd" / binary
-            tag = f"{variant}-{binary}"
-            if not path.exists():
-                params.append(pytest.param(path, None, id=f"{tag}-missing"))
-                continue
-            try:
-                out = subprocess.run(
-                    [str(path), "--list"],
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                    check=True,
-                    env=_env(),
-                ).stdout
-            except (subprocess.SubprocessError, OSError) as exc:
-                params.append(pytest.param(path, f"!{exc}", id=f"{tag}-unlistable"))
-                continue
-            for case in out.split():
-                params.append(pytest.param(path, case, id=f"{tag}-{case}"))
-    return params
-
-
-def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=_env())
+_run = run
 
 
 def test_every_source_has_cases() -> None:
     assert SOURCES, "no httpd/tests/test_*.c found"
 
 
-@pytest.mark.parametrize(("binary", "case"), _cases())
+@pytest.mark.parametrize(
+    ("binary", "case"),
+    cases(
+        (f"{v}-{b}", root / "tests" / "httpd" / b) for v, root in VARIANTS.items() for b in SOURCES
+    ),
+)
 def test_httpd_c(binary: Path, case: str | None) -> None:
-    if case is None:
-        pytest.fail(f"{binary} is missing: build httpd (make build, or make -C httpd) first")
-    if case.startswith("!"):
-        pytest.fail(f"{binary} --list failed: {case[1:]}")
-    proc = _run([str(binary), case], CASE_TIMEOUT)
-    if proc.returncode != 0:
-        pytest.fail(
-            f"{binary} {case} exited {proc.returncode}\n"
-            f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}",
-            pytrace=False,
-        )
+    run_case(binary, case, "build httpd (make build, or make -C httpd) first")
 
 
 def _httpd(variant: str) -> Path:
