@@ -45,7 +45,13 @@ if str(TESTS) not in sys.path:
 
 from mstack_testkit import Mstackd, start_mstackd  # noqa: E402
 from mstackd.config import Config  # noqa: E402
-from testbed.netns import RemoteHost, remote_host_cm, stop_process, unique_name  # noqa: E402
+from testbed.netns import (  # noqa: E402
+    RemoteHost,
+    remote_host_cm,
+    stop_process,
+    unique_name,
+    unpin_tree,
+)
 
 BPFFS = Path("/sys/fs/bpf")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -207,18 +213,6 @@ def system_info() -> dict[str, Any]:
 # -- the test bed ----------------------------------------------------------------------------
 
 
-def _unpin_tree(path: Path) -> None:
-    for root, dirs, files in os.walk(path, topdown=False):
-        for f in files:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(root, f))
-        for d in dirs:
-            with contextlib.suppress(FileNotFoundError):
-                os.rmdir(os.path.join(root, d))
-    with contextlib.suppress(FileNotFoundError):
-        os.rmdir(path)
-
-
 @dataclass
 class Bed:
     a: RemoteHost
@@ -240,7 +234,7 @@ def testbed(plan: Plan) -> Iterator[Bed]:
         if not BPFFS.is_dir() or not os.path.ismount(BPFFS):
             subprocess.run(["mount", "-t", "bpf", "bpf", str(BPFFS)], check=True)
         pins = BPFFS / unique_name("-bpf")
-        stack.callback(_unpin_tree, pins)
+        stack.callback(unpin_tree, pins)
         pins.mkdir()
         run_dir = work / "run"
         run_dir.mkdir()

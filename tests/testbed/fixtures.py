@@ -22,6 +22,7 @@ from testbed.netns import (
     impaired_remote_host_cm,
     remote_host_cm,
     unique_name,
+    unpin_tree,
 )
 
 __all__ = [
@@ -81,19 +82,6 @@ def testbed_name() -> Callable[[str], str]:
     return unique_name
 
 
-def _unpin_tree(path: Path) -> None:
-    # Unlinking a pin unpins it; bpffs directories go with rmdir once empty.
-    for root, dirs, files in os.walk(path, topdown=False):
-        for f in files:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(root, f))
-        for d in dirs:
-            with contextlib.suppress(FileNotFoundError):
-                os.rmdir(os.path.join(root, d))
-    with contextlib.suppress(FileNotFoundError):
-        os.rmdir(path)
-
-
 @pytest.fixture
 def bpf_pin_dir() -> Iterator[Path]:
     """A fresh directory under bpffs (/sys/fs/bpf/mst<run>-<n>-bpf), unpinned and removed after."""
@@ -106,4 +94,4 @@ def bpf_pin_dir() -> Iterator[Path]:
     try:
         yield path
     finally:
-        _unpin_tree(path)
+        unpin_tree(path)

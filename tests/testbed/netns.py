@@ -296,6 +296,20 @@ def lease_subnet() -> SubnetLease:
 # -- processes in a namespace ---------------------------------------------------------------------
 
 
+def unpin_tree(path: Path) -> None:
+    """Remove a bpffs directory and everything pinned under it (unlinking a pin unpins it;
+    bpffs directories go with rmdir once empty)."""
+    for root, dirs, files in os.walk(path, topdown=False):
+        for f in files:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(root, f))
+        for d in dirs:
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(os.path.join(root, d))
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(path)
+
+
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for Python children: tests/ on PYTHONPATH so `testbed` imports."""
     env = dict(os.environ)
