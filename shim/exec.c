@@ -190,58 +190,51 @@ static char **collect(const char *arg0, va_list ap, char ***envp_out)
 	return argv;
 }
 
-SHIM_EXPORT int execl(const char *path, const char *arg, ...)
+/* exec_fixed with an argv collect() made; frees it if the exec returns. */
+static int exec_collected(enum exec_kind kind, const char *path, char **argv, char *const envp[])
 {
-	va_list ap;
-	char **argv;
 	int rc, e;
 
-	va_start(ap, arg);
-	argv = collect(arg, ap, NULL);
-	va_end(ap);
 	if (!argv)
 		return -1;
-	rc = do_execve(path, argv, environ);
+	rc = exec_fixed(kind, path, -1, argv, envp);
 	e = errno;
 	free(argv);
 	errno = e;
 	return rc;
+}
+
+SHIM_EXPORT int execl(const char *path, const char *arg, ...)
+{
+	va_list ap;
+	char **argv;
+
+	va_start(ap, arg);
+	argv = collect(arg, ap, NULL);
+	va_end(ap);
+	return exec_collected(EXEC_VE, path, argv, environ);
 }
 
 SHIM_EXPORT int execle(const char *path, const char *arg, ...)
 {
 	va_list ap;
 	char **argv, **envp = NULL;
-	int rc, e;
 
 	va_start(ap, arg);
 	argv = collect(arg, ap, &envp);
 	va_end(ap);
-	if (!argv)
-		return -1;
-	rc = do_execve(path, argv, envp);
-	e = errno;
-	free(argv);
-	errno = e;
-	return rc;
+	return exec_collected(EXEC_VE, path, argv, envp);
 }
 
 SHIM_EXPORT int execlp(const char *file, const char *arg, ...)
 {
 	va_list ap;
 	char **argv;
-	int rc, e;
 
 	va_start(ap, arg);
 	argv = collect(arg, ap, NULL);
 	va_end(ap);
-	if (!argv)
-		return -1;
-	rc = do_execvpe(file, argv, environ);
-	e = errno;
-	free(argv);
-	errno = e;
-	return rc;
+	return exec_collected(EXEC_VPE, file, argv, environ);
 }
 
 static int spawn(const char *name, pid_t *pid, const char *path,
