@@ -1,66 +1,9 @@
-/* testlib.c — the runner behind testlib.h: `--list`, one case by name, or all. */
+/* testlib.c — temporary document roots for mstack-httpd's tests (the runner itself is
+ * utcp_c/tests/testlib.c). */
 #include "testlib.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-#define MAX_TESTS 256
-
-static struct {
-	const char *name;
-	test_fn fn;
-} tests[MAX_TESTS];
-static int ntests;
-static const char *current;
-
-void test_register(const char *name, test_fn fn)
-{
-	if (ntests == MAX_TESTS) {
-		fprintf(stderr, "too many tests\n");
-		exit(2);
-	}
-	tests[ntests].name = name;
-	tests[ntests].fn = fn;
-	ntests++;
-}
-
-void test_fail_at(const char *file, int line, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "FAIL %s at %s:%d: ", current ? current : "?", file, line);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(1);
-}
-
-int main(int argc, char **argv)
-{
-	int i, ran = 0;
-
-	if (argc > 1 && strcmp(argv[1], "--list") == 0) {
-		for (i = 0; i < ntests; i++)
-			printf("%s\n", tests[i].name);
-		return 0;
-	}
-	for (i = 0; i < ntests; i++) {
-		if (argc > 1 && strcmp(argv[1], tests[i].name) != 0)
-			continue;
-		current = tests[i].name;
-		tests[i].fn();
-		printf("ok %s\n", tests[i].name);
-		ran++;
-	}
-	if (ran == 0) {
-		fprintf(stderr, "no such test: %s\n", argc > 1 ? argv[1] : "(none)");
-		return 2;
-	}
-	return 0;
-}
-
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>

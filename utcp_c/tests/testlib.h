@@ -41,5 +41,11 @@ void test_fail_at(const char *file, int line, const char *fmt, ...)
 			     " (0x%08" PRIx32 ")", #a, #b, va_, va_, vb_, vb_);         \
 	} while (0)
 #define CHECK_MEM(a, b, n) CHECK(memcmp((a), (b), (n)) == 0)
+#define CHECK_STR(a, b)                                                            \
+	do {                                                                       \
+		const char *sa_ = (a), *sb_ = (b);                                  \
+		if (strcmp(sa_, sb_) != 0)                                         \
+			FAIL("%s == %s failed: \"%s\" != \"%s\"", #a, #b, sa_, sb_);  \
+	} while (0)
 
 #endif
