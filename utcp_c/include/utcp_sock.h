@@ -1,0 +1,167 @@
+/* utcp_sock.h — UTCP's socket-like API: BSD stream-socket semantics over one stack, for the
+ * shim (libmstack.so) and for programs that want sockets rather than events.
+ *
+ * A socket table sits on top of a stack and takes over its event queue (utcp_next_event):
+ * after frames or time went in (utcp_poll / utcp_input / utcp_timers), utcp_socks_process()
+ * turns the stack's events into accept queues, readiness and pending errors.  Readiness is
+ * reported in poll(2) bits with the meaning Linux's tcp_poll() gives them, so a socket layer
+ * can hand them to poll, select and epoll unchanged.  Waiting is the caller's business: the
+ * table says *when* to look again (a notify callback per socket, and one wake-up eventfd).
+ *
+ * Like the stack, the table is not thread-safe (the caller serialises: the shim holds one
+ * lock per stack), allocates everything at creation and nothing afterwards, and reads no
+ * clock.  Functions return 0 / a count / an id on success and a negative errno on failure.
+ * Addresses and ports are host byte order.  Socket ids are ints >= 0 that carry a
+ * generation: a stale id is -EBADF, never another socket. */
+#ifndef UTCP_SOCK_H
+#define UTCP_SOCK_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "utcp.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct utcp_socks;
+
+struct utcp_socks_config {
+	size_t sz;
+	uint32_t max_socks;   /* listeners + connections; 0: the stack's max_conns + max_listeners */
+	int wake_fd;          /* 1 (default): create the wake-up eventfd; 0: none */
+};
+void utcp_socks_config_init(struct utcp_socks_config *cfg);
+
+/* The table takes the stack's event queue over: do not call utcp_next_event() on st after
+ * this.  The stack stays the caller's (destroy the table first). */
+int utcp_socks_create(struct utcp_stack *st, const struct utcp_socks_config *cfg,
+		      struct utcp_socks **out);
+/* Aborts (RST) every connection still open, flushes, frees the table.  NULL: no-op. */
+void utcp_socks_destroy(struct utcp_socks *ss, uint64_t now_us);
+struct utcp_stack *utcp_socks_stack(const struct utcp_socks *ss);
+
+/* Drains the stack's events into the sockets and calls the notify callback once for every
+ * socket something happened to.  Call after every utcp_poll/utcp_input/utcp_timers.
+ * Returns the number of sockets notified. */
+int utcp_socks_process(struct utcp_socks *ss, uint64_t now_us);
+
+/* Called from utcp_socks_process() only, with the socket's current utcp_sk_ready() mask,
+ * once per socket something happened to.  Every call is an edge for EPOLLET: new data,
+ * newly acknowledged data, a new connection to accept, a state change.  (The caller's own
+ * calls — accept emptying a queue, recv draining data — notify nobody: the caller knows.) */
+typedef void (*utcp_sk_notify_fn)(void *arg, int sk, unsigned ready);
+void utcp_socks_set_notify(struct utcp_socks *ss, utcp_sk_notify_fn fn, void *arg);
+
+/* An eventfd (non-blocking, close-on-exec) that becomes readable when utcp_socks_process
+ * notified at least one socket; -1 if configured without.  utcp_socks_wake_drain() reads
+ * it empty.  Still owned by the table. */
+int utcp_socks_wake_fd(const struct utcp_socks *ss);
+void utcp_socks_wake_drain(struct utcp_socks *ss);
+
+/* ---- sockets ---- */
+
+/* A new socket, neither listening nor connected: options may be set on it, then
+ * utcp_sk_listen() or utcp_sk_connect().  -ENFILE when the table is full. */
+int utcp_sk_open(struct utcp_socks *ss);
+
+/* Listen on the stack's address, port `port` (one listening socket per port: -EADDRINUSE).
+ * backlog <= 0: 1; capped at 4096.  While the accept queue is full a new SYN is not answered
+ * and the peer retries (Linux's default, tcp_abort_on_overflow = 0). */
+int utcp_sk_listen(struct utcp_socks *ss, int sk, uint16_t port, int backlog);
+
+struct utcp_sk_name {
+	uint32_t laddr, raddr;
+	uint16_t lport, rport;
+};
+
+/* The next connection of a listening socket: a new socket id (inheriting the listener's
+ * options: nodelay, keepalive and its timers, cc, linger, buffer caps), its addresses in
+ * *peer (may be NULL).  -EAGAIN if none is ready, -EINVAL if sk does not listen.
+ * With UTCP_TCP_DEFER_ACCEPT set, a connection becomes ready when data arrived or after
+ * the option's seconds. */
+int utcp_sk_accept(struct utcp_socks *ss, int sk, struct utcp_sk_name *peer);
+
+/* Active open from an open socket (lport 0: ephemeral, 4-tuple unique; next_hop NULL: the
+ * stack's gw_mac).  Returns -EINPROGRESS: the socket becomes writable (UTCP_SK poll bits:
+ * POLLOUT) when connected, or POLLERR|POLLHUP with utcp_sk_error() saying why
+ * (-ECONNREFUSED, -ETIMEDOUT, -ENETUNREACH...).  -EISCONN / -EALREADY as connect(2). */
+int utcp_sk_connect(struct utcp_socks *ss, int sk, uint32_t raddr, uint16_t rport,
+		    uint16_t lport, const uint8_t next_hop[6], uint64_t now_us);
+
+/* Flags for send and recv. */
+#define UTCP_SK_MORE 0x1      /* send: more is coming, hold a partial segment (MSG_MORE) */
+#define UTCP_SK_PEEK 0x2      /* recv: leave the data queued (MSG_PEEK) */
+
+/* Queue data: bytes queued (may be short), -EAGAIN when the send buffer is full, -EPIPE
+ * after shutdown(SHUT_WR) or once the connection has finished, -ENOTCONN before connect /
+ * while connecting, the connection's pending error (-ECONNRESET...) once (then -EPIPE).
+ * Output goes out at the next utcp_flush/utcp_poll of the stack. */
+ssize_t utcp_sk_send(struct utcp_socks *ss, int sk, const struct iovec *iov, int iovcnt,
+		     int flags, uint64_t now_us);
+/* Read data: bytes read, 0 at end of stream (peer's FIN, or after shutdown(SHUT_RD)),
+ * -EAGAIN if nothing yet, -ENOTCONN if never connected, the pending error (-ECONNRESET,
+ * -ETIMEDOUT) once, then 0.  Reading opens the receive window (a window update goes out
+ * when it grew by enough, RFC 9293 3.8.6.2.2). */
+ssize_t utcp_sk_recv(struct utcp_socks *ss, int sk, const struct iovec *iov, int iovcnt,
+		     int flags, uint64_t now_us);
+
+/* how: SHUT_RD, SHUT_WR, SHUT_RDWR (sys/socket.h).  -ENOTCONN if not connected. */
+int utcp_sk_shutdown(struct utcp_socks *ss, int sk, int how, uint64_t now_us);
+
+/* Release the id.  A connection finishes on its own (FIN after the queued data); with
+ * unread received data or SO_LINGER {on, 0} it is reset instead (RFC 9293 / Linux).  A
+ * listener's queued, unaccepted connections are reset. */
+int utcp_sk_close(struct utcp_socks *ss, int sk, uint64_t now_us);
+
+/* Options.  Values are ints in the units of the socket option of the same name. */
+enum utcp_sk_opt {
+	UTCP_SO_KEEPALIVE = 1,  /* 0/1 */
+	UTCP_SO_LINGER,         /* -1: off; else the linger seconds (0: close resets) */
+	UTCP_SO_RCVBUF,         /* set: the caller's bytes; get: what Linux would report (2x),
+				 * capped at the stack's per-connection buffer */
+	UTCP_SO_SNDBUF,         /* as SO_RCVBUF */
+	UTCP_TCP_NODELAY,       /* 0/1 */
+	UTCP_TCP_CORK,          /* 0/1: hold partial segments until uncorked (200 ms bound) */
+	UTCP_TCP_KEEPIDLE,      /* seconds */
+	UTCP_TCP_KEEPINTVL,     /* seconds */
+	UTCP_TCP_KEEPCNT,       /* probes */
+	UTCP_TCP_DEFER_ACCEPT,  /* seconds; listeners */
+	UTCP_TCP_MAXSEG,        /* get only: the MSS in use (before connect: the stack's) */
+};
+int utcp_sk_setopt(struct utcp_socks *ss, int sk, enum utcp_sk_opt opt, int val);
+int utcp_sk_getopt(struct utcp_socks *ss, int sk, enum utcp_sk_opt opt, int *val);
+/* Congestion control by name ("newreno", "cubic"); -ENOENT if unknown.  Before connect it
+ * applies when the connection is made; on a listener, to the connections it accepts. */
+int utcp_sk_set_cc(struct utcp_socks *ss, int sk, const char *name);
+const char *utcp_sk_get_cc(struct utcp_socks *ss, int sk);
+
+/* poll(2) bits (POLLIN, POLLOUT, POLLERR, POLLHUP, POLLRDHUP), as Linux's tcp_poll() sets
+ * them: a listener POLLIN with a connection to accept; while connecting 0; connected
+ * POLLOUT when at least a third of the send buffer is free (and always after SHUT_WR);
+ * POLLIN|POLLRDHUP after the peer's FIN; POLLHUP when both directions are shut or the
+ * connection is gone; POLLERR while an error is pending.  A reset connection:
+ * POLLIN|POLLOUT|POLLERR|POLLHUP|POLLRDHUP.  -EBADF for a stale id. */
+int utcp_sk_ready(struct utcp_socks *ss, int sk);
+/* SO_ERROR: the pending error (a negative errno) or 0, and clears it. */
+int utcp_sk_error(struct utcp_socks *ss, int sk);
+/* FIONREAD: bytes ready to read.  SIOCOUTQ: bytes sent but not acknowledged plus unsent. */
+int utcp_sk_nread(struct utcp_socks *ss, int sk);
+int utcp_sk_outq(struct utcp_socks *ss, int sk);
+
+/* Addresses (a listener: raddr/rport 0; before connect: all 0).  -ENOTCONN for the peer
+ * of an unconnected socket is the caller's call to make from raddr == 0. */
+int utcp_sk_name(struct utcp_socks *ss, int sk, struct utcp_sk_name *out);
+/* Connection state and counters (utcp.h); a listener reports UTCP_LISTEN. */
+int utcp_sk_info(struct utcp_socks *ss, int sk, struct utcp_conn_info *info);
+bool utcp_sk_is_listener(struct utcp_socks *ss, int sk);
+
+/* Iteration over sockets in use: the first id after `after` (-1: from the start), or -1. */
+int utcp_sk_next(struct utcp_socks *ss, int after);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
