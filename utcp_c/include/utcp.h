@@ -180,6 +180,7 @@ struct utcp_stats {
 	uint64_t active_opens, passive_opens, established, resets, timeouts;
 	uint64_t conns_in_use;
 	uint64_t drops[UTCP_DROP__MAX];
+	uint64_t dsacks_in, rack_marked_lost, prr_recoveries;   /* RFC 2883, RFC 8985, RFC 6937 */
 };
 const struct utcp_stats *utcp_get_stats(const struct utcp_stack *st);
 
