@@ -57,6 +57,11 @@ shim: utcp
 	$(MAKE) -C shim BUILD=$(BUILD)
 	$(MAKE) -C shim BUILD=$(BUILD)/asan SAN=1
 
+## fuzz: UTCP's libFuzzer targets (clang); tests/unit/test_fuzz.py builds and runs them too.
+.PHONY: fuzz
+fuzz:
+	$(MAKE) -C utcp_c/fuzz BUILD=$(BUILD)
+
 ## test: everything pytest drives (C tests, Python unit tests, system tests on the test bed).
 ## Long runs use their reduced form; `make test-full` runs their full form.
 test: deps build
