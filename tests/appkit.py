@@ -119,6 +119,7 @@ class Launch:
     dir: Path
     daemon: Mstackd | None = None
     policy: Path | None = None
+    verbose: bool = False  # mstack-run --verbose: the shim reports its policy and decisions
 
     @property
     def shim(self) -> bool:
@@ -150,7 +151,9 @@ class Launch:
         if not self.shim:
             return cmd
         assert self.policy is not None, "write_policy() first"
-        return [str(BIN / "mstack-run"), "--policy", str(self.policy), "--app", app, "--", *cmd]
+        opts = ["--verbose"] if self.verbose else []
+        return [str(BIN / "mstack-run"), "--policy", str(self.policy), "--app", app, *opts, "--",
+                *cmd]  # fmt: skip
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -833,6 +836,22 @@ http {{
         return [p.pid for p in self.known.values() if _alive(p)] + [
             p.pid for p in self.prefix_masters()
         ]
+
+    def logged(self) -> int:
+        """Requests in the access log so far (nginx writes each line as it finishes one)."""
+        try:
+            with open(self.access_log, "rb") as f:
+                return sum(1 for _ in f)
+        except FileNotFoundError:
+            return 0
+
+    def wait_logged(self, more: int, timeout: float = 60) -> None:
+        """Until `more` further requests have been served (evidence that a load is running)."""
+        start = self.logged()
+        deadline = time.monotonic() + timeout
+        while self.logged() < start + more:
+            assert time.monotonic() < deadline, f"fewer than {more} requests in {timeout} s"
+            time.sleep(0.05)
 
     def assert_shim_loaded(self) -> None:
         """Shim mode: libmstack.so is mapped in every master and worker (after daemon's
