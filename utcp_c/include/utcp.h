@@ -93,6 +93,7 @@ enum utcp_event_type {
 	UTCP_EV_READABLE = 1 << 2,   /* new data, or the peer's FIN (recv returns 0) */
 	UTCP_EV_WRITABLE = 1 << 3,   /* send space freed by a new ACK */
 	UTCP_EV_CLOSED = 1 << 4,     /* the connection is gone; ev.error says why (0: orderly) */
+	UTCP_EV_WAKEUP = 1 << 5,     /* the time set by utcp_set_wakeup() has come */
 };
 
 struct utcp_event {
@@ -107,6 +108,7 @@ int utcp_next_event(struct utcp_stack *st, struct utcp_event *ev);
 
 /* Returns a listener id (>= 0). */
 int utcp_listen(struct utcp_stack *st, uint16_t port, int backlog);
+/* Stops listening; its half-open connections are dropped (a late ACK meets a RST). */
 int utcp_unlisten(struct utcp_stack *st, int listener);
 /* Active open.  lport 0 picks an ephemeral port keeping the 4-tuple unique;
  * next_hop NULL uses cfg.gw_mac. */
@@ -183,6 +185,59 @@ struct utcp_stats {
 	uint64_t dsacks_in, rack_marked_lost, prr_recoveries;   /* RFC 2883, RFC 8985, RFC 6937 */
 };
 const struct utcp_stats *utcp_get_stats(const struct utcp_stack *st);
+
+/* ---- for a socket layer on top of the event API (utcp_sock.h) ---- */
+
+/* The slot of a connection handle: < max_conns, unique among live connections (a table
+ * indexed by it needs no hashing; the handle itself still tells stale from live). */
+#define UTCP_CID_INDEX(c) ((uint32_t)(c) & 0xfffffu)
+
+/* The configuration the stack runs with (defaults filled in). */
+const struct utcp_config *utcp_stack_config(const struct utcp_stack *st);
+/* The canonical name of a congestion control module, NULL if there is none by that name. */
+const char *utcp_cc_lookup(const char *name);
+
+/* What a socket layer needs to know of a connection, without the cost of utcp_conn_info. */
+struct utcp_conn_status {
+	enum utcp_state state;
+	uint32_t rcv_queued;         /* in-order bytes ready to read (FIONREAD) */
+	uint32_t snd_queued;         /* unacknowledged bytes, sent or not, + an unacknowledged FIN (SIOCOUTQ) */
+	uint32_t snd_cap;            /* the usable send buffer (the ring, or less: utcp_set_bufcap) */
+	bool peer_fin;               /* the peer's FIN arrived: the stream ends after rcv_queued */
+	bool fin_queued;             /* our side is shut: FIN queued or sent */
+	int error;                   /* once CLOSED: 0 (orderly), -ECONNRESET, -ECONNREFUSED, -ETIMEDOUT */
+};
+int utcp_conn_status(struct utcp_stack *st, utcp_cid c, struct utcp_conn_status *out);
+
+/* Copies up to len bytes starting off bytes into the unread data, leaving them queued
+ * (MSG_PEEK).  0 if there is nothing at off. */
+ssize_t utcp_peek(struct utcp_stack *st, utcp_cid c, void *buf, size_t len, size_t off);
+
+/* Keepalive timings of one connection (TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT); 0 leaves a
+ * value as it is.  New connections start with the stack's.  An armed idle timer restarts
+ * from the last segment received, as Linux does. */
+int utcp_set_keepalive_timing(struct utcp_stack *st, utcp_cid c, uint64_t idle_us,
+			      uint64_t intvl_us, uint32_t probes, uint64_t now_us);
+
+/* Cork (TCP_CORK, MSG_MORE): hold a final partial segment until uncorked, until more data
+ * fills it, or for at most UTCP_CORK_MAX_US.  Uncorking sends what is held. */
+#define UTCP_CORK_MAX_US 200000u
+int utcp_set_cork(struct utcp_stack *st, utcp_cid c, bool on, uint64_t now_us);
+
+/* Per-connection buffer limits below the stack's (SO_SNDBUF, SO_RCVBUF): snd bounds what
+ * utcp_send() queues, rcv the receive window advertised.  0: the full buffer. */
+int utcp_set_bufcap(struct utcp_stack *st, utcp_cid c, uint32_t snd, uint32_t rcv);
+
+/* UTCP_EV_WAKEUP for this connection at at_us (0 cancels): a timer for the layer above,
+ * counted in utcp_next_deadline(). */
+int utcp_set_wakeup(struct utcp_stack *st, utcp_cid c, uint64_t at_us);
+
+/* An accept queue above the stack: from now on a passive connection of this listener counts
+ * against `limit` from its SYN until utcp_listen_release() (accepted, or gone), not only
+ * while half-open; a SYN arriving at the limit is not answered (the peer retries), like
+ * Linux with a full accept queue.  The limit may be changed at any time (0: none). */
+int utcp_listen_hold(struct utcp_stack *st, int listener, int limit);
+int utcp_listen_release(struct utcp_stack *st, int listener);
 
 /* strerror-style text for a negative errno returned by this library. */
 const char *utcp_strerror(int err);

@@ -15,6 +15,8 @@ struct utcp_listener {
 	uint16_t port;
 	int backlog;
 	int pending;             /* half-open (SYN-RECEIVED) connections */
+	bool hold;               /* utcp_listen_hold: pending also counts established ones until
+				  * utcp_listen_release (a socket layer's accept queue) */
 };
 
 struct utcp_stack {

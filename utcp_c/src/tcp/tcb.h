@@ -114,6 +114,14 @@ struct utcp_tcb {
 	uint32_t ev_next;        /* intrusive FIFO of connections with events */
 	bool ev_queued;
 
+	/* ---- per-connection settings of the socket layer (utcp_sock.h, set in tcp_conn.c) ---- */
+	bool cork;               /* TCP_CORK / MSG_MORE: hold a final partial segment ... */
+	uint64_t cork_at;        /* ... until then at most (UTCP_CORK_MAX_US); 0: nothing held */
+	uint32_t snd_cap, rcv_cap;   /* SO_SNDBUF / SO_RCVBUF below the rings' size; 0: none */
+	uint64_t ka_idle_us, ka_intvl_us;   /* keepalive timings (the stack's by default) */
+	uint32_t ka_cnt;
+	uint64_t wake_at;        /* UTCP_EV_WAKEUP for the layer above (utcp_set_wakeup) */
+
 	/* counters */
 	uint64_t retransmits, rto_timeouts, fast_retransmits, spurious_recoveries;
 	uint64_t bytes_acked, bytes_received;
@@ -179,6 +187,11 @@ void tcp_tcb_closed(struct utcp_stack *st, struct utcp_tcb *tcb, int error);
 void tcp_event(struct utcp_stack *st, struct utcp_tcb *tcb, uint32_t ev);
 void tcp_enter_time_wait(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
 void tcp_established(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
+/* Free receive space under the SO_RCVBUF cap: what the window may offer. */
+uint32_t tcp_rcv_space(const struct utcp_tcb *tcb);
+/* tcp_output() asks before sending a final partial segment: true holds it (cork), and
+ * makes sure a timer sends it when the cork's time bound runs out. */
+bool tcp_cork_holds(struct utcp_tcb *tcb, uint64_t now);
 
 /* isn.c: RFC 6528 */
 uint32_t tcp_isn(const uint8_t key[16], const struct utcp_tuple *t, uint64_t now_us);

@@ -9,6 +9,7 @@
 
 #define CID_IDX_BITS 20
 #define CID_IDX_MASK ((1u << CID_IDX_BITS) - 1)
+_Static_assert(UTCP_CID_INDEX(UINT32_MAX) == CID_IDX_MASK, "UTCP_CID_INDEX matches the handle layout");
 
 static utcp_cid cid_of(const struct utcp_stack *st, const struct utcp_tcb *tcb)
 {
@@ -82,6 +83,9 @@ struct utcp_tcb *tcp_tcb_new(struct utcp_stack *st, const struct utcp_tuple *t, 
 	tcb->peer_mss = 536;                        /* RFC 9293 3.7.1 default */
 	tcb->reordering = UTCP_DUPTHRESH;
 	tcb->rxt_hw = tcb->iss;
+	tcb->ka_idle_us = st->cfg.keepalive_idle_us;
+	tcb->ka_intvl_us = st->cfg.keepalive_intvl_us;
+	tcb->ka_cnt = st->cfg.keepalive_probes;
 	tcp_tcb_init_options(st, tcb);
 	st->stats.conns_in_use = st->ct.used;
 	return tcb;
@@ -195,10 +199,11 @@ void tcp_established(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 	tcb->last_rcv = now;
 	if (st->cfg.keepalive) {
 		tcb->ka_on = true;
-		tcb->ka_at = now + st->cfg.keepalive_idle_us;
+		tcb->ka_at = now + tcb->ka_idle_us;
 	}
 	if (tcb->passive) {
-		if (tcb->listener >= 0)
+		/* A held listener counts it until the layer above releases it. */
+		if (tcb->listener >= 0 && !st->listeners[tcb->listener].hold)
 			st->listeners[tcb->listener].pending--;
 		tcb->app_owned = true;
 		tcp_event(st, tcb, UTCP_EV_ACCEPTED);
@@ -231,14 +236,48 @@ int utcp_listen(struct utcp_stack *st, uint16_t port, int backlog)
 	st->listeners[fr].port = port;
 	st->listeners[fr].backlog = backlog > 0 ? backlog : 128;
 	st->listeners[fr].pending = 0;
+	st->listeners[fr].hold = false;
 	return fr;
 }
 
 int utcp_unlisten(struct utcp_stack *st, int l)
 {
+	uint32_t i;
+
 	if (l < 0 || (uint32_t)l >= st->cfg.max_listeners || !st->listeners[l].used)
 		return -EBADF;
 	st->listeners[l].used = false;
+	/* Its half-open connections go silently (the peer's ACK then meets no listener and
+	 * is answered with a RST, as with Linux); established ones forget the listener id,
+	 * which may be reused. */
+	for (i = 0; i < st->cfg.max_conns; i++) {
+		struct utcp_tcb *tcb = &st->tcbs[i];
+
+		if (!utcp_conntab_used(&st->ct, i) || !tcb->passive || tcb->listener != l)
+			continue;
+		if (tcb->state == UTCP_SYN_RECEIVED && !tcb->app_owned)
+			tcp_tcb_closed(st, tcb, 0);
+		else
+			tcb->listener = -1;
+	}
+	return 0;
+}
+
+int utcp_listen_hold(struct utcp_stack *st, int l, int limit)
+{
+	if (l < 0 || (uint32_t)l >= st->cfg.max_listeners || !st->listeners[l].used)
+		return -EBADF;
+	st->listeners[l].hold = true;
+	st->listeners[l].backlog = limit > 0 ? limit : 0;
+	return 0;
+}
+
+int utcp_listen_release(struct utcp_stack *st, int l)
+{
+	if (l < 0 || (uint32_t)l >= st->cfg.max_listeners || !st->listeners[l].used)
+		return -EBADF;
+	if (st->listeners[l].pending > 0)
+		st->listeners[l].pending--;
 	return 0;
 }
 
@@ -294,10 +333,56 @@ int utcp_connect(struct utcp_stack *st, uint32_t raddr, uint16_t rport, uint16_t
 	return 0;
 }
 
+/* Room for utcp_send(): the ring's, or less under an SO_SNDBUF cap. */
+static uint32_t snd_room(const struct utcp_tcb *tcb)
+{
+	uint32_t room = ring_free(&tcb->sbuf);
+
+	if (tcb->snd_cap) {
+		uint32_t c = tcb->snd_cap > tcb->sbuf.len ? tcb->snd_cap - tcb->sbuf.len : 0;
+
+		if (c < room)
+			room = c;
+	}
+	return room;
+}
+
+uint32_t tcp_rcv_space(const struct utcp_tcb *tcb)
+{
+	uint32_t space = ring_free(&tcb->rbuf);
+
+	if (tcb->rcv_cap) {
+		uint32_t c = tcb->rcv_cap > tcb->rbuf.len ? tcb->rcv_cap - tcb->rbuf.len : 0;
+
+		if (c < space)
+			space = c;
+	}
+	return space;
+}
+
+bool tcp_cork_holds(struct utcp_tcb *tcb, uint64_t now)
+{
+	if (!tcb->cork)
+		return false;
+	if (!tcb->cork_at)
+		tcb->cork_at = now + UTCP_CORK_MAX_US;
+	if (now >= tcb->cork_at) {
+		tcb->cork_at = 0;       /* held long enough (Linux: ~200 ms, its probe timer) */
+		return false;
+	}
+	if (!tcb->rtx_at) {
+		/* Nothing in flight, so no ACK will come to re-run output: the persist
+		 * timer does (it sends what the window allows when it finds one open). */
+		tcb->persist = true;
+		tcb->rtx_at = tcb->cork_at;
+	}
+	return true;
+}
+
 ssize_t utcp_send(struct utcp_stack *st, utcp_cid c, const void *buf, size_t len, uint64_t now)
 {
 	struct utcp_tcb *tcb = tcb_of(st, c);
-	uint32_t n;
+	uint32_t n, room;
 
 	if (!tcb)
 		return -EBADF;
@@ -307,7 +392,8 @@ ssize_t utcp_send(struct utcp_stack *st, utcp_cid c, const void *buf, size_t len
 		return -EPIPE;
 	if (len > UINT32_MAX)
 		len = UINT32_MAX;
-	n = ring_append(&tcb->sbuf, buf, (uint32_t)len);
+	room = snd_room(tcb);
+	n = ring_append(&tcb->sbuf, buf, len < room ? (uint32_t)len : room);
 	if (!n)
 		return len ? -EAGAIN : 0;
 	if (tcp_synchronized(tcb->state))
@@ -457,7 +543,7 @@ int utcp_set_keepalive(struct utcp_stack *st, utcp_cid c, bool on, uint64_t now)
 		return -EBADF;
 	tcb->ka_on = on;
 	tcb->ka_probes = 0;
-	tcb->ka_at = on ? now + st->cfg.keepalive_idle_us : 0;
+	tcb->ka_at = on ? now + tcb->ka_idle_us : 0;
 	if (!tcb->last_rcv || !on)
 		tcb->last_rcv = now;
 	if (tcb->state != UTCP_CLOSED)
@@ -492,7 +578,7 @@ int utcp_conn_ready(struct utcp_stack *st, utcp_cid c)
 	if (tcb->rbuf.len || tcb->fin_rcvd || tcb->state == UTCP_CLOSED)
 		m |= UTCP_READY_IN;
 	if ((tcb->state == UTCP_ESTABLISHED || tcb->state == UTCP_CLOSE_WAIT) && !tcb->fin_queued &&
-	    ring_free(&tcb->sbuf))
+	    snd_room(tcb))
 		m |= UTCP_READY_OUT;
 	if (tcb->state == UTCP_CLOSED || (tcb->fin_rcvd && tcb->fin_acked))
 		m |= UTCP_READY_HUP;
@@ -544,5 +630,117 @@ int utcp_conn_info(struct utcp_stack *st, utcp_cid c, struct utcp_conn_info *inf
 	ci.reordering = tcb->reordering;
 	ci.cc = tcb->cc->name;
 	memcpy(info, &ci, sz);
+	return 0;
+}
+
+/* ---- for a socket layer (utcp_sock.h) ---- */
+
+const struct utcp_config *utcp_stack_config(const struct utcp_stack *st)
+{
+	return &st->cfg;
+}
+
+const char *utcp_cc_lookup(const char *name)
+{
+	const struct utcp_cc_ops *ops = name ? utcp_cc_find(name) : NULL;
+
+	return ops ? ops->name : NULL;
+}
+
+int utcp_conn_status(struct utcp_stack *st, utcp_cid c, struct utcp_conn_status *out)
+{
+	struct utcp_tcb *tcb = tcb_of(st, c);
+
+	if (!tcb)
+		return -EBADF;
+	memset(out, 0, sizeof(*out));
+	out->state = tcb->state;
+	out->rcv_queued = tcb->rbuf.len;
+	out->snd_queued = tcb->sbuf.len + (tcb->fin_queued && !tcb->fin_acked ? 1 : 0);
+	out->snd_cap = tcb->snd_cap && tcb->snd_cap < tcb->sbuf.cap ? tcb->snd_cap : tcb->sbuf.cap;
+	out->peer_fin = tcb->fin_rcvd;
+	out->fin_queued = tcb->fin_queued;
+	out->error = tcb->state == UTCP_CLOSED ? tcb->ev_error : 0;
+	return 0;
+}
+
+ssize_t utcp_peek(struct utcp_stack *st, utcp_cid c, void *buf, size_t len, size_t off)
+{
+	struct utcp_tcb *tcb = tcb_of(st, c);
+	const uint8_t *p1, *p2;
+	uint32_t l1, l2, n;
+
+	if (!tcb)
+		return -EBADF;
+	if (off >= tcb->rbuf.len)
+		return 0;
+	n = tcb->rbuf.len - (uint32_t)off;
+	if (len < n)
+		n = (uint32_t)len;
+	ring_peek(&tcb->rbuf, (uint32_t)off, n, &p1, &l1, &p2, &l2);
+	memcpy(buf, p1, l1);
+	if (l2)
+		memcpy((uint8_t *)buf + l1, p2, l2);
+	return n;
+}
+
+int utcp_set_keepalive_timing(struct utcp_stack *st, utcp_cid c, uint64_t idle_us,
+			      uint64_t intvl_us, uint32_t probes, uint64_t now)
+{
+	struct utcp_tcb *tcb = tcb_of(st, c);
+
+	if (!tcb)
+		return -EBADF;
+	if (idle_us)
+		tcb->ka_idle_us = idle_us;
+	if (intvl_us)
+		tcb->ka_intvl_us = intvl_us;
+	if (probes)
+		tcb->ka_cnt = probes;
+	if (idle_us && tcb->ka_on && tcb->state != UTCP_CLOSED && !tcb->ka_probes) {
+		/* Linux restarts the timer for the new idle time, from the last segment received. */
+		uint64_t at = tcb->last_rcv + tcb->ka_idle_us;
+
+		tcb->ka_at = at > now ? at : now;
+		tcp_timer_update(st, tcb);
+	}
+	return 0;
+}
+
+int utcp_set_cork(struct utcp_stack *st, utcp_cid c, bool on, uint64_t now)
+{
+	struct utcp_tcb *tcb = tcb_of(st, c);
+
+	if (!tcb)
+		return -EBADF;
+	if (tcb->cork == on)
+		return 0;
+	tcb->cork = on;
+	tcb->cork_at = 0;
+	if (!on && tcp_synchronized(tcb->state) && tcb->state != UTCP_CLOSED)
+		tcp_output(st, tcb, now);       /* push what was held */
+	return 0;
+}
+
+int utcp_set_bufcap(struct utcp_stack *st, utcp_cid c, uint32_t snd, uint32_t rcv)
+{
+	struct utcp_tcb *tcb = tcb_of(st, c);
+
+	if (!tcb)
+		return -EBADF;
+	tcb->snd_cap = snd;
+	tcb->rcv_cap = rcv;
+	return 0;
+}
+
+int utcp_set_wakeup(struct utcp_stack *st, utcp_cid c, uint64_t at)
+{
+	struct utcp_tcb *tcb = tcb_of(st, c);
+
+	if (!tcb)
+		return -EBADF;
+	tcb->wake_at = at;
+	if (tcb->state != UTCP_CLOSED)
+		tcp_timer_update(st, tcb);
 	return 0;
 }

@@ -44,7 +44,7 @@ uint32_t tcp_flight(const struct utcp_tcb *tcb)
  * avoidance (RFC 9293 3.8.6.2.2): the right edge only moves by a useful amount. */
 uint32_t tcp_rcv_window(const struct utcp_tcb *tcb)
 {
-	uint32_t space = ring_free(&tcb->rbuf), cur = 0, step;
+	uint32_t space = tcp_rcv_space(tcb), cur = 0, step;
 
 	if (seq_gt(tcb->rcv_adv, tcb->rcv_nxt))
 		cur = (uint32_t)seq_diff(tcb->rcv_adv, tcb->rcv_nxt);
@@ -338,9 +338,11 @@ void tcp_output(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 				 * timer of the RFC). */
 				if (len < tcb->max_snd_wnd / 2 && seq_lt(tcb->snd_una, tcb->snd_nxt))
 					break;
-			} else if (!tcb->nodelay && seq_lt(tcb->snd_una, tcb->snd_nxt) &&
-				   !seq_lt(tcb->snd_nxt, tcb->snd_max)) {
-				/* Nagle (RFC 9293 3.7.4): one small segment in flight at a time. */
+			} else if (tcp_cork_holds(tcb, now) ||
+				   (!tcb->nodelay && seq_lt(tcb->snd_una, tcb->snd_nxt) &&
+				    !seq_lt(tcb->snd_nxt, tcb->snd_max))) {
+				/* Cork, or Nagle (RFC 9293 3.7.4): one small segment in flight
+				 * at a time. */
 				break;
 			}
 		}

@@ -19,7 +19,7 @@ static uint64_t min_nz(uint64_t a, uint64_t b)
 void tcp_timer_update(struct utcp_stack *st, struct utcp_tcb *tcb)
 {
 	uint64_t at = min_nz(min_nz(min_nz(tcb->rtx_at, tcb->delack_at), min_nz(tcb->tw_at, tcb->ka_at)),
-			     tcb->tlp_at);
+			     min_nz(tcb->tlp_at, tcb->wake_at));
 
 	if (!at)
 		utcp_wheel_cancel(&st->wheel, &tcb->timer);
@@ -205,20 +205,19 @@ static void persist_expired(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_
  * and no data, which the peer must acknowledge; silence for all probes aborts. */
 static void keepalive_expired(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 {
-	const struct utcp_config *c = &st->cfg;
-
+	/* per connection (TCP_KEEPIDLE/INTVL/CNT), the stack's by default */
 	if (!tcb->ka_on || (tcb->state != UTCP_ESTABLISHED && tcb->state != UTCP_CLOSE_WAIT))
 		return;
-	if (now - tcb->last_rcv < c->keepalive_idle_us) {
+	if (now - tcb->last_rcv < tcb->ka_idle_us) {
 		tcb->ka_probes = 0;
-		tcb->ka_at = tcb->last_rcv + c->keepalive_idle_us;
+		tcb->ka_at = tcb->last_rcv + tcb->ka_idle_us;
 		return;
 	}
 	if (!seq_eq(tcb->snd_una, tcb->snd_max) || tcb->persist) {
-		tcb->ka_at = now + c->keepalive_intvl_us;   /* the RTO/persist timer is in charge */
+		tcb->ka_at = now + tcb->ka_intvl_us;        /* the RTO/persist timer is in charge */
 		return;
 	}
-	if (tcb->ka_probes >= c->keepalive_probes) {
+	if (tcb->ka_probes >= tcb->ka_cnt) {
 		st->stats.timeouts++;
 		tcp_tcb_closed(st, tcb, -ETIMEDOUT);
 		return;
@@ -226,7 +225,7 @@ static void keepalive_expired(struct utcp_stack *st, struct utcp_tcb *tcb, uint6
 	tcb->ka_probes++;
 	st->stats.keepalive_probes++;
 	tcp_send_segment(st, tcb, seq_add(tcb->snd_max, -1), UTCP_TH_ACK, 0, 0, now);
-	tcb->ka_at = now + c->keepalive_intvl_us;
+	tcb->ka_at = now + tcb->ka_intvl_us;
 }
 
 void tcp_timer_fire(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
@@ -236,6 +235,10 @@ void tcp_timer_fire(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 		keepalive_expired(st, tcb, now);
 		if (tcb->state == UTCP_CLOSED)
 			return;
+	}
+	if (tcb->wake_at && tcb->wake_at <= now) {
+		tcb->wake_at = 0;
+		tcp_event(st, tcb, UTCP_EV_WAKEUP);     /* the socket layer's timer */
 	}
 	if (tcb->tw_at && tcb->tw_at <= now) {
 		tcb->tw_at = 0;
