@@ -27,6 +27,7 @@ $(VENV)/.installed: pyproject.toml
 
 ## build: C parts with -Wall -Wextra -Werror, plus the ASan/UBSan variant under build/asan.
 build: bpf utcp shim benchtools httpd
+	$(MAKE) -C compat_tests compat BUILD=$(BUILD)
 
 bpf:
 	$(MAKE) -C daemon/bpf BUILD=$(BUILD)/bpf
