@@ -23,7 +23,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -912,14 +911,18 @@ def running_nginx(launch: Launch, **kw: Any) -> Iterator[Nginx]:
     assert not n.leftovers(), f"nginx processes left behind: {n.leftovers()}"
 
 
-def socket_listening(ip: str, port: int, timeout: float = 20) -> None:
-    """Until something accepts on ip:port (from this namespace)."""
+def wait_listening(ip: str, port: int, proc: subprocess.Popen[Any], timeout: float = 20) -> None:
+    """Until the kernel has a listener on ip:port (under the shim too: the shadow listener),
+    without connecting to it; fails at once if `proc` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((ip, port), timeout=1):
+        assert proc.poll() is None, f"{proc.args!r} exited with status {proc.returncode}"
+        cp = subprocess.run(["ss", "-tlnH", "src", f"{ip}:{port}"], capture_output=True,
+                            text=True, timeout=10)  # fmt: skip
+        if cp.stdout.strip():
             return
         time.sleep(0.05)
-    raise AssertionError(f"nothing accepts on {ip}:{port} after {timeout} s")
+    raise AssertionError(f"nothing listens on {ip}:{port} after {timeout} s")
 
 
 @contextlib.contextmanager
