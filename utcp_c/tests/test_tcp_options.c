@@ -328,7 +328,8 @@ TEST(test_established_spurious_fast_retransmit_undone_by_timestamps)
 	s = EXPECT(h, ACK, x, 1001, 1000);              /* fast retransmit */
 	CHECK(s.th.opt.tsval > ts_orig);
 	utcp_conn_info(h->st, h->conn, &ci);
-	CHECK_EQ(ci.cwnd, 5000);                         /* halved (FlightSize 10000) */
+	CHECK_EQ(ci.ssthresh, 5000);                     /* halved (FlightSize 10000) */
+	CHECK_EQ(ci.cwnd, 7000);   /* PRR (RFC 6937): pipe 6000 + the retransmission */
 	/* the original arrives: everything acknowledged, echoing its old timestamp */
 	memset(&o, 0, sizeof(o));
 	o.has_ts = true, o.tsval = 103, o.tsecr = ts_orig;

@@ -20,6 +20,9 @@ struct utcp_stack;
 #define UTCP_OOO_MAX 8     /* out-of-order ranges kept by a receiver (and reported as SACK) */
 #define UTCP_SB_MAX 16     /* SACKed ranges kept by a sender (RFC 6675 scoreboard) */
 #define UTCP_DUPTHRESH 3
+#define UTCP_XLOG_MAX 64    /* send-time records of original transmissions (rack.c) */
+#define UTCP_RXTLOG_MAX 16  /* send-time records of retransmissions */
+#define UTCP_RACK_MAX_REO_MULT 16
 
 struct utcp_ooo {
 	utcp_seq left, right;  /* [left, right) */
@@ -98,6 +101,36 @@ struct utcp_tcb {
 	uint32_t rxt_tsval;      /* TSval of the first retransmission of the recovery */
 	uint32_t episode_rxts;   /* segments retransmitted in this recovery */
 	uint32_t prior_cwnd, prior_ssthresh;
+	/* ---- RACK-TLP (RFC 8985), D-SACK use and undo (RFC 2883, RFC 3708), PRR (RFC 6937),
+	 * RTTM (RFC 7323): the sender's loss recovery, rack.c.  Send times of outstanding
+	 * data: original transmissions as (end, time) records in sequence order, one per
+	 * burst; retransmissions apart.  Times are 32-bit microseconds. ---- */
+	struct utcp_xlog {
+		utcp_seq end;            /* [previous record's end (or xlog_base), end) */
+		uint32_t t;
+	} xlog[UTCP_XLOG_MAX];
+	utcp_seq xlog_base;
+	uint8_t xlog_head, nxlog;
+	uint8_t nrxtlog;
+	struct utcp_rxtlog {
+		utcp_seq l, r;
+		uint32_t t;
+		bool lost;               /* RACK found this retransmission lost too */
+	} rxtlog[UTCP_RXTLOG_MAX];
+	bool rack_valid, rack_reord; /* RACK.xmit_ts known; reordering seen (RACK.reord) */
+	bool rack_dsack_round_on;
+	uint8_t rack_reo_mult, rack_reo_persist;   /* reo_wnd multiplier; recoveries left */
+	uint32_t rack_xmit_ts;       /* send time of the most recently sent delivered segment */
+	utcp_seq rack_end;           /* and its end (ties between segments sent together) */
+	uint32_t rack_rtt_us, rack_min_rtt_us;
+	utcp_seq rack_dsack_round;   /* reo_wnd grows at most once per round trip */
+	utcp_seq rack_lost_end;      /* original transmissions below it not SACKed are lost */
+	uint64_t rack_at;            /* reordering timer (RFC 8985 6.2 step 5) */
+	uint32_t prr_delivered, prr_out, prr_recover_fs;
+	bool undo_valid;             /* the last recovery may still be undone by D-SACKs */
+	uint32_t undo_retrans;       /* bytes retransmitted in it not yet reported duplicate */
+	utcp_seq undo_lo;            /* SND.UNA when it began */
+	uint64_t dsacks_in;
 
 	/* timers: one wheel entry armed at the earliest of these deadlines */
 	struct utcp_timer timer;
@@ -169,6 +202,25 @@ bool tcp_sack_covered(const struct utcp_tcb *tcb, utcp_seq s);
 uint32_t tcp_sack_bytes_above(const struct utcp_tcb *tcb, utcp_seq s);
 uint32_t tcp_smss(const struct utcp_tcb *tcb);
 uint32_t tcp_sack_dupthresh(const struct utcp_tcb *tcb);
+
+/* rack.c: RACK-TLP loss detection, D-SACK use and undo, PRR */
+void tcp_rack_sent(struct utcp_tcb *tcb, utcp_seq seq, utcp_seq end, uint64_t now);
+/* Returns an RTT sample (µs) from the cumulatively acknowledged data if unambiguous, or 0. */
+uint32_t tcp_rack_on_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struct utcp_tcp_opts *o,
+			 utcp_seq ack, uint64_t now);
+void tcp_enter_recovery(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
+void tcp_exit_recovery(struct utcp_stack *st, struct utcp_tcb *tcb);
+void tcp_rack_acked(struct utcp_tcb *tcb);
+bool tcp_rack_detect(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
+void tcp_rack_undo(struct utcp_stack *st, struct utcp_tcb *tcb);
+void tcp_rack_forget(struct utcp_tcb *tcb);
+bool tcp_rack_is_lost(const struct utcp_tcb *tcb, utcp_seq s);
+bool tcp_rack_any_lost(const struct utcp_tcb *tcb);
+uint32_t tcp_rack_lost_bytes(const struct utcp_tcb *tcb);
+bool tcp_rack_next_lost(const struct utcp_tcb *tcb, uint32_t maxlen, utcp_seq *seq, uint32_t *len);
+void tcp_prr_start(struct utcp_tcb *tcb);
+void tcp_prr_on_ack(struct utcp_tcb *tcb, uint32_t delivered);
+void tcp_prr_sent(struct utcp_tcb *tcb, uint32_t bytes);
 
 /* tcp_timer.c */
 void tcp_timer_update(struct utcp_stack *st, struct utcp_tcb *tcb);

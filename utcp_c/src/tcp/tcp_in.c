@@ -235,8 +235,12 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 {
 	uint32_t seg_wnd = seg->wnd << (tcb->ws_ok ? tcb->snd_wscale : 0);
 	bool is_dup = false;
-	uint32_t newly_sacked = 0;
+	uint32_t newly_sacked = 0, sacked_before = tcb->sack_ok ? tcp_sack_bytes(tcb) : 0, rtt_us;
+	int64_t delivered = 0;
 
+	/* RACK (RFC 8985 6.2 steps 1-3): what this ACK delivered and when it was sent, while
+	 * the send times are still known; D-SACKs widen the reordering window or undo. */
+	rtt_us = tcp_rack_on_ack(st, tcb, &seg->th->opt, seg->ack, seg->now);
 	if (tcb->sack_ok && seg->th->opt.nsack)
 		newly_sacked = tcp_sack_update(tcb, &seg->th->opt);
 
@@ -253,6 +257,7 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 			uint32_t dist = (uint32_t)seq_diff(tcb->sb[tcb->nsb - 1].right, tcb->snd_una) /
 					tcp_smss(tcb);
 
+			tcb->rack_reord = true;        /* RACK.reord (RFC 8985 6.2 step 3) */
 			if (dist + 1 > tcb->reordering) {
 				tcb->reordering = (uint8_t)(dist + 1 < UTCP_MAX_REORDERING
 								 ? dist + 1 : UTCP_MAX_REORDERING);
@@ -266,12 +271,27 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 		if (tcb->fin_sent && seq_gt(tcb->snd_una, tcb->fin_seq))
 			tcb->fin_acked = true;
 		tcp_sack_prune(tcb);
+		tcp_rack_acked(tcb);
 		if (seq_lt(tcb->high_rxt, tcb->snd_una))
 			tcb->high_rxt = tcb->snd_una;
 		tcb->bytes_acked += data_acked;
 		tcb->retries = 0;
-		/* RTT sample (Karn: timing was cancelled if the range was retransmitted). */
-		if (tcb->rtt_timing && seq_ge(seg->ack, tcb->rtt_seq)) {
+		/* RFC 6937: DeliveredData = change in SND.UNA + change in SACKed bytes. */
+		delivered = (int64_t)acked + (int64_t)(tcb->sack_ok ? tcp_sack_bytes(tcb) : 0) -
+			    (int64_t)sacked_before;
+		/* RTT: with timestamps every ACK that advances SND.UNA gives a sample, even for
+		 * retransmitted data (RFC 7323 4, RTTM: Karn's rule is not needed); exact to the
+		 * microsecond from the send-time log when the newest acknowledged byte was sent
+		 * once, else from TSecr (1 ms clock).  Without timestamps: one timed segment per
+		 * RTT, none from retransmitted data (Karn, RFC 6298 3). */
+		if (tcb->ts_ok && seg->th->opt.has_ts && seg->th->opt.tsecr &&
+		    tcp_ts_now(tcb, seg->now) - seg->th->opt.tsecr < 60000u) {
+			if (!rtt_us)
+				rtt_us = (tcp_ts_now(tcb, seg->now) - seg->th->opt.tsecr) * 1000u;
+			tcb->rtt_timing = false;
+			tcp_rtt_sample(tcb, rtt_us, &st->cfg);
+			tcb->backoff = 0;
+		} else if (tcb->rtt_timing && seq_ge(seg->ack, tcb->rtt_seq)) {
 			tcb->rtt_timing = false;
 			tcp_rtt_sample(tcb, (uint32_t)(seg->now - tcb->rtt_start), &st->cfg);
 			tcb->backoff = 0;
@@ -285,23 +305,12 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 		}
 		if (tcb->in_recovery) {
 			if (seq_ge(seg->ack, tcb->recover)) {
-				/* RFC 6582 3.2 (3): full acknowledgment */
-				tcb->in_recovery = false;
-				tcb->cc->on_recovery_end(tcb);
-				if (tcb->spurious && tcb->episode_rxts == 1) {
-					/* The only retransmission was spurious: restore the
-					 * window it cost (RFC 4015 style response). */
-					if (tcb->cwnd < tcb->prior_cwnd)
-						tcb->cwnd = tcb->prior_cwnd;
-					if (tcb->ssthresh < tcb->prior_ssthresh)
-						tcb->ssthresh = tcb->prior_ssthresh;
-					tcb->spurious_recoveries++;
-					st->stats.spurious_recoveries++;
-				}
-				tcb->spurious = false;
+				/* RFC 6582 3.2 (3): full acknowledgment (undone at once if Eifel
+				 * proved its only retransmission spurious, RFC 4015) */
+				tcp_exit_recovery(st, tcb);
 			} else if (tcb->sack_ok) {
-				/* RFC 6675 5 (C): a partial ACK; tcp_output() sends what the
-				 * pipe allows, lost holes first (NextSeg rule 1). */
+				/* RFC 6675 5 (C): a partial ACK; PRR below sets cwnd, and
+				 * tcp_output() sends lost holes first (NextSeg rule 1). */
 			} else {
 				/* RFC 6582 3.2 (4): partial acknowledgment — retransmit the first
 				 * unacknowledged segment, deflate by the amount acked, add back one
@@ -342,41 +351,24 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 		st->stats.dupacks_in++;
 		tcb->dupacks++;
 	}
-	/* A retransmission that was itself lost: data sent after this retransmission pass
-	 * began is SACKed (DupThresh * SMSS of it) while a hole below HighRxt is still
-	 * open.  RFC 6675 would wait for the RTO; start a new pass over the lost holes. */
-	if (tcb->in_recovery && tcb->sack_ok && seq_lt(tcb->snd_una, tcb->high_rxt) &&
-	    tcp_sack_bytes_above(tcb, tcb->rxt_epoch_max) >= tcp_sack_dupthresh(tcb) * tcp_smss(tcb)) {
-		tcb->high_rxt = tcb->snd_una;
-		tcb->rxt_epoch_max = tcb->snd_max;
-		st->stats.lost_retransmits++;
-	}
-	/* Loss detection: three duplicate ACKs (RFC 5681 3.2), or with SACK, IsLost(SND.UNA)
-	 * (RFC 6675 5: DupThresh * SMSS SACKed above it), unless a recovery is still
-	 * covering this data: RFC 6582 3.2 (1) wants the ACK to cover more than "recover",
-	 * the highest sequence number sent (our recover is SND.MAX, one past it). */
-	if (!tcb->in_recovery && seq_ge(seg->ack, tcb->recover) &&
-	    seq_lt(tcb->snd_una, tcb->snd_max) &&
-	    ((is_dup && !tcb->sack_ok && tcb->dupacks == UTCP_DUPTHRESH) ||
-	     (tcb->sack_ok && tcp_sack_is_lost(tcb, tcb->snd_una)))) {
-		tcb->prior_cwnd = tcb->cwnd;
-		tcb->prior_ssthresh = tcb->ssthresh;
-		tcb->undo_armed = tcb->ts_ok;
-		tcb->spurious = false;
-		tcb->episode_rxts = 0;
-		tcb->rxt_tsval = tcp_ts_now(tcb, seg->now);
-		tcb->cc->on_loss(tcb, seg->now);
-		if (tcb->sack_ok)
-			tcb->cwnd = tcb->ssthresh;      /* RFC 6675 5 (4.2): cwnd = ssthresh */
-		tcb->recover = tcb->snd_max;
-		tcb->high_rxt = tcb->snd_una;
-		tcb->rxt_epoch_max = tcb->snd_max;
-		tcb->in_recovery = true;
-		tcb->tlp_at = 0;
-		tcb->fast_retransmits++;
-		st->stats.fast_retransmits++;
+	if (tcb->sack_ok) {
+		/* RACK (RFC 8985 6.2 step 5): segments sent before the most recently delivered
+		 * one, longer ago than RACK.rtt + reo_wnd, are lost -- retransmissions too
+		 * (NextSeg then sends them again).  The first loss starts a recovery, unless
+		 * one still covers this data (RFC 6582 3.2 (1): our recover is SND.MAX). */
+		tcp_rack_detect(st, tcb, seg->now);
+		if (!tcb->in_recovery && seq_ge(seg->ack, tcb->recover) &&
+		    seq_lt(tcb->snd_una, tcb->snd_max) && tcp_rack_any_lost(tcb))
+			tcp_enter_recovery(st, tcb, seg->now);
+		/* PRR (RFC 6937): what may be sent in recovery follows what was delivered. */
+		if (tcb->in_recovery)
+			tcp_prr_on_ack(tcb, delivered > 0 ? (uint32_t)delivered : 0);
+	} else if (!tcb->in_recovery && seq_ge(seg->ack, tcb->recover) &&
+		   seq_lt(tcb->snd_una, tcb->snd_max) && is_dup && tcb->dupacks == UTCP_DUPTHRESH) {
+		/* Three duplicate ACKs (RFC 5681 3.2), RFC 6582 recovery. */
+		tcp_enter_recovery(st, tcb, seg->now);
 		tcp_retransmit_first(st, tcb, seg->now);   /* the first segment, always */
-	} else if (is_dup && tcb->dupacks > UTCP_DUPTHRESH && tcb->in_recovery && !tcb->sack_ok) {
+	} else if (is_dup && tcb->dupacks > UTCP_DUPTHRESH && tcb->in_recovery) {
 		tcb->cwnd += tcp_smss(tcb);                  /* RFC 6582 3.2 (3): inflate */
 	}
 	/* Window update, "if SND.UNA =< SEG.ACK =< SND.NXT": when SND.WL1 < SEG.SEQ or

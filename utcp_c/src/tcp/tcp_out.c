@@ -152,6 +152,9 @@ int tcp_send_segment(struct utcp_stack *st, struct utcp_tcb *tcb, utcp_seq seq, 
 	}
 	rc = emit(st, &tcb->t, tcb->rmac, seq, tcb->rcv_nxt, flags, (uint16_t)field, &o, p1, l1, p2, l2,
 		  now);
+	/* RACK keeps the send time of every data segment; PRR counts what recovery sends. */
+	if (!(flags & (UTCP_TH_SYN | UTCP_TH_RST)) && (data_len || (flags & UTCP_TH_FIN)))
+		tcp_rack_sent(tcb, seq, seq_add(seq, data_len + ((flags & UTCP_TH_FIN) ? 1 : 0)), now);
 	if (o.nsack && tcb->dsack)
 		tcb->dsack = false;             /* reported once */
 	if (flags & UTCP_TH_ACK)

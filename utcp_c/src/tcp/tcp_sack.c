@@ -1,6 +1,6 @@
 /* tcp_sack.c — the sender's SACK scoreboard (RFC 2018) and the loss accounting of
- * RFC 6675: IsLost() by bytes (DupThresh * SMSS SACKed above), pipe, and NextSeg()'s
- * rule 1 (the first lost, not yet retransmitted hole). */
+ * RFC 6675: IsLost(), pipe, and NextSeg()'s rule 1 (the first lost hole not yet
+ * retransmitted), with losses found by RACK (rack.c). */
 #include <string.h>
 
 #include "tcp/tcb.h"
@@ -121,60 +121,26 @@ uint32_t tcp_sack_dupthresh(const struct utcp_tcb *tcb)
 	return thr < UTCP_DUPTHRESH ? UTCP_DUPTHRESH : thr;
 }
 
-static utcp_seq lost_end(const struct utcp_tcb *tcb)
-{
-	uint32_t need = tcp_sack_dupthresh(tcb) * tcp_smss(tcb), acc = 0;
-	int i;
-
-	for (i = tcb->nsb - 1; i >= 0; i--) {
-		uint32_t len = (uint32_t)seq_diff(tcb->sb[i].right, tcb->sb[i].left);
-
-		if (acc + len >= need)
-			return seq_add(tcb->sb[i].right, -(int64_t)(need - acc));
-		acc += len;
-	}
-	return tcb->snd_una;
-}
-
+/* IsLost(), pipe and NextSeg() rule 1 of RFC 6675 take RACK's verdicts (rack.c) where
+ * RFC 6675 counts DupThresh segments SACKed above: time-based detection copes with
+ * reordering that would make DupThresh retransmit spuriously (RFC 8985 2). */
 bool tcp_sack_is_lost(const struct utcp_tcb *tcb, utcp_seq s)
 {
-	return !tcp_sack_covered(tcb, s) && seq_lt(s, lost_end(tcb));
+	return tcp_rack_is_lost(tcb, s);
 }
 
 uint32_t tcp_sack_pipe(const struct utcp_tcb *tcb)
 {
-	/* Bytes in flight: unSACKed and not lost, plus lost ones already retransmitted. */
+	/* Bytes in flight: unSACKed ones, less those that need retransmission (lost and not
+	 * retransmitted since, or retransmitted and lost again). */
 	uint32_t flight = (uint32_t)seq_diff(tcb->snd_max, tcb->snd_una);
 	uint32_t pipe = flight - sacked_in(tcb, tcb->snd_una, tcb->snd_max);
-	utcp_seq le = lost_end(tcb), from = seq_max(tcb->high_rxt, tcb->snd_una);
+	uint32_t lost = tcp_rack_lost_bytes(tcb);
 
-	if (seq_lt(from, le)) {
-		uint32_t lost = (uint32_t)seq_diff(le, from) - sacked_in(tcb, from, le);
-
-		pipe = pipe > lost ? pipe - lost : 0;
-	}
-	return pipe;
+	return pipe > lost ? pipe - lost : 0;
 }
 
 bool tcp_sack_next_lost(const struct utcp_tcb *tcb, uint32_t maxlen, utcp_seq *seq, uint32_t *len)
 {
-	utcp_seq s = seq_max(tcb->high_rxt, tcb->snd_una), le = lost_end(tcb), end;
-	int i;
-
-	for (i = 0; i < tcb->nsb; i++)
-		if (seq_in(s, tcb->sb[i].left, tcb->sb[i].right))
-			s = tcb->sb[i].right;
-	if (!seq_lt(s, le))
-		return false;
-	end = le;
-	for (i = 0; i < tcb->nsb; i++)
-		if (seq_gt(tcb->sb[i].left, s)) {
-			end = seq_min(end, tcb->sb[i].left);
-			break;
-		}
-	if ((uint32_t)seq_diff(end, s) > maxlen)
-		end = seq_add(s, maxlen);
-	*seq = s;
-	*len = (uint32_t)seq_diff(end, s);
-	return *len > 0;
+	return tcp_rack_next_lost(tcb, maxlen, seq, len);
 }

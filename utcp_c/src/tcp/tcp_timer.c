@@ -19,7 +19,7 @@ static uint64_t min_nz(uint64_t a, uint64_t b)
 void tcp_timer_update(struct utcp_stack *st, struct utcp_tcb *tcb)
 {
 	uint64_t at = min_nz(min_nz(min_nz(tcb->rtx_at, tcb->delack_at), min_nz(tcb->tw_at, tcb->ka_at)),
-			     min_nz(tcb->tlp_at, tcb->wake_at));
+			     min_nz(min_nz(tcb->tlp_at, tcb->wake_at), tcb->rack_at));
 
 	if (!at)
 		utcp_wheel_cancel(&st->wheel, &tcb->timer);
@@ -172,10 +172,12 @@ static void rto_expired(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t no
 		tcb->cwnd = tcp_smss(tcb);
 	tcb->in_recovery = false;
 	tcb->undo_armed = false;
+	tcb->undo_valid = false;
 	tcb->spurious = false;
 	tcb->dupacks = 0;
 	tcb->tlp_at = 0;
 	tcp_sack_clear(tcb);                    /* RFC 2018 8: the receiver may have reneged */
+	tcp_rack_forget(tcb);                   /* go-back-N: send times start again */
 	tcb->recover = tcb->snd_max;            /* RFC 6582 4.1 after a timeout */
 	if (tcb->backoff < MAX_BACKOFF)
 		tcb->backoff++;                 /* (5.5) back off the timer */
@@ -246,6 +248,21 @@ void tcp_timer_fire(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 		if (tcb->state == UTCP_TIME_WAIT || tcb->state == UTCP_FIN_WAIT_2) {
 			tcp_tcb_closed(st, tcb, 0);
 			return;
+		}
+	}
+	if (tcb->rack_at && tcb->rack_at <= now) {
+		/* RACK's reordering timer (RFC 8985 6.3): the reordering window of a segment
+		 * sent before a delivered one has passed without its ACK: it is lost. */
+		tcb->rack_at = 0;
+		if (tcp_synchronized(tcb->state) && tcb->sack_ok) {
+			tcp_rack_detect(st, tcb, now);
+			if (!tcb->in_recovery && seq_ge(tcb->snd_una, tcb->recover) &&
+			    tcp_rack_any_lost(tcb))
+				tcp_enter_recovery(st, tcb, now);
+			if (tcb->in_recovery) {
+				tcp_prr_on_ack(tcb, 0);
+				tcp_output(st, tcb, now);
+			}
 		}
 	}
 	if (tcb->tlp_at && tcb->tlp_at <= now) {
