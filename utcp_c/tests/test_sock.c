@@ -1,0 +1,596 @@
+/* test_sock.c — the socket table (utcp_sock.h) over the pair backend, in virtual time: two
+ * stacks, each with its own table (A the client side, B the server side).  Expected poll
+ * masks are the ones Linux's tcp_poll() gives in the same situation (checked against the
+ * kernel on loopback when these tests were written). */
+#define _GNU_SOURCE             /* POLLRDHUP */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "testlib.h"
+#include "utcp.h"
+#include "utcp_sock.h"
+
+#define A_IP 0x0a000001u
+#define B_IP 0x0a000002u
+#define PORT 80
+static const uint8_t a_mac[6] = {2, 0, 0, 0, 0, 0xa};
+static const uint8_t b_mac[6] = {2, 0, 0, 0, 0, 0xb};
+
+#define P_IN POLLIN
+#define P_OUT POLLOUT
+#define P_ERR POLLERR
+#define P_HUP POLLHUP
+#define P_RDHUP POLLRDHUP
+/* a reset, refused or timed-out connection with its error pending */
+#define M_DEAD_ERR (P_IN | P_OUT | P_ERR | P_HUP | P_RDHUP)
+#define M_DEAD (P_IN | P_OUT | P_HUP | P_RDHUP)
+
+#define MAXN 64
+struct notes {
+	unsigned count[MAXN];
+	unsigned last[MAXN];
+	unsigned total;
+};
+
+struct w {
+	struct utcp_pair *pair;
+	struct utcp_stack *a, *b;
+	struct utcp_socks *sa, *sb;
+	struct notes na, nb;
+	uint64_t now;
+};
+
+static void on_notify(void *arg, int sk, unsigned ready)
+{
+	struct notes *n = arg;
+	unsigned i = (unsigned)sk & 0xfffff;
+
+	CHECK(sk >= 0);
+	if (i < MAXN) {
+		n->count[i]++;
+		n->last[i] = ready;
+	}
+	n->total++;
+}
+
+static unsigned ncount(const struct notes *n, int sk)
+{
+	return n->count[(unsigned)sk & 0xfffff];
+}
+
+static unsigned nlast(const struct notes *n, int sk)
+{
+	return n->last[(unsigned)sk & 0xfffff];
+}
+
+static void cfg_for(struct utcp_config *c, uint32_t ip, const uint8_t *mac, const uint8_t *peer)
+{
+	utcp_config_init(c);
+	c->local_ip = ip;
+	memcpy(c->local_mac, mac, 6);
+	memcpy(c->gw_mac, peer, 6);
+	c->max_conns = 16;
+	c->max_listeners = 4;
+	c->sndbuf = c->rcvbuf = 65536;
+	memcpy(c->isn_key, ip == A_IP ? "keyA-0123456789a" : "keyB-0123456789b", 16);
+}
+
+/* ca/cb: NULL for the defaults above */
+static void w_init_cfg(struct w *w, const struct utcp_config *ca, const struct utcp_config *cb)
+{
+	struct utcp_pair_opts po;
+	struct utcp_config a, b;
+	struct utcp_port pa, pb;
+
+	memset(w, 0, sizeof(*w));
+	memset(&po, 0, sizeof(po));
+	po.sz = sizeof(po);
+	po.seed = 7;
+	po.queue_frames = 4096;
+	po.dir[0].delay_us = po.dir[1].delay_us = 1000;        /* 2 ms RTT */
+	CHECK_EQ(utcp_pair_create(&po, &w->pair), 0);
+	pa = utcp_pair_port(w->pair, 0);
+	pb = utcp_pair_port(w->pair, 1);
+	if (ca)
+		a = *ca;
+	else
+		cfg_for(&a, A_IP, a_mac, b_mac);
+	if (cb)
+		b = *cb;
+	else
+		cfg_for(&b, B_IP, b_mac, a_mac);
+	w->now = 1000000;
+	CHECK_EQ(utcp_stack_create(&a, &pa, w->now, &w->a), 0);
+	CHECK_EQ(utcp_stack_create(&b, &pb, w->now, &w->b), 0);
+	CHECK_EQ(utcp_socks_create(w->a, NULL, &w->sa), 0);
+	CHECK_EQ(utcp_socks_create(w->b, NULL, &w->sb), 0);
+	utcp_socks_set_notify(w->sa, on_notify, &w->na);
+	utcp_socks_set_notify(w->sb, on_notify, &w->nb);
+}
+
+static void w_init(struct w *w)
+{
+	w_init_cfg(w, NULL, NULL);
+}
+
+static void w_free(struct w *w)
+{
+	utcp_socks_destroy(w->sa, w->now);
+	utcp_socks_destroy(w->sb, w->now);
+	utcp_stack_destroy(w->a);
+	utcp_stack_destroy(w->b);
+	utcp_pair_destroy(w->pair);
+}
+
+static void w_step(struct w *w)
+{
+	utcp_poll(w->a, w->now);
+	utcp_socks_process(w->sa, w->now);
+	utcp_poll(w->b, w->now);
+	utcp_socks_process(w->sb, w->now);
+	utcp_flush(w->a, w->now);
+	utcp_flush(w->b, w->now);
+}
+
+/* Runs both stacks for `us` of virtual time, event by event. */
+static void w_run(struct w *w, uint64_t us)
+{
+	uint64_t end = w->now + us;
+
+	for (;;) {
+		uint64_t next, d;
+
+		w_step(w);
+		next = utcp_pair_next_delivery(w->pair);
+		d = utcp_next_deadline(w->a);
+		next = d < next ? d : next;
+		d = utcp_next_deadline(w->b);
+		next = d < next ? d : next;
+		if (next > end)
+			break;
+		w->now = next > w->now ? next : w->now + 1;
+	}
+	w->now = end;
+	w_step(w);
+}
+
+static int w_listen(struct w *w, int backlog)
+{
+	int l = utcp_sk_open(w->sb);
+
+	CHECK(l >= 0);
+	CHECK_EQ(utcp_sk_listen(w->sb, l, PORT, backlog), 0);
+	return l;
+}
+
+static int w_connect(struct w *w)
+{
+	int c = utcp_sk_open(w->sa);
+
+	CHECK(c >= 0);
+	CHECK_EQ(utcp_sk_connect(w->sa, c, B_IP, PORT, 0, NULL, w->now), -EINPROGRESS);
+	return c;
+}
+
+/* A connected pair: *c on A, *s accepted on B. */
+static int w_pair(struct w *w, int *c, int *s)
+{
+	int l = w_listen(w, 8);
+
+	*c = w_connect(w);
+	w_run(w, 10000);
+	*s = utcp_sk_accept(w->sb, l, NULL);
+	CHECK(*s >= 0);
+	return l;
+}
+
+static ssize_t send_str(struct utcp_socks *ss, int sk, const char *s, int flags, uint64_t now)
+{
+	struct iovec v = {(void *)s, strlen(s)};
+
+	return utcp_sk_send(ss, sk, &v, 1, flags, now);
+}
+
+__attribute__((unused)) static ssize_t send_n(struct utcp_socks *ss, int sk, size_t n, int flags, uint64_t now)
+{
+	static char buf[256 * 1024];
+	struct iovec v = {buf, n};
+
+	CHECK(n <= sizeof(buf));
+	memset(buf, 'x', n);
+	return utcp_sk_send(ss, sk, &v, 1, flags, now);
+}
+
+static ssize_t recv_buf(struct utcp_socks *ss, int sk, void *buf, size_t n, int flags, uint64_t now)
+{
+	struct iovec v = {buf, n};
+
+	return utcp_sk_recv(ss, sk, &v, 1, flags, now);
+}
+
+__attribute__((unused)) static ssize_t drain(struct utcp_socks *ss, int sk, uint64_t now)
+{
+	static char buf[256 * 1024];
+	ssize_t r, total = 0;
+
+	while ((r = recv_buf(ss, sk, buf, sizeof(buf), 0, now)) > 0)
+		total += r;
+	return total;
+}
+
+/* ---- listen, accept, connect ---- */
+
+TEST(test_sock_listen_accept_connect)
+{
+	struct w w;
+	struct utcp_sk_name peer, name;
+	char buf[8];
+	uint64_t v;
+	int l, c, s;
+
+	w_init(&w);
+	l = w_listen(&w, 8);
+	CHECK(utcp_sk_is_listener(w.sb, l));
+	CHECK_EQ(utcp_sk_ready(w.sb, l), 0);
+	CHECK_EQ(utcp_sk_accept(w.sb, l, NULL), -EAGAIN);
+	c = w_connect(&w);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), 0);                  /* connecting */
+	CHECK_EQ(utcp_sk_connect(w.sa, c, B_IP, PORT, 0, NULL, w.now), -EALREADY);
+	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), -EAGAIN);
+	CHECK_EQ(send_str(w.sa, c, "x", 0, w.now), -EAGAIN);
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);
+	CHECK_EQ(ncount(&w.na, c), 1);                        /* connected */
+	CHECK_EQ(nlast(&w.na, c), P_OUT);
+	CHECK_EQ(utcp_sk_ready(w.sb, l), P_IN);
+	CHECK(ncount(&w.nb, l) >= 1);
+	CHECK_EQ(nlast(&w.nb, l), P_IN);
+	/* the wake fd is readable after notifications, and drains */
+	CHECK(read(utcp_socks_wake_fd(w.sb), &v, sizeof(v)) == sizeof(v));
+	utcp_socks_wake_drain(w.sb);
+	CHECK(read(utcp_socks_wake_fd(w.sb), &v, sizeof(v)) < 0 && errno == EAGAIN);
+	s = utcp_sk_accept(w.sb, l, &peer);
+	CHECK(s >= 0);
+	CHECK_U32(peer.raddr, A_IP);
+	CHECK_U32(peer.laddr, B_IP);
+	CHECK_EQ(peer.lport, PORT);
+	CHECK_EQ(utcp_sk_ready(w.sb, l), 0);
+	CHECK_EQ(utcp_sk_accept(w.sb, l, NULL), -EAGAIN);
+	CHECK_EQ(utcp_sk_ready(w.sb, s), P_OUT);
+	CHECK(!utcp_sk_is_listener(w.sb, s));
+	CHECK_EQ(utcp_sk_name(w.sa, c, &name), 0);
+	CHECK_U32(name.raddr, B_IP);
+	CHECK_EQ(name.rport, PORT);
+	CHECK_EQ(name.lport, peer.rport);
+	CHECK_EQ(utcp_sk_connect(w.sa, c, B_IP, PORT, 0, NULL, w.now), -EISCONN);
+	CHECK_EQ(utcp_sk_connect(w.sb, l, A_IP, 1, 0, NULL, w.now), -EISCONN);
+	CHECK_EQ(utcp_sk_error(w.sa, c), 0);
+	w_free(&w);
+}
+
+TEST(test_sock_send_recv_peek)
+{
+	struct w w;
+	char buf[64], b1[4], b2[64];
+	struct iovec gv[3] = {{"hel", 3}, {"", 0}, {"lo world", 8}};
+	struct iovec sv[2] = {{b1, sizeof(b1)}, {b2, sizeof(b2)}};
+	unsigned before;
+	int c, s;
+
+	w_init(&w);
+	w_pair(&w, &c, &s);
+	CHECK_EQ(utcp_sk_recv(w.sb, s, sv, 2, 0, w.now), -EAGAIN);
+	CHECK_EQ(utcp_sk_send(w.sa, c, gv, 3, 0, w.now), 11);
+	CHECK_EQ(utcp_sk_outq(w.sa, c), 11);
+	before = ncount(&w.nb, s);
+	w_run(&w, 100000);
+	CHECK_EQ(utcp_sk_outq(w.sa, c), 0);                   /* acknowledged */
+	CHECK(ncount(&w.nb, s) > before);                      /* new data */
+	CHECK_EQ(nlast(&w.nb, s), P_IN | P_OUT);
+	CHECK_EQ(utcp_sk_ready(w.sb, s), P_IN | P_OUT);
+	CHECK_EQ(utcp_sk_nread(w.sb, s), 11);
+	CHECK_EQ(recv_buf(w.sb, s, buf, 5, UTCP_SK_PEEK, w.now), 5);
+	CHECK_MEM(buf, "hello", 5);
+	CHECK_EQ(utcp_sk_nread(w.sb, s), 11);
+	CHECK_EQ(utcp_sk_recv(w.sb, s, sv, 2, UTCP_SK_PEEK, w.now), 11);
+	CHECK_MEM(b1, "hell", 4);
+	CHECK_MEM(b2, "o world", 7);
+	before = ncount(&w.nb, s);
+	CHECK_EQ(utcp_sk_recv(w.sb, s, sv, 2, 0, w.now), 11);
+	CHECK_MEM(b1, "hell", 4);
+	CHECK_MEM(b2, "o world", 7);
+	CHECK_EQ(ncount(&w.nb, s), before);                    /* the caller's own recv: no notify */
+	CHECK_EQ(utcp_sk_nread(w.sb, s), 0);
+	CHECK_EQ(recv_buf(w.sb, s, buf, sizeof(buf), 0, w.now), -EAGAIN);
+	CHECK_EQ(recv_buf(w.sb, s, buf, 0, 0, w.now), 0);
+	CHECK_EQ(utcp_sk_ready(w.sb, s), P_OUT);
+	w_free(&w);
+}
+
+/* Linux with listen(fd, 0): one connection queued, the next SYN is ignored and the client
+ * retries; once the queue has room the retried SYN is answered. */
+TEST(test_sock_backlog_full_syn_unanswered)
+{
+	struct w w;
+	int l, c1, c2, s1, s2;
+	uint64_t drops;
+
+	w_init(&w);
+	l = w_listen(&w, 0);
+	c1 = w_connect(&w);
+	w_run(&w, 10000);
+	c2 = w_connect(&w);
+	w_run(&w, 500000);
+	CHECK_EQ(utcp_sk_ready(w.sa, c1), P_OUT);
+	CHECK_EQ(utcp_sk_ready(w.sa, c2), 0);                 /* its SYN went unanswered */
+	drops = utcp_get_stats(w.b)->drops[UTCP_DROP_BACKLOG];
+	CHECK(drops >= 1);
+	s1 = utcp_sk_accept(w.sb, l, NULL);
+	CHECK(s1 >= 0);
+	CHECK_EQ(utcp_sk_accept(w.sb, l, NULL), -EAGAIN);
+	w_run(&w, 1000000);                                   /* the SYN is retried after 1 s */
+	CHECK_EQ(utcp_sk_ready(w.sa, c2), P_OUT);
+	s2 = utcp_sk_accept(w.sb, l, NULL);
+	CHECK(s2 >= 0);
+	CHECK(s2 != s1);
+	w_free(&w);
+}
+
+TEST(test_sock_connect_refused)
+{
+	struct w w;
+	char buf[4];
+	int c;
+
+	w_init(&w);
+	c = w_connect(&w);                                    /* nobody listens */
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), M_DEAD_ERR);
+	CHECK_EQ(nlast(&w.na, c), M_DEAD_ERR);
+	CHECK_EQ(utcp_sk_error(w.sa, c), -ECONNREFUSED);
+	CHECK_EQ(utcp_sk_error(w.sa, c), 0);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), M_DEAD);
+	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), 0);
+	CHECK_EQ(send_str(w.sa, c, "x", 0, w.now), -EPIPE);
+	/* connect(2) again reports the failure (ECONNABORTED once collected), then retries */
+	CHECK_EQ(utcp_sk_connect(w.sa, c, B_IP, PORT, 0, NULL, w.now), -ECONNABORTED);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT | P_HUP);
+	w_listen(&w, 4);
+	CHECK_EQ(utcp_sk_connect(w.sa, c, B_IP, PORT, 0, NULL, w.now), -EINPROGRESS);
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);
+	w_free(&w);
+}
+
+TEST(test_sock_connect_refused_error_by_recv_then_connect)
+{
+	struct w w;
+	char buf[4];
+	int c;
+
+	w_init(&w);
+	c = w_connect(&w);
+	w_run(&w, 10000);
+	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), -ECONNREFUSED);
+	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), 0);
+	w_free(&w);
+
+	w_init(&w);
+	c = w_connect(&w);
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_sk_connect(w.sa, c, B_IP, PORT, 0, NULL, w.now), -ECONNREFUSED);
+	CHECK_EQ(utcp_sk_error(w.sa, c), 0);
+	w_free(&w);
+}
+
+/* Masks through an orderly close, as Linux reports them on both ends. */
+TEST(test_sock_ready_orderly_close)
+{
+	struct w w;
+	char buf[8];
+	int c, s;
+
+	w_init(&w);
+	w_pair(&w, &c, &s);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);
+	CHECK_EQ(utcp_sk_ready(w.sb, s), P_OUT);
+	CHECK_EQ(utcp_sk_shutdown(w.sa, c, SHUT_WR, w.now), 0);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);              /* SEND_SHUTDOWN: writable */
+	CHECK_EQ(send_str(w.sa, c, "x", 0, w.now), -EPIPE);
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);              /* FIN-WAIT-2 */
+	CHECK_EQ(utcp_sk_ready(w.sb, s), P_IN | P_OUT | P_RDHUP);    /* CLOSE-WAIT */
+	CHECK_EQ(nlast(&w.nb, s), P_IN | P_OUT | P_RDHUP);
+	CHECK_EQ(recv_buf(w.sb, s, buf, sizeof(buf), 0, w.now), 0);
+	CHECK_EQ(send_str(w.sb, s, "bye", 0, w.now), 3);      /* half-close: still sends */
+	CHECK_EQ(utcp_sk_shutdown(w.sb, s, SHUT_WR, w.now), 0);
+	CHECK_EQ(utcp_sk_ready(w.sb, s), M_DEAD);             /* LAST-ACK */
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), M_DEAD);             /* TIME-WAIT */
+	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), 3);
+	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), 0);
+	CHECK_EQ(utcp_sk_ready(w.sb, s), M_DEAD);             /* CLOSED */
+	CHECK_EQ(utcp_sk_error(w.sb, s), 0);
+	w_run(&w, 61000000);                                  /* TIME-WAIT over */
+	CHECK_EQ(utcp_sk_ready(w.sa, c), M_DEAD);
+	CHECK_EQ(utcp_sk_shutdown(w.sa, c, SHUT_RDWR, w.now), -ENOTCONN);
+	CHECK_EQ(utcp_sk_close(w.sa, c, w.now), 0);
+	CHECK_EQ(utcp_sk_close(w.sb, s, w.now), 0);
+	CHECK_EQ(utcp_get_stats(w.a)->conns_in_use, 0);
+	CHECK_EQ(utcp_get_stats(w.b)->conns_in_use, 0);
+	w_free(&w);
+}
+
+/* A reset: the error once (whoever collects it first), then end of stream / EPIPE. */
+TEST(test_sock_reset_error_once_recv_first)
+{
+	struct w w;
+	char buf[8];
+	int c, s;
+
+	w_init(&w);
+	w_pair(&w, &c, &s);
+	CHECK_EQ(utcp_sk_setopt(w.sb, s, UTCP_SO_LINGER, 0), 0);
+	CHECK_EQ(utcp_sk_close(w.sb, s, w.now), 0);           /* linger {1, 0}: RST */
+	CHECK_EQ(utcp_sk_ready(w.sb, s), -EBADF);
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_get_stats(w.a)->rst_in, 1);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), M_DEAD_ERR);
+	CHECK_EQ(nlast(&w.na, c), M_DEAD_ERR);
+	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), -ECONNRESET);
+	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), 0);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), M_DEAD);
+	CHECK_EQ(send_str(w.sa, c, "x", 0, w.now), -EPIPE);
+	CHECK_EQ(utcp_sk_error(w.sa, c), 0);
+	w_free(&w);
+}
+
+TEST(test_sock_reset_error_once_send_first)
+{
+	struct w w;
+	char buf[8];
+	int c, s;
+
+	w_init(&w);
+	w_pair(&w, &c, &s);
+	CHECK_EQ(utcp_sk_setopt(w.sb, s, UTCP_SO_LINGER, 0), 0);
+	CHECK_EQ(utcp_sk_close(w.sb, s, w.now), 0);
+	w_run(&w, 10000);
+	CHECK_EQ(send_str(w.sa, c, "x", 0, w.now), -ECONNRESET);
+	CHECK_EQ(send_str(w.sa, c, "x", 0, w.now), -EPIPE);
+	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), 0);
+	w_free(&w);
+
+	w_init(&w);
+	w_pair(&w, &c, &s);
+	CHECK_EQ(utcp_sk_setopt(w.sb, s, UTCP_SO_LINGER, 0), 0);
+	CHECK_EQ(utcp_sk_close(w.sb, s, w.now), 0);
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_sk_error(w.sa, c), -ECONNRESET);        /* SO_ERROR takes it */
+	CHECK_EQ(utcp_sk_ready(w.sa, c), M_DEAD);
+	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), 0);
+	CHECK_EQ(send_str(w.sa, c, "x", 0, w.now), -EPIPE);
+	w_free(&w);
+}
+
+/* Data received before the reset is still read first. */
+TEST(test_sock_reset_after_data_reads_data_first)
+{
+	struct w w;
+	char buf[8];
+	int c, s;
+
+	w_init(&w);
+	w_pair(&w, &c, &s);
+	CHECK_EQ(send_str(w.sb, s, "abc", 0, w.now), 3);
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_sk_setopt(w.sb, s, UTCP_SO_LINGER, 0), 0);
+	CHECK_EQ(utcp_sk_close(w.sb, s, w.now), 0);
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), M_DEAD_ERR);
+	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), 3);
+	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), -ECONNRESET);
+	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), 0);
+	w_free(&w);
+}
+
+TEST(test_sock_close_with_unread_data_resets)
+{
+	struct w w;
+	int c, s;
+
+	w_init(&w);
+	w_pair(&w, &c, &s);
+	CHECK_EQ(send_str(w.sa, c, "unread", 0, w.now), 6);
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_sk_nread(w.sb, s), 6);
+	CHECK_EQ(utcp_sk_close(w.sb, s, w.now), 0);
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_get_stats(w.b)->rst_out, 1);
+	CHECK_EQ(utcp_sk_error(w.sa, c), -ECONNRESET);
+	w_free(&w);
+}
+
+TEST(test_sock_close_orderly_sends_fin)
+{
+	struct w w;
+	char buf[8];
+	int c, s;
+
+	w_init(&w);
+	w_pair(&w, &c, &s);
+	CHECK_EQ(send_str(w.sb, s, "data", 0, w.now), 4);
+	CHECK_EQ(utcp_sk_close(w.sb, s, w.now), 0);           /* FIN after the data */
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_get_stats(w.b)->rst_out, 0);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), P_IN | P_OUT | P_RDHUP);
+	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), 4);
+	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), 0);
+	CHECK_EQ(utcp_sk_close(w.sa, c, w.now), 0);
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_get_stats(w.a)->rst_out + utcp_get_stats(w.b)->rst_out, 0);
+	w_free(&w);
+}
+
+TEST(test_sock_stale_ids_ebadf)
+{
+	struct w w;
+	char buf[4];
+	int a, b, c, s;
+
+	w_init(&w);
+	a = utcp_sk_open(w.sa);
+	CHECK(a >= 0);
+	CHECK_EQ(utcp_sk_close(w.sa, a, w.now), 0);
+	b = utcp_sk_open(w.sa);                               /* same slot, new generation */
+	CHECK(b >= 0);
+	CHECK(b != a);
+	CHECK_EQ(utcp_sk_ready(w.sa, a), -EBADF);
+	CHECK_EQ(utcp_sk_close(w.sa, a, w.now), -EBADF);
+	CHECK_EQ(recv_buf(w.sa, a, buf, sizeof(buf), 0, w.now), -EBADF);
+	CHECK_EQ(send_str(w.sa, a, "x", 0, w.now), -EBADF);
+	CHECK_EQ(utcp_sk_error(w.sa, a), -EBADF);
+	CHECK_EQ(utcp_sk_ready(w.sa, -1), -EBADF);
+	CHECK_EQ(utcp_sk_ready(w.sa, 12345), -EBADF);
+	CHECK_EQ(utcp_sk_ready(w.sa, b), P_OUT | P_HUP);      /* a fresh socket, as Linux */
+	w_pair(&w, &c, &s);
+	CHECK_EQ(utcp_sk_close(w.sb, s, w.now), 0);
+	CHECK_EQ(utcp_sk_shutdown(w.sb, s, SHUT_WR, w.now), -EBADF);
+	w_free(&w);
+}
+
+TEST(test_sock_table_full_enfile_and_iteration)
+{
+	struct utcp_socks_config sc;
+	struct utcp_socks *ss;
+	struct w w;
+	int ids[4], i, it, n;
+
+	w_init(&w);
+	utcp_socks_config_init(&sc);
+	sc.max_socks = 4;
+	sc.wake_fd = 0;
+	utcp_socks_destroy(w.sa, w.now);
+	CHECK_EQ(utcp_socks_create(w.a, &sc, &ss), 0);
+	w.sa = ss;
+	CHECK_EQ(utcp_socks_wake_fd(ss), -1);
+	CHECK_EQ(utcp_sk_next(ss, -1), -1);
+	for (i = 0; i < 4; i++) {
+		ids[i] = utcp_sk_open(ss);
+		CHECK(ids[i] >= 0);
+	}
+	CHECK_EQ(utcp_sk_open(ss), -ENFILE);
+	CHECK_EQ(utcp_sk_close(ss, ids[1], w.now), 0);
+	n = 0;
+	for (it = utcp_sk_next(ss, -1); it >= 0; it = utcp_sk_next(ss, it)) {
+		CHECK(it == ids[0] || it == ids[2] || it == ids[3]);
+		n++;
+	}
+	CHECK_EQ(n, 3);
+	CHECK(utcp_sk_open(ss) >= 0);
+	CHECK_EQ(utcp_sk_open(ss), -ENFILE);
+	w_free(&w);
+}
