@@ -1,36 +1,59 @@
-"""`python -m bench [switch [OPTIONS]]` — the benchmark harness (docs/bench.md).
+"""`python -m bench [http|switch|utcp [OPTIONS]]` — the benchmark harness (docs/bench.md).
 
-`make bench` runs `python -m bench` with no arguments: the switch benchmark in its short form
-(`switch --quick`). The HTTP benchmark (mstack-httpd on UTCP against kernel nginx: requests/s,
-CPU per request, latency; the paper's Figure 6) is not there yet: it arrives with mstack-httpd."""
+  http    requests/s, CPU per request and latency of kernel nginx, mstack-httpd on the kernel
+          and on UTCP, nginx under mstack-run (the paper's Figure 6)
+  switch  frames/s through the switch against limit lines, and the attach cost (Figure 4)
+  utcp    UTCP's own benchmark
 
+`make bench` runs `python -m bench` with no arguments: each of them in its short form
+(`--quick`), in that order; one that fails does not stop the others, and the exit status is
+the worst of theirs. A benchmark whose module is not there yet is said to be skipped."""
+
+import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 
-HTTP_NOT_YET = (
-    "bench: the HTTP benchmark (mstack-httpd against kernel nginx, the paper's Figure 6) "
-    "is not there yet; it arrives with mstack-httpd."
-)
+# name -> module with main(argv) -> int; imported only when run (each pulls in its own tools).
+BENCHMARKS = {"switch": "bench.switch", "http": "bench.http", "utcp": "bench.utcp"}
+DEFAULT_ORDER = ("http", "switch", "utcp")
+
+
+def available(name: str) -> bool:
+    return importlib.util.find_spec(BENCHMARKS[name]) is not None
+
+
+def run(name: str, argv: Sequence[str]) -> int:
+    module = importlib.import_module(BENCHMARKS[name])
+    return int(module.main(list(argv)))
 
 
 def main(argv: Sequence[str]) -> int:
     args = list(argv)
-    if not args:
-        print(HTTP_NOT_YET, flush=True)
-        print("bench: running the switch benchmark in its short form (switch --quick)", flush=True)
-        args = ["switch", "--quick"]
-    if args[0] in ("-h", "--help"):
-        print(__doc__.strip())
+    if args and args[0] in ("-h", "--help"):
+        print((__doc__ or "").strip())
         return 0
-    if args[0] == "switch":
-        from bench import switch
-
-        return switch.main(args[1:])
-    if args[0] == "http":
-        print(HTTP_NOT_YET, file=sys.stderr)
+    if not args:
+        worst = 0
+        for name in DEFAULT_ORDER:
+            if not available(name):
+                print(f"bench: {name}: skipped ({BENCHMARKS[name]} is not there yet)", flush=True)
+                continue
+            print(f"bench: running `{name} --quick`", flush=True)
+            rc = run(name, ["--quick"])
+            if rc != 0:
+                print(f"bench: {name} --quick exited with status {rc}", flush=True)
+            worst = max(worst, rc)
+        return worst
+    name = args[0]
+    if name not in BENCHMARKS:
+        print(f"bench: unknown benchmark {name!r} (one of: {', '.join(BENCHMARKS)})",
+              file=sys.stderr)  # fmt: skip
+        return 64  # EX_USAGE
+    if not available(name):
+        print(f"bench: {name}: {BENCHMARKS[name]} is not there yet", file=sys.stderr)
         return 69  # EX_UNAVAILABLE
-    print(f"bench: unknown benchmark {args[0]!r} (switch; http is not there yet)", file=sys.stderr)
-    return 64  # EX_USAGE
+    return run(name, args[1:])
 
 
 if __name__ == "__main__":
