@@ -384,6 +384,8 @@ bool tcp_rack_detect(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 			continue;
 		if (t_before(tcb->rack_xmit_ts, x->t))
 			break;          /* sent after the delivered one: no verdict yet */
+		if (x->t == tcb->rack_xmit_ts && !seq_lt(s, tcb->rack_end))
+			break;          /* sent with it, but after it */
 		if (t_before(n, x->t + thresh)) {
 			at = now + (uint32_t)(x->t + thresh - n);
 			break;

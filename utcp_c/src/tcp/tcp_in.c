@@ -258,11 +258,10 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 					tcp_smss(tcb);
 
 			tcb->rack_reord = true;        /* RACK.reord (RFC 8985 6.2 step 3) */
-			if (dist + 1 > tcb->reordering) {
+			st->stats.reordering_seen++;
+			if (dist + 1 > tcb->reordering)
 				tcb->reordering = (uint8_t)(dist + 1 < UTCP_MAX_REORDERING
 								 ? dist + 1 : UTCP_MAX_REORDERING);
-				st->stats.reordering_seen++;
-			}
 		}
 		ring_consume(&tcb->sbuf, data_acked);
 		tcb->snd_una = seg->ack;

@@ -42,12 +42,14 @@ void tcp_arm_rtx(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 
 /* Tail loss probe (RFC 8985 7): if a flight's last segments are lost no duplicate ACK
  * comes back and only the RTO would notice.  After PTO = 2 SRTT (plus a delayed-ACK
- * allowance for a single segment) without an ACK, one probe elicits SACK feedback. */
+ * allowance for a single segment) without an ACK, one probe elicits SACK feedback, from
+ * which RACK finds what else was lost. */
 void tcp_arm_tlp(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 {
 	uint64_t pto;
 
-	if (!tcb->have_rtt || tcb->in_recovery || tcb->tlp_sent || !tcb->sack_ok ||
+	if (!tcb->have_rtt || (tcb->in_recovery && tcp_rack_any_lost(tcb)) || tcb->tlp_sent ||
+	    !tcb->sack_ok ||
 	    !tcp_synchronized(tcb->state) || seq_eq(tcb->snd_una, tcb->snd_max)) {
 		tcb->tlp_at = 0;
 		return;
@@ -66,7 +68,10 @@ static void tlp_expired(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t no
 	bool fin = tcb->fin_sent && !tcb->fin_acked;
 	utcp_seq seq;
 
-	if (tcb->in_recovery || tcb->tlp_sent || !flight || !tcp_synchronized(tcb->state))
+	/* In recovery too once nothing is left to retransmit: a lost tail (the FIN, say)
+	 * would otherwise wait for the RTO, since nothing sent later can reveal it. */
+	if ((tcb->in_recovery && tcp_rack_any_lost(tcb)) || tcb->tlp_sent || !flight ||
+	    !tcp_synchronized(tcb->state))
 		return;
 	/* RFC 8985 7.3: new data if there is some and the receive window allows ... */
 	if (seq_eq(tcb->snd_nxt, tcb->snd_max) && !fin) {
