@@ -93,7 +93,13 @@ class Conn:
         return buf
 
     def step(self, st: str) -> bool:
-        """Play one step; False ends the script (the connection is gone)."""
+        """Play one step; False ends the script (the connection is gone). Whole-word steps
+        are matched before prefixed ones ("rst" is not "r" + a count)."""
+        if st == "rst":
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.sock.close()
+            self.end = "rst-sent"
+            return False
         if st.startswith("w"):
             n = int(st[1:])
             self.send(pattern(self.sent, n))
@@ -121,11 +127,6 @@ class Conn:
         elif st == "fin":
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_WR)
-        elif st == "rst":
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.sock.close()
-            self.end = "rst-sent"
-            return False
         elif st == "cl":
             self.sock.close()
             if self.end == "open":
@@ -154,6 +155,8 @@ class Conn:
                     break
         except OSError as e:
             self.error = errno.errorcode.get(e.errno or 0, str(e))
+        except ValueError as e:
+            self.error = f"bad script: {e}"
         finally:
             if self.sock.fileno() >= 0:
                 self.sock.close()
