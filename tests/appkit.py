@@ -201,6 +201,16 @@ class Watch:
         cp = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True)
         return [" ".join(line.split()) for line in cp.stdout.splitlines() if line.strip()]
 
+    def matches(self, conn: dict[str, Any]) -> bool:
+        """Whether an entry of `mstackctl conns --json` is one of this watch's connections."""
+        local, remote = str(conn.get("local", "")), str(conn.get("remote", ""))
+        return (
+            conn.get("state") == "ESTABLISHED"
+            and remote.rpartition(":")[0] == self.remote_ip
+            and (self.local_port is None or local.endswith(f":{self.local_port}"))
+            and (self.remote_port is None or remote.endswith(f":{self.remote_port}"))
+        )
+
 
 class Proof:
     """Samples the kernel's connection table (`ss`, 4 times a second, plus on demand while a
@@ -209,6 +219,7 @@ class Proof:
     lived, or skips the UTCP part with the shim's own words when it has no UTCP yet."""
 
     PERIOD_S = 0.25
+    CONNS_WAIT_S = 5.0
     MAX_SAMPLES = 4 * 900  # bounded even if a scenario forgets to stop it
 
     def __init__(self, launch: Launch, watches: list[Watch], logs: Sequence[Path]) -> None:
@@ -216,6 +227,7 @@ class Proof:
         self.watches = watches
         self.logs = list(logs)
         self.seen: dict[str, set[str]] = {w.label: set() for w in watches}
+        self.conns: dict[str, list[dict[str, Any]]] = {w.label: [] for w in watches}
         self.on_demand = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -253,14 +265,33 @@ class Proof:
         return out
 
     def sample_held(self) -> None:
+        """Call while a connection of every watch is open: ss must (kernel) or must not
+        (UTCP) see it, and for UTCP `mstackctl conns` must show it (stacks publish their
+        connections periodically: polled for up to CONNS_WAIT_S)."""
         self.on_demand += 1
         self.sample()
+        if not self.launch.shim or self.messages():
+            return
+        assert self.launch.daemon is not None
+        deadline = time.monotonic() + self.CONNS_WAIT_S
+        for w in (w for w in self.watches if w.utcp):
+            for _ in range(int(self.CONNS_WAIT_S * 10)):
+                cp = self.launch.daemon.ctl("conns", "--json")
+                found = [c for c in json.loads(cp.stdout or "[]") if w.matches(c)]
+                if found or time.monotonic() > deadline:
+                    self.conns[w.label] += found
+                    break
+                time.sleep(0.1)
 
-    def messages(self) -> list[str]:
+    def messages(self, *marks: str) -> list[str]:
+        """Lines of the programs' stderr and logs with one of `marks` (default: the shim's
+        words for a listed socket that stays on the kernel)."""
+        marks = marks or (NO_UTCP,)
         out: list[str] = []
         for p in self.logs:
             with contextlib.suppress(OSError):
-                out += [ln for ln in p.read_text(errors="replace").splitlines() if NO_UTCP in ln]
+                text = p.read_text(errors="replace")
+                out += [ln for ln in text.splitlines() if any(m in ln for m in marks)]
         return out
 
     def delta(self, side: str, key: str) -> int:
@@ -289,17 +320,27 @@ class Proof:
                 f"line(s)); the scenario passed on the kernel under mstack-run: kernel "
                 f"connections seen {held}, switch steered {steered} frames to ports, sent {sent}"
             )
+        problems = []
         for w in utcp:
-            assert not self.seen[w.label], (
-                f"{w.label} is listed for UTCP but the kernel held established connections: "
-                f"{sorted(self.seen[w.label])[:5]}"
-            )
-        assert steered > 0 and sent > 0, (
-            f"the switch counters did not rise: steered {steered}, sent {sent} "
-            f"(before {self.before}, after {self.after})"
+            if not self.conns[w.label]:
+                problems.append(f"{w.label}: mstackctl conns showed no connection")
+            if self.seen[w.label]:
+                problems.append(f"{w.label} is listed for UTCP but the kernel held established "
+                                f"connections: {sorted(self.seen[w.label])[:5]}")  # fmt: skip
+        if steered <= 0 or sent <= 0:
+            problems.append(f"the switch counters did not rise: steered {steered}, sent {sent}")
+        if any(w.local_port for w in utcp) and self.delta("ingress", "to_port_new") <= 0:
+            problems.append("no new flow (SYN) went to a port: ingress to_port_new did not rise")
+        said = self.messages("libmstack", "mstack-run")[-20:]
+        assert not problems, (
+            "not carried by UTCP:\n  " + "\n  ".join(problems) + "\nwhat the shim and "
+            "mstack-run said:\n  " + "\n  ".join(said or ["nothing"])
         )
-        if any(w.local_port for w in utcp):
-            assert self.delta("ingress", "to_port_new") > 0, self.after
+
+
+def by_size(files: dict[str, str]) -> list[str]:
+    """A docroot's paths, smallest file first ("/0.bin", "/1.bin", "/1k.bin", ...)."""
+    return sorted(files, key=lambda p: (len(p), p))
 
 
 # -- held connections (what makes an ss sample deterministic) -------------------------------------

@@ -19,6 +19,7 @@ from appkit import (
     Launch,
     Proof,
     Watch,
+    by_size,
     check_fetches,
     curl_argv,
     held_connection,
@@ -37,10 +38,6 @@ from testbed.netns import stop_process, wait_line
 pytestmark = pytest.mark.system
 
 PY_PORT = 8090
-
-
-def by_size(files: dict[str, str]) -> list[str]:
-    return sorted(files, key=lambda p: (len(p), p))
 
 
 def test_python_http_server(launch: Launch) -> None:  # noqa: F811

@@ -16,6 +16,7 @@ from appkit import (
     Launch,
     Proof,
     Watch,
+    by_size,
     check_fetches,
     held_connection,
     launch,  # noqa: F401
@@ -26,10 +27,6 @@ from appkit import (
 )
 
 pytestmark = pytest.mark.system
-
-
-def by_size(files: dict[str, str]) -> list[str]:
-    return sorted(files, key=lambda p: (len(p), p))
 
 
 @pytest.mark.parametrize("sendfile", ["sendfile_on", "sendfile_off"])

@@ -24,7 +24,7 @@ from appkit import (
 
 pytestmark = pytest.mark.system
 
-RELOADS = 10 if FULL else 3
+RELOADS = 10 if FULL else 3  # and 4 workers instead of 2 for test_every_worker_accepts
 STEP = 50  # requests served between two steps of a scenario: the load really runs across them
 
 
@@ -37,6 +37,7 @@ def load_files(files: dict[str, str]) -> dict[str, str]:
     return {p: h for p, h in files.items() if p != "/10m.bin"}  # 1 MB at most: many requests
 
 
+@pytest.mark.long
 def test_reload_under_load(launch: Launch) -> None:  # noqa: F811
     rh = launch.host
     with running_nginx(launch) as ng, Proof(launch, listener_watch(launch), ng.logs) as proof:
@@ -131,6 +132,7 @@ print(json.dumps(counts))
 """
 
 
+@pytest.mark.long
 def test_every_worker_accepts(launch: Launch) -> None:  # noqa: F811
     """worker_processes N >= 2: after enough connections each worker has served some (a listen
     group of every waiting worker), the master none."""
