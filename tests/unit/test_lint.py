@@ -14,7 +14,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_ruff_check() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "pymgmt", "daemon", "tests", "scripts", "bench"],
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "pymgmt",
+            "daemon",
+            "tests",
+            "scripts",
+            "bench",
+            "compat_tests",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
