@@ -8,7 +8,7 @@
  *       `settle MS` (waits up to MS for the stack's connections to return to the baseline
  *       taken when it started, then stats), `quit`.
  *   mstack-utcpbench [BACKEND] conns IP PORT [--count N] [--seconds S] [--concurrency C]
- *                    [--req B] [--resp B] [--client-closes] [--settle-ms MS]
+ *                    [--req B] [--resp B] [--client-closes] [--warmup N]
  *   mstack-utcpbench [BACKEND] bulk IP PORT --bytes N
  *       one JSON line when done: connections completed and failed, seconds, rates, and (UTCP)
  *       the stack's figures before, after the run and after the settle.
@@ -280,7 +280,7 @@ static int sconn_step(struct tr *t, struct sconn *c, int *work)
 struct client_opts {
 	struct in_addr ip;
 	uint16_t port;
-	uint64_t count, bytes;
+	uint64_t count, bytes, warmup;
 	double seconds;
 	unsigned concurrency;
 	uint32_t req, resp;
@@ -792,6 +792,13 @@ static int run_client(const struct opts *o, struct client_opts *co)
 	cli.o = co;
 	base = in_use(&t);
 	stats_json(&t, before, sizeof(before));
+	/* With --warmup, a first phase of that many connections, settled: RSS and the stack's
+	 * figures after it are the reference a long run is compared with. */
+	uint64_t count = co->count, warm_done = 0;
+	char warm[2048] = "null";
+	for (int phase = co->warmup ? 0 : 1; phase < 2; phase++) {
+	co->count = phase ? count : co->warmup;
+	cli.started = cli.done = 0;
 	t0 = mono_us();
 	cli.deadline = t0 + (uint64_t)((co->seconds > 0 ? co->seconds : o->max_seconds) * 1e6);
 	while (!stop && (cli.started < co->count || cli.n) && mono_us() < t0 + (uint64_t)(o->max_seconds * 1e6)) {
@@ -811,6 +818,12 @@ static int run_client(const struct opts *o, struct client_opts *co)
 			break;
 		if (!work && !pairmode)
 			wait_io(&t, NULL, &cli, 5);
+	}
+	if (!phase) {
+		settle(&t, NULL, &cli, base, o->time_wait_ms * 4 + 2000);
+		stats_json(&t, warm, sizeof(warm));
+		warm_done = cli.done;
+	}
 	}
 	t1 = mono_us();
 	if (co->bulk)
@@ -835,13 +848,13 @@ static int run_client(const struct opts *o, struct client_opts *co)
 	double secs = (double)(t1 - t0) / 1e6, settle_s = (double)(mono_us() - s0) / 1e6;
 	printf("{\"done\": %llu, \"failed\": %llu, \"connect_errors\": %llu, \"last_connect_error\": %d, "
 	       "\"seconds\": %.6f, \"settle_seconds\": %.3f, \"conns_per_s\": %.1f, \"bytes\": %llu, \"bits_per_s\": %.0f, "
-	       "\"baseline_conns_in_use\": %llu, \"before\": %s, \"after\": %s, \"settled\": %s, "
-	       "\"pair_server\": %s}\n",
+	       "\"baseline_conns_in_use\": %llu, \"before\": %s, \"warmup_done\": %llu, \"warm\": %s, "
+	       "\"after\": %s, \"settled\": %s, \"pair_server\": %s}\n",
 	       (unsigned long long)cli.done, (unsigned long long)cli.failed,
 	       (unsigned long long)cli.connect_errors, cli.last_err, secs, settle_s,
 	       secs > 0 ? (double)cli.done / secs : 0.0, (unsigned long long)bytes_first,
 	       secs > 0 && cli.done ? (double)bytes_first * 8 / secs : 0.0, (unsigned long long)base,
-	       before, after, settled, sjs);
+	       before, (unsigned long long)warm_done, warm, after, settled, sjs);
 	fflush(stdout);
 	for (unsigned i = 0; i < cli.n; i++)
 		tr_close(&t, cli.c[i].h);
@@ -864,7 +877,7 @@ static void usage(void)
 		"--gw-mac MAC] [--run-dir DIR] [--lease N] [--max-conns N] [--buf BYTES] [--time-wait-ms MS] "
 		"[--max-seconds S]\n"
 		"    serve PORT | conns IP PORT [--count N] [--seconds S] [--concurrency C] [--req B] "
-		"[--resp B] [--client-closes] | bulk IP PORT --bytes N\n");
+		"[--resp B] [--client-closes] [--warmup N] | bulk IP PORT --bytes N\n");
 	exit(64);
 }
 
@@ -889,6 +902,7 @@ static void parse_opt(int c, struct opts *o, struct client_opts *co)
 	case 'p': co->resp = (uint32_t)atoi(optarg); break;
 	case 'C': co->client_closes = 1; break;
 	case 'y': co->bytes = strtoull(optarg, NULL, 10); break;
+	case 'w': co->warmup = strtoull(optarg, NULL, 10); break;
 	default: usage();
 	}
 }
@@ -900,7 +914,8 @@ int main(int argc, char **argv)
 		{"gw-mac", 1, 0, 'g'}, {"run-dir", 1, 0, 'r'}, {"lease", 1, 0, 'l'}, {"max-conns", 1, 0, 'M'},
 		{"buf", 1, 0, 'B'}, {"time-wait-ms", 1, 0, 'W'}, {"max-seconds", 1, 0, 'X'},
 		{"count", 1, 0, 'n'}, {"seconds", 1, 0, 's'}, {"concurrency", 1, 0, 'c'}, {"req", 1, 0, 'q'},
-		{"resp", 1, 0, 'p'}, {"client-closes", 0, 0, 'C'}, {"bytes", 1, 0, 'y'}, {0, 0, 0, 0},
+		{"resp", 1, 0, 'p'}, {"client-closes", 0, 0, 'C'}, {"bytes", 1, 0, 'y'}, {"warmup", 1, 0, 'w'},
+		{0, 0, 0, 0},
 	};
 	struct opts o = {.backend = "kernel", .lease = 1024, .max_seconds = 300};
 	struct client_opts co = {.count = 1, .concurrency = 1, .req = 64, .resp = 64};
