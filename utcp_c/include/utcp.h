@@ -238,6 +238,9 @@ int utcp_set_wakeup(struct utcp_stack *st, utcp_cid c, uint64_t at_us);
  * Linux with a full accept queue.  The limit may be changed at any time (0: none). */
 int utcp_listen_hold(struct utcp_stack *st, int listener, int limit);
 int utcp_listen_release(struct utcp_stack *st, int listener);
+/* utcp_set_bufcap() for every connection of this listener, from its SYN,ACK on (the window
+ * offered there is the one the peer may fill before anything else is said). */
+int utcp_listen_bufcap(struct utcp_stack *st, int listener, uint32_t snd, uint32_t rcv);
 
 /* strerror-style text for a negative errno returned by this library. */
 const char *utcp_strerror(int err);

@@ -17,6 +17,7 @@ struct utcp_listener {
 	int pending;             /* half-open (SYN-RECEIVED) connections */
 	bool hold;               /* utcp_listen_hold: pending also counts established ones until
 				  * utcp_listen_release (a socket layer's accept queue) */
+	uint32_t snd_cap, rcv_cap;   /* utcp_listen_bufcap: for its connections from the SYN on */
 };
 
 struct utcp_stack {

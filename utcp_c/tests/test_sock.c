@@ -194,7 +194,7 @@ static ssize_t send_str(struct utcp_socks *ss, int sk, const char *s, int flags,
 	return utcp_sk_send(ss, sk, &v, 1, flags, now);
 }
 
-__attribute__((unused)) static ssize_t send_n(struct utcp_socks *ss, int sk, size_t n, int flags, uint64_t now)
+static ssize_t send_n(struct utcp_socks *ss, int sk, size_t n, int flags, uint64_t now)
 {
 	static char buf[256 * 1024];
 	struct iovec v = {buf, n};
@@ -211,7 +211,7 @@ static ssize_t recv_buf(struct utcp_socks *ss, int sk, void *buf, size_t n, int 
 	return utcp_sk_recv(ss, sk, &v, 1, flags, now);
 }
 
-__attribute__((unused)) static ssize_t drain(struct utcp_socks *ss, int sk, uint64_t now)
+static ssize_t drain(struct utcp_socks *ss, int sk, uint64_t now)
 {
 	static char buf[256 * 1024];
 	ssize_t r, total = 0;
@@ -592,5 +592,520 @@ TEST(test_sock_table_full_enfile_and_iteration)
 	CHECK_EQ(n, 3);
 	CHECK(utcp_sk_open(ss) >= 0);
 	CHECK_EQ(utcp_sk_open(ss), -ENFILE);
+	w_free(&w);
+}
+
+/* ---- notifications ---- */
+
+TEST(test_sock_notify_data_and_ack)
+{
+	struct w w;
+	unsigned cb, sb;
+	int c, s;
+
+	w_init(&w);
+	w_pair(&w, &c, &s);
+	cb = ncount(&w.na, c);
+	sb = ncount(&w.nb, s);
+	CHECK_EQ(send_n(w.sa, c, 1000, 0, w.now), 1000);
+	CHECK_EQ(ncount(&w.na, c), cb);                        /* the caller's own call */
+	w_run(&w, 100000);
+	CHECK(ncount(&w.nb, s) > sb);                          /* new data */
+	CHECK_EQ(nlast(&w.nb, s), P_IN | P_OUT);
+	CHECK(ncount(&w.na, c) > cb);                          /* newly acknowledged data */
+	CHECK_EQ(nlast(&w.na, c), P_OUT);
+	CHECK_EQ(drain(w.sb, s, w.now), 1000);
+	w_free(&w);
+}
+
+/* ---- cork, MSG_MORE ---- */
+
+TEST(test_sock_msg_more_holds_partial_segment)
+{
+	struct w w;
+	int c, s;
+
+	w_init(&w);
+	w_pair(&w, &c, &s);
+	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_TCP_NODELAY, 1), 0);
+	CHECK_EQ(send_n(w.sa, c, 100, UTCP_SK_MORE, w.now), 100);
+	w_run(&w, 50000);
+	CHECK_EQ(utcp_sk_nread(w.sb, s), 0);                   /* held */
+	CHECK_EQ(utcp_sk_outq(w.sa, c), 100);
+	CHECK_EQ(send_n(w.sa, c, 100, 0, w.now), 100);         /* no MORE: both go */
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_sk_nread(w.sb, s), 200);
+	CHECK_EQ(drain(w.sb, s, w.now), 200);
+	/* MSG_MORE with nothing after it: out within the 200 ms bound */
+	CHECK_EQ(send_n(w.sa, c, 100, UTCP_SK_MORE, w.now), 100);
+	w_run(&w, 150000);
+	CHECK_EQ(utcp_sk_nread(w.sb, s), 0);
+	w_run(&w, 60000);
+	CHECK_EQ(utcp_sk_nread(w.sb, s), 100);
+	w_free(&w);
+}
+
+TEST(test_sock_cork_holds_until_uncorked_or_full)
+{
+	struct w w;
+	int c, s, mss;
+
+	w_init(&w);
+	w_pair(&w, &c, &s);
+	CHECK_EQ(utcp_sk_getopt(w.sa, c, UTCP_TCP_MAXSEG, &mss), 0);
+	CHECK_EQ(mss, 1448);                                  /* 1460 - timestamps */
+	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_TCP_NODELAY, 1), 0);
+	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_TCP_CORK, 1), 0);
+	CHECK_EQ(send_n(w.sa, c, 100, 0, w.now), 100);
+	w_run(&w, 100000);
+	CHECK_EQ(utcp_sk_nread(w.sb, s), 0);
+	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_TCP_CORK, 0), 0);   /* uncork pushes */
+	w_run(&w, 10000);
+	CHECK_EQ(drain(w.sb, s, w.now), 100);
+	/* corked: full segments go, the partial tail waits */
+	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_TCP_CORK, 1), 0);
+	CHECK_EQ(send_n(w.sa, c, 3000, 0, w.now), 3000);
+	w_run(&w, 50000);
+	CHECK_EQ(utcp_sk_nread(w.sb, s), 2 * mss);
+	w_run(&w, 200000);                                    /* the bound */
+	CHECK_EQ(utcp_sk_nread(w.sb, s), 3000);
+	w_free(&w);
+}
+
+/* ---- shutdown ---- */
+
+TEST(test_sock_shutdown_rd)
+{
+	struct w w;
+	char buf[8];
+	int c, s;
+
+	w_init(&w);
+	w_pair(&w, &c, &s);
+	CHECK_EQ(utcp_sk_shutdown(w.sb, s, SHUT_RD, w.now), 0);
+	CHECK_EQ(utcp_sk_ready(w.sb, s), P_IN | P_OUT | P_RDHUP);
+	CHECK_EQ(recv_buf(w.sb, s, buf, sizeof(buf), 0, w.now), 0);
+	/* as Linux: data arriving after SHUT_RD is still delivered, then end of stream */
+	CHECK_EQ(send_str(w.sa, c, "abc", 0, w.now), 3);
+	w_run(&w, 10000);
+	CHECK_EQ(recv_buf(w.sb, s, buf, sizeof(buf), 0, w.now), 3);
+	CHECK_EQ(recv_buf(w.sb, s, buf, sizeof(buf), 0, w.now), 0);
+	CHECK_EQ(send_str(w.sb, s, "ok", 0, w.now), 2);       /* the write side is open */
+	CHECK_EQ(utcp_sk_shutdown(w.sb, s, SHUT_WR, w.now), 0);
+	CHECK_EQ(utcp_sk_ready(w.sb, s), M_DEAD);
+	w_free(&w);
+}
+
+TEST(test_sock_shutdown_rdwr)
+{
+	struct w w;
+	char buf[8];
+	int c, s;
+
+	w_init(&w);
+	w_pair(&w, &c, &s);
+	CHECK_EQ(utcp_sk_shutdown(w.sb, s, SHUT_RDWR, w.now), 0);
+	CHECK_EQ(utcp_sk_ready(w.sb, s), M_DEAD);
+	CHECK_EQ(send_str(w.sb, s, "x", 0, w.now), -EPIPE);
+	CHECK_EQ(recv_buf(w.sb, s, buf, sizeof(buf), 0, w.now), 0);
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), P_IN | P_OUT | P_RDHUP);
+	CHECK_EQ(utcp_sk_shutdown(w.sb, s, 7, w.now), -EINVAL);
+	w_free(&w);
+}
+
+TEST(test_sock_shutdown_unconnected_and_connecting)
+{
+	struct utcp_pair_impair lose = {.loss_ppm = 1000000, .delay_us = 1000};
+	struct utcp_pair_impair ok = {.delay_us = 1000};
+	struct w w;
+	int o, c, l;
+
+	w_init(&w);
+	o = utcp_sk_open(w.sa);
+	CHECK_EQ(utcp_sk_shutdown(w.sa, o, SHUT_WR, w.now), -ENOTCONN);
+	l = w_listen(&w, 4);
+	utcp_pair_set_impair(w.pair, 0, &lose);
+	c = w_connect(&w);
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), 0);                  /* SYN lost: still connecting */
+	/* Linux disconnects a connecting socket on shutdown and says ECONNRESET */
+	CHECK_EQ(utcp_sk_shutdown(w.sa, c, SHUT_WR, w.now), 0);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT | P_HUP | P_ERR);
+	CHECK_EQ(utcp_sk_error(w.sa, c), -ECONNRESET);
+	CHECK_EQ(utcp_get_stats(w.a)->conns_in_use, 0);
+	utcp_pair_set_impair(w.pair, 0, &ok);
+	CHECK_EQ(utcp_sk_connect(w.sa, c, B_IP, PORT, 0, NULL, w.now), -EINPROGRESS);
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);
+	CHECK(utcp_sk_accept(w.sb, l, NULL) >= 0);
+	/* a listener's read side shut: it stops listening */
+	CHECK_EQ(utcp_sk_shutdown(w.sb, l, SHUT_WR, w.now), 0);
+	CHECK(utcp_sk_is_listener(w.sb, l));
+	CHECK_EQ(utcp_sk_shutdown(w.sb, l, SHUT_RD, w.now), 0);
+	CHECK(!utcp_sk_is_listener(w.sb, l));
+	w_free(&w);
+}
+
+/* ---- listeners ---- */
+
+TEST(test_sock_listener_close_resets_unaccepted)
+{
+	struct w w;
+	int l, c1, c2, c3;
+
+	w_init(&w);
+	l = w_listen(&w, 4);
+	c1 = w_connect(&w);
+	c2 = w_connect(&w);
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_sk_ready(w.sa, c1), P_OUT);
+	CHECK_EQ(utcp_sk_ready(w.sa, c2), P_OUT);
+	CHECK_EQ(utcp_get_stats(w.b)->conns_in_use, 2);
+	CHECK_EQ(utcp_sk_close(w.sb, l, w.now), 0);
+	CHECK_EQ(utcp_get_stats(w.b)->conns_in_use, 0);
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_sk_error(w.sa, c1), -ECONNRESET);
+	CHECK_EQ(utcp_sk_error(w.sa, c2), -ECONNRESET);
+	c3 = w_connect(&w);                                   /* nobody listens now */
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_sk_error(w.sa, c3), -ECONNREFUSED);
+	/* the port can be listened on again */
+	l = w_listen(&w, 4);
+	CHECK(l >= 0);
+	w_free(&w);
+}
+
+/* Linux hands out a queued connection even if it was reset meanwhile. */
+TEST(test_sock_reset_before_accept_still_accepted)
+{
+	struct w w;
+	char buf[4];
+	int l, c, s;
+
+	w_init(&w);
+	l = w_listen(&w, 4);
+	c = w_connect(&w);
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_SO_LINGER, 0), 0);
+	CHECK_EQ(utcp_sk_close(w.sa, c, w.now), 0);
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_sk_ready(w.sb, l), P_IN);
+	s = utcp_sk_accept(w.sb, l, NULL);
+	CHECK(s >= 0);
+	CHECK_EQ(utcp_sk_ready(w.sb, s), M_DEAD_ERR);
+	CHECK_EQ(recv_buf(w.sb, s, buf, sizeof(buf), 0, w.now), -ECONNRESET);
+	CHECK_EQ(utcp_sk_close(w.sb, s, w.now), 0);
+	CHECK_EQ(utcp_get_stats(w.b)->conns_in_use, 0);
+	w_free(&w);
+}
+
+TEST(test_sock_listen_errors)
+{
+	struct w w;
+	int l, o, c, s;
+
+	w_init(&w);
+	l = w_listen(&w, 4);
+	o = utcp_sk_open(w.sb);
+	CHECK_EQ(utcp_sk_listen(w.sb, o, PORT, 4), -EADDRINUSE);
+	CHECK_EQ(utcp_sk_listen(w.sb, l, PORT, 16), 0);       /* listen() again: new backlog */
+	CHECK_EQ(utcp_sk_listen(w.sb, l, PORT + 1, 16), -EINVAL);
+	CHECK_EQ(utcp_sk_accept(w.sb, o, NULL), -EINVAL);
+	c = w_connect(&w);
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);
+	s = utcp_sk_accept(w.sb, l, NULL);
+	CHECK(s >= 0);
+	CHECK_EQ(utcp_sk_listen(w.sb, s, 81, 4), -EINVAL);
+	CHECK_EQ(utcp_sk_nread(w.sb, l), -EINVAL);
+	CHECK_EQ(utcp_sk_outq(w.sb, l), -EINVAL);
+	CHECK_EQ(send_str(w.sb, l, "x", 0, w.now), -EPIPE);
+	w_free(&w);
+}
+
+/* ---- options ---- */
+
+static int getopt_(struct utcp_socks *ss, int sk, enum utcp_sk_opt o)
+{
+	int v = -12345;
+
+	CHECK_EQ(utcp_sk_getopt(ss, sk, o, &v), 0);
+	return v;
+}
+
+TEST(test_sock_options_defaults_and_limits)
+{
+	struct w w;
+	int o;
+
+	w_init(&w);
+	o = utcp_sk_open(w.sa);
+	CHECK_EQ(getopt_(w.sa, o, UTCP_SO_KEEPALIVE), 0);
+	CHECK_EQ(getopt_(w.sa, o, UTCP_SO_LINGER), -1);
+	CHECK_EQ(getopt_(w.sa, o, UTCP_SO_RCVBUF), 65536);     /* the stack's buffer */
+	CHECK_EQ(getopt_(w.sa, o, UTCP_SO_SNDBUF), 65536);
+	CHECK_EQ(getopt_(w.sa, o, UTCP_TCP_NODELAY), 0);
+	CHECK_EQ(getopt_(w.sa, o, UTCP_TCP_CORK), 0);
+	CHECK_EQ(getopt_(w.sa, o, UTCP_TCP_KEEPIDLE), 7200);
+	CHECK_EQ(getopt_(w.sa, o, UTCP_TCP_KEEPINTVL), 75);
+	CHECK_EQ(getopt_(w.sa, o, UTCP_TCP_KEEPCNT), 9);
+	CHECK_EQ(getopt_(w.sa, o, UTCP_TCP_DEFER_ACCEPT), 0);
+	CHECK_EQ(getopt_(w.sa, o, UTCP_TCP_MAXSEG), 536);      /* Linux's, unconnected */
+	/* Linux doubles buffer sizes, with floors; the stack's buffer caps them */
+	CHECK_EQ(utcp_sk_setopt(w.sa, o, UTCP_SO_RCVBUF, 4096), 0);
+	CHECK_EQ(getopt_(w.sa, o, UTCP_SO_RCVBUF), 8192);
+	CHECK_EQ(utcp_sk_setopt(w.sa, o, UTCP_SO_SNDBUF, 4096), 0);
+	CHECK_EQ(getopt_(w.sa, o, UTCP_SO_SNDBUF), 8192);
+	CHECK_EQ(utcp_sk_setopt(w.sa, o, UTCP_SO_RCVBUF, 1), 0);
+	CHECK_EQ(getopt_(w.sa, o, UTCP_SO_RCVBUF), 2304);
+	CHECK_EQ(utcp_sk_setopt(w.sa, o, UTCP_SO_SNDBUF, 1), 0);
+	CHECK_EQ(getopt_(w.sa, o, UTCP_SO_SNDBUF), 4608);
+	CHECK_EQ(utcp_sk_setopt(w.sa, o, UTCP_SO_RCVBUF, 1 << 20), 0);
+	CHECK_EQ(getopt_(w.sa, o, UTCP_SO_RCVBUF), 65536);
+	CHECK_EQ(utcp_sk_setopt(w.sa, o, UTCP_SO_SNDBUF, -1), 0);
+	CHECK_EQ(getopt_(w.sa, o, UTCP_SO_SNDBUF), 65536);
+	/* keepalive ranges as Linux's */
+	CHECK_EQ(utcp_sk_setopt(w.sa, o, UTCP_TCP_KEEPIDLE, 0), -EINVAL);
+	CHECK_EQ(utcp_sk_setopt(w.sa, o, UTCP_TCP_KEEPIDLE, 32768), -EINVAL);
+	CHECK_EQ(utcp_sk_setopt(w.sa, o, UTCP_TCP_KEEPINTVL, 0), -EINVAL);
+	CHECK_EQ(utcp_sk_setopt(w.sa, o, UTCP_TCP_KEEPCNT, 128), -EINVAL);
+	CHECK_EQ(utcp_sk_setopt(w.sa, o, UTCP_TCP_KEEPCNT, 127), 0);
+	CHECK_EQ(getopt_(w.sa, o, UTCP_TCP_KEEPCNT), 127);
+	/* TCP_DEFER_ACCEPT comes back rounded to SYN,ACK retransmissions, as Linux */
+	CHECK_EQ(utcp_sk_setopt(w.sa, o, UTCP_TCP_DEFER_ACCEPT, 5), 0);
+	CHECK_EQ(getopt_(w.sa, o, UTCP_TCP_DEFER_ACCEPT), 7);
+	CHECK_EQ(utcp_sk_setopt(w.sa, o, UTCP_TCP_DEFER_ACCEPT, 2), 0);
+	CHECK_EQ(getopt_(w.sa, o, UTCP_TCP_DEFER_ACCEPT), 3);
+	CHECK_EQ(utcp_sk_setopt(w.sa, o, UTCP_TCP_DEFER_ACCEPT, 100), 0);
+	CHECK_EQ(getopt_(w.sa, o, UTCP_TCP_DEFER_ACCEPT), 127);
+	CHECK_EQ(utcp_sk_setopt(w.sa, o, UTCP_TCP_DEFER_ACCEPT, -3), 0);
+	CHECK_EQ(getopt_(w.sa, o, UTCP_TCP_DEFER_ACCEPT), 0);
+	CHECK_EQ(utcp_sk_setopt(w.sa, o, UTCP_SO_LINGER, 5), 0);
+	CHECK_EQ(getopt_(w.sa, o, UTCP_SO_LINGER), 5);
+	CHECK_EQ(utcp_sk_setopt(w.sa, o, UTCP_SO_LINGER, -1), 0);
+	CHECK_EQ(getopt_(w.sa, o, UTCP_SO_LINGER), -1);
+	CHECK_EQ(utcp_sk_setopt(w.sa, o, UTCP_TCP_MAXSEG, 1000), -ENOPROTOOPT);
+	CHECK_EQ(utcp_sk_setopt(w.sa, o, (enum utcp_sk_opt)99, 1), -ENOPROTOOPT);
+	CHECK_EQ(utcp_sk_getopt(w.sa, o, (enum utcp_sk_opt)99, &o), -ENOPROTOOPT);
+	CHECK_STR(utcp_sk_get_cc(w.sa, o), "newreno");
+	CHECK_EQ(utcp_sk_set_cc(w.sa, o, "bogus"), -ENOENT);
+	CHECK_EQ(utcp_sk_set_cc(w.sa, o, "cubic"), 0);
+	CHECK_STR(utcp_sk_get_cc(w.sa, o), "cubic");
+	CHECK(utcp_sk_get_cc(w.sa, -1) == NULL);
+	w_free(&w);
+}
+
+TEST(test_sock_accepted_inherits_listener_options)
+{
+	struct utcp_conn_info ci;
+	struct w w;
+	int l, c, s;
+
+	w_init(&w);
+	l = w_listen(&w, 4);
+	CHECK_EQ(utcp_sk_setopt(w.sb, l, UTCP_TCP_NODELAY, 1), 0);
+	CHECK_EQ(utcp_sk_setopt(w.sb, l, UTCP_SO_KEEPALIVE, 1), 0);
+	CHECK_EQ(utcp_sk_setopt(w.sb, l, UTCP_TCP_KEEPIDLE, 33), 0);
+	CHECK_EQ(utcp_sk_setopt(w.sb, l, UTCP_TCP_KEEPINTVL, 7), 0);
+	CHECK_EQ(utcp_sk_setopt(w.sb, l, UTCP_TCP_KEEPCNT, 4), 0);
+	CHECK_EQ(utcp_sk_setopt(w.sb, l, UTCP_SO_RCVBUF, 5000), 0);
+	CHECK_EQ(utcp_sk_setopt(w.sb, l, UTCP_SO_SNDBUF, 6000), 0);
+	CHECK_EQ(utcp_sk_setopt(w.sb, l, UTCP_SO_LINGER, 5), 0);
+	CHECK_EQ(utcp_sk_setopt(w.sb, l, UTCP_TCP_CORK, 1), 0);
+	CHECK_EQ(utcp_sk_set_cc(w.sb, l, "cubic"), 0);
+	c = w_connect(&w);
+	w_run(&w, 10000);
+	s = utcp_sk_accept(w.sb, l, NULL);
+	CHECK(s >= 0);
+	CHECK_EQ(getopt_(w.sb, s, UTCP_TCP_NODELAY), 1);
+	CHECK_EQ(getopt_(w.sb, s, UTCP_SO_KEEPALIVE), 1);
+	CHECK_EQ(getopt_(w.sb, s, UTCP_TCP_KEEPIDLE), 33);
+	CHECK_EQ(getopt_(w.sb, s, UTCP_TCP_KEEPINTVL), 7);
+	CHECK_EQ(getopt_(w.sb, s, UTCP_TCP_KEEPCNT), 4);
+	CHECK_EQ(getopt_(w.sb, s, UTCP_SO_RCVBUF), 10000);
+	CHECK_EQ(getopt_(w.sb, s, UTCP_SO_SNDBUF), 12000);
+	CHECK_EQ(getopt_(w.sb, s, UTCP_SO_LINGER), 5);
+	CHECK_EQ(getopt_(w.sb, s, UTCP_TCP_CORK), 1);
+	CHECK_EQ(getopt_(w.sb, s, UTCP_TCP_MAXSEG), 1448);
+	CHECK_STR(utcp_sk_get_cc(w.sb, s), "cubic");
+	memset(&ci, 0, sizeof(ci));
+	ci.sz = sizeof(ci);
+	CHECK_EQ(utcp_sk_info(w.sb, s, &ci), 0);
+	CHECK_STR(ci.cc, "cubic");
+	CHECK_EQ(ci.state, UTCP_ESTABLISHED);
+	CHECK(ci.rcv_wnd <= 10000);                           /* the cap bounds the window */
+	CHECK_EQ(utcp_sk_info(w.sb, l, &ci), 0);
+	CHECK_EQ(ci.state, UTCP_LISTEN);
+	CHECK_EQ(ci.lport, PORT);
+	/* the options act: keepalive probes after 33 s idle */
+	w_run(&w, 34000000);
+	CHECK(utcp_get_stats(w.b)->keepalive_probes >= 1);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);               /* answered: still alive */
+	w_free(&w);
+}
+
+TEST(test_sock_keepalive_per_connection_times_out)
+{
+	struct utcp_pair_impair lose = {.loss_ppm = 1000000, .delay_us = 1000};
+	struct w w;
+	int c, s;
+
+	w_init(&w);
+	w_pair(&w, &c, &s);
+	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_SO_KEEPALIVE, 1), 0);
+	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_TCP_KEEPIDLE, 2), 0);
+	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_TCP_KEEPINTVL, 1), 0);
+	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_TCP_KEEPCNT, 3), 0);
+	utcp_pair_set_impair(w.pair, 0, &lose);
+	utcp_pair_set_impair(w.pair, 1, &lose);
+	w_run(&w, 4500000);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);
+	CHECK_EQ(utcp_get_stats(w.a)->keepalive_probes, 3);
+	w_run(&w, 1000000);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), M_DEAD_ERR);
+	CHECK_EQ(utcp_sk_error(w.sa, c), -ETIMEDOUT);
+	CHECK_EQ(utcp_get_stats(w.b)->keepalive_probes, 0);   /* the other end keeps its own */
+	w_free(&w);
+}
+
+TEST(test_sock_defer_accept)
+{
+	struct w w;
+	int l, c1, c2, c3, s;
+
+	w_init(&w);
+	l = w_listen(&w, 4);
+	CHECK_EQ(utcp_sk_setopt(w.sb, l, UTCP_TCP_DEFER_ACCEPT, 1), 0);
+	CHECK_EQ(getopt_(w.sb, l, UTCP_TCP_DEFER_ACCEPT), 1);
+	c1 = w_connect(&w);
+	w_run(&w, 500000);
+	CHECK_EQ(utcp_sk_ready(w.sa, c1), P_OUT);              /* connected for the client */
+	CHECK_EQ(utcp_sk_ready(w.sb, l), 0);                   /* but not ready to accept */
+	CHECK_EQ(utcp_sk_accept(w.sb, l, NULL), -EAGAIN);
+	CHECK_EQ(ncount(&w.nb, l), 0);
+	CHECK_EQ(send_str(w.sa, c1, "GET", 0, w.now), 3);
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_sk_ready(w.sb, l), P_IN);                /* data arrived */
+	CHECK_EQ(nlast(&w.nb, l), P_IN);
+	s = utcp_sk_accept(w.sb, l, NULL);
+	CHECK(s >= 0);
+	CHECK_EQ(utcp_sk_nread(w.sb, s), 3);
+	/* no data: ready after the option's time */
+	c2 = w_connect(&w);
+	w_run(&w, 500000);
+	CHECK_EQ(utcp_sk_ready(w.sb, l), 0);
+	w_run(&w, 600000);
+	CHECK_EQ(utcp_sk_ready(w.sb, l), P_IN);
+	s = utcp_sk_accept(w.sb, l, NULL);
+	CHECK(s >= 0);
+	CHECK_EQ(utcp_sk_nread(w.sb, s), 0);
+	(void)c2;
+	/* reset while deferred: never accepted */
+	c3 = w_connect(&w);
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_get_stats(w.b)->conns_in_use, 3);
+	CHECK_EQ(utcp_sk_setopt(w.sa, c3, UTCP_SO_LINGER, 0), 0);
+	CHECK_EQ(utcp_sk_close(w.sa, c3, w.now), 0);
+	w_run(&w, 2000000);
+	CHECK_EQ(utcp_sk_ready(w.sb, l), 0);
+	CHECK_EQ(utcp_sk_accept(w.sb, l, NULL), -EAGAIN);
+	CHECK_EQ(utcp_get_stats(w.b)->conns_in_use, 2);
+	w_free(&w);
+}
+
+/* ---- buffer caps ---- */
+
+TEST(test_sock_rcvbuf_caps_window)
+{
+	struct w w;
+	int l, c, s, n;
+	ssize_t got = 0, r;
+
+	w_init(&w);
+	l = w_listen(&w, 4);
+	CHECK_EQ(utcp_sk_setopt(w.sb, l, UTCP_SO_RCVBUF, 4096), 0);   /* 8192 */
+	c = w_connect(&w);
+	w_run(&w, 10000);
+	s = utcp_sk_accept(w.sb, l, NULL);
+	CHECK(s >= 0);
+	CHECK_EQ(send_n(w.sa, c, 60000, 0, w.now), 60000);
+	w_run(&w, 200000);
+	n = utcp_sk_nread(w.sb, s);
+	CHECK(n > 0 && n <= 8192);                             /* the window was the cap */
+	CHECK_EQ(utcp_sk_outq(w.sa, c), 60000 - n);
+	for (int i = 0; i < 100 && got < 60000; i++) {
+		r = drain(w.sb, s, w.now);
+		got += r;
+		w_run(&w, 20000);
+		CHECK(utcp_sk_nread(w.sb, s) <= 8192);
+	}
+	CHECK_EQ(got, 60000);
+	w_free(&w);
+}
+
+TEST(test_sock_sndbuf_caps_send_and_pollout)
+{
+	struct w w;
+	int c, s, l;
+	ssize_t got;
+
+	w_init(&w);
+	l = w_listen(&w, 4);
+	CHECK_EQ(utcp_sk_setopt(w.sb, l, UTCP_SO_RCVBUF, 4096), 0);   /* a slow peer */
+	c = utcp_sk_open(w.sa);
+	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_SO_SNDBUF, 4096), 0);   /* 8192 */
+	CHECK_EQ(utcp_sk_connect(w.sa, c, B_IP, PORT, 0, NULL, w.now), -EINPROGRESS);
+	w_run(&w, 10000);
+	s = utcp_sk_accept(w.sb, l, NULL);
+	CHECK(s >= 0);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);
+	CHECK_EQ(send_n(w.sa, c, 60000, 0, w.now), 8192);
+	CHECK_EQ(send_n(w.sa, c, 100, 0, w.now), -EAGAIN);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), 0);                   /* full: not writable */
+	w_run(&w, 100000);
+	got = drain(w.sb, s, w.now);
+	CHECK(got > 0);
+	w_run(&w, 100000);
+	got += drain(w.sb, s, w.now);
+	w_run(&w, 100000);
+	got += drain(w.sb, s, w.now);
+	CHECK_EQ(got, 8192);
+	CHECK_EQ(utcp_sk_outq(w.sa, c), 0);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);
+	w_free(&w);
+}
+
+/* POLLOUT as sk_stream_is_writeable(): at least a third of the send buffer free. */
+TEST(test_sock_pollout_threshold)
+{
+	struct utcp_pair_impair lose = {.loss_ppm = 1000000, .delay_us = 1000};
+	struct w w;
+	int c, s;
+
+	w_init(&w);
+	w_pair(&w, &c, &s);
+	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_SO_SNDBUF, 15000), 0);  /* 30000 */
+	utcp_pair_set_impair(w.pair, 0, &lose);                       /* nothing gets acked */
+	CHECK_EQ(send_n(w.sa, c, 20000, 0, w.now), 20000);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);               /* 10000 free >= 20000 / 2 */
+	CHECK_EQ(send_n(w.sa, c, 1, 0, w.now), 1);
+	CHECK_EQ(utcp_sk_ready(w.sa, c), 0);                   /* 9999 free < 20001 / 2 */
+	CHECK_EQ(utcp_sk_outq(w.sa, c), 20001);
+	w_free(&w);
+}
+
+TEST(test_sock_destroy_resets_connections)
+{
+	struct w w;
+	int c, s;
+
+	w_init(&w);
+	w_pair(&w, &c, &s);
+	utcp_socks_destroy(w.sb, w.now);
+	CHECK_EQ(utcp_socks_create(w.b, NULL, &w.sb), 0);
+	CHECK_EQ(utcp_get_stats(w.b)->conns_in_use, 0);
+	w_run(&w, 10000);
+	CHECK_EQ(utcp_sk_error(w.sa, c), -ECONNRESET);
 	w_free(&w);
 }

@@ -340,7 +340,10 @@ static uint32_t buf_report(uint32_t req, uint32_t floor, uint32_t stack_buf)
 
 static void apply_bufcap(struct utcp_socks *ss, struct sk *s)
 {
-	utcp_set_bufcap(ss->st, s->cid, s->sndbuf, s->rcvbuf);
+	if (s->kind == SK_LISTEN)
+		utcp_listen_bufcap(ss->st, s->lid, s->sndbuf, s->rcvbuf);
+	else
+		utcp_set_bufcap(ss->st, s->cid, s->sndbuf, s->rcvbuf);
 }
 
 static void apply_keepalive(struct utcp_socks *ss, struct sk *s, uint64_t now)
@@ -639,6 +642,7 @@ int utcp_sk_listen(struct utcp_socks *ss, int id, uint16_t port, int backlog)
 	s->backlog = backlog;
 	s->err = 0;
 	ss->by_lid[lid] = idx_of(ss, s);
+	apply_bufcap(ss, s);
 	/* Linux queues up to backlog + 1 connections before it ignores SYNs. */
 	return utcp_listen_hold(ss->st, lid, backlog + 1);
 }
@@ -936,7 +940,7 @@ int utcp_sk_setopt(struct utcp_socks *ss, int id, enum utcp_sk_opt opt, int val)
 			s->rcvbuf = buf_report(req, MIN_RCVBUF, ss->cfg->rcvbuf);
 		else
 			s->sndbuf = buf_report(req, MIN_SNDBUF, ss->cfg->sndbuf);
-		if (conn)
+		if (conn || s->kind == SK_LISTEN)
 			apply_bufcap(ss, s);
 		return 0;
 	}

@@ -86,6 +86,15 @@ struct utcp_tcb *tcp_tcb_new(struct utcp_stack *st, const struct utcp_tuple *t, 
 	tcb->ka_idle_us = st->cfg.keepalive_idle_us;
 	tcb->ka_intvl_us = st->cfg.keepalive_intvl_us;
 	tcb->ka_cnt = st->cfg.keepalive_probes;
+	{
+		/* a passive open takes its listener's buffer caps (utcp_connect clears them) */
+		int li = stack_find_listener(st, t->lport);
+
+		if (li >= 0) {
+			tcb->snd_cap = st->listeners[li].snd_cap;
+			tcb->rcv_cap = st->listeners[li].rcv_cap;
+		}
+	}
 	tcp_tcb_init_options(st, tcb);
 	st->stats.conns_in_use = st->ct.used;
 	return tcb;
@@ -237,6 +246,7 @@ int utcp_listen(struct utcp_stack *st, uint16_t port, int backlog)
 	st->listeners[fr].backlog = backlog > 0 ? backlog : 128;
 	st->listeners[fr].pending = 0;
 	st->listeners[fr].hold = false;
+	st->listeners[fr].snd_cap = st->listeners[fr].rcv_cap = 0;
 	return fr;
 }
 
@@ -269,6 +279,15 @@ int utcp_listen_hold(struct utcp_stack *st, int l, int limit)
 		return -EBADF;
 	st->listeners[l].hold = true;
 	st->listeners[l].backlog = limit > 0 ? limit : 0;
+	return 0;
+}
+
+int utcp_listen_bufcap(struct utcp_stack *st, int l, uint32_t snd, uint32_t rcv)
+{
+	if (l < 0 || (uint32_t)l >= st->cfg.max_listeners || !st->listeners[l].used)
+		return -EBADF;
+	st->listeners[l].snd_cap = snd;
+	st->listeners[l].rcv_cap = rcv;
 	return 0;
 }
 
@@ -322,6 +341,7 @@ int utcp_connect(struct utcp_stack *st, uint32_t raddr, uint16_t rport, uint16_t
 			return -ENOBUFS;
 	}
 	memcpy(tcb->rmac, next_hop ? next_hop : st->cfg.gw_mac, 6);
+	tcb->snd_cap = tcb->rcv_cap = 0;        /* a listener's on the same port are not ours */
 	tcb->app_owned = true;
 	tcp_set_state(st, tcb, UTCP_SYN_SENT);
 	st->stats.active_opens++;
