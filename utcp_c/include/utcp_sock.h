@@ -68,8 +68,10 @@ void utcp_socks_wake_drain(struct utcp_socks *ss);
 int utcp_sk_open(struct utcp_socks *ss);
 
 /* Listen on the stack's address, port `port` (one listening socket per port: -EADDRINUSE).
- * backlog <= 0: 1; capped at 4096.  While the accept queue is full a new SYN is not answered
- * and the peer retries (Linux's default, tcp_abort_on_overflow = 0). */
+ * backlog < 0: 0; capped at 4096; as with Linux, backlog + 1 connections (half-open ones
+ * included, here) may wait to be accepted.  While the accept queue is full a new SYN is not
+ * answered and the peer retries (Linux's default, tcp_abort_on_overflow = 0).  On a
+ * listening socket: a new backlog (same port, else -EINVAL). */
 int utcp_sk_listen(struct utcp_socks *ss, int sk, uint16_t port, int backlog);
 
 struct utcp_sk_name {
@@ -87,7 +89,9 @@ int utcp_sk_accept(struct utcp_socks *ss, int sk, struct utcp_sk_name *peer);
 /* Active open from an open socket (lport 0: ephemeral, 4-tuple unique; next_hop NULL: the
  * stack's gw_mac).  Returns -EINPROGRESS: the socket becomes writable (UTCP_SK poll bits:
  * POLLOUT) when connected, or POLLERR|POLLHUP with utcp_sk_error() saying why
- * (-ECONNREFUSED, -ETIMEDOUT, -ENETUNREACH...).  -EISCONN / -EALREADY as connect(2). */
+ * (-ECONNREFUSED, -ETIMEDOUT, -ENETUNREACH...).  -EISCONN / -EALREADY as connect(2); after a
+ * failed attempt, a connect call returns its error (-ECONNABORTED if already collected) and
+ * the next one tries again, as with Linux.  -EAGAIN: no free control block. */
 int utcp_sk_connect(struct utcp_socks *ss, int sk, uint32_t raddr, uint16_t rport,
 		    uint16_t lport, const uint8_t next_hop[6], uint64_t now_us);
 
@@ -96,9 +100,11 @@ int utcp_sk_connect(struct utcp_socks *ss, int sk, uint32_t raddr, uint16_t rpor
 #define UTCP_SK_PEEK 0x2      /* recv: leave the data queued (MSG_PEEK) */
 
 /* Queue data: bytes queued (may be short), -EAGAIN when the send buffer is full, -EPIPE
- * after shutdown(SHUT_WR) or once the connection has finished, -ENOTCONN before connect /
- * while connecting, the connection's pending error (-ECONNRESET...) once (then -EPIPE).
- * Output goes out at the next utcp_flush/utcp_poll of the stack. */
+ * after shutdown(SHUT_WR) or once the connection has finished, the connection's pending
+ * error (-ECONNRESET...) once (then -EPIPE).  As Linux: -EPIPE on a socket that is not
+ * connected (or a listener), -EAGAIN while connecting (a blocking caller waits for POLLOUT).
+ * The pieces of one call go out together.  Output goes out at the next
+ * utcp_flush/utcp_poll of the stack. */
 ssize_t utcp_sk_send(struct utcp_socks *ss, int sk, const struct iovec *iov, int iovcnt,
 		     int flags, uint64_t now_us);
 /* Read data: bytes read, 0 at end of stream (peer's FIN, or after shutdown(SHUT_RD)),
@@ -108,7 +114,9 @@ ssize_t utcp_sk_send(struct utcp_socks *ss, int sk, const struct iovec *iov, int
 ssize_t utcp_sk_recv(struct utcp_socks *ss, int sk, const struct iovec *iov, int iovcnt,
 		     int flags, uint64_t now_us);
 
-/* how: SHUT_RD, SHUT_WR, SHUT_RDWR (sys/socket.h).  -ENOTCONN if not connected. */
+/* how: SHUT_RD, SHUT_WR, SHUT_RDWR (sys/socket.h).  -ENOTCONN if not connected.  As Linux:
+ * while connecting it abandons the attempt (0; pending error -ECONNRESET; connect again
+ * possible); on a listener SHUT_RD/SHUT_RDWR stops listening (queued connections reset). */
 int utcp_sk_shutdown(struct utcp_socks *ss, int sk, int how, uint64_t now_us);
 
 /* Release the id.  A connection finishes on its own (FIN after the queued data); with
@@ -129,7 +137,8 @@ enum utcp_sk_opt {
 	UTCP_TCP_KEEPINTVL,     /* seconds */
 	UTCP_TCP_KEEPCNT,       /* probes */
 	UTCP_TCP_DEFER_ACCEPT,  /* seconds; listeners */
-	UTCP_TCP_MAXSEG,        /* get only: the MSS in use (before connect: the stack's) */
+	UTCP_TCP_MAXSEG,        /* get only: the MSS in use, less the timestamp option as Linux
+				 * reports it; 536 when not connected (Linux's default) */
 };
 int utcp_sk_setopt(struct utcp_socks *ss, int sk, enum utcp_sk_opt opt, int val);
 int utcp_sk_getopt(struct utcp_socks *ss, int sk, enum utcp_sk_opt opt, int *val);
@@ -139,7 +148,8 @@ int utcp_sk_set_cc(struct utcp_socks *ss, int sk, const char *name);
 const char *utcp_sk_get_cc(struct utcp_socks *ss, int sk);
 
 /* poll(2) bits (POLLIN, POLLOUT, POLLERR, POLLHUP, POLLRDHUP), as Linux's tcp_poll() sets
- * them: a listener POLLIN with a connection to accept; while connecting 0; connected
+ * them: a listener POLLIN with a connection to accept; a socket neither listening nor
+ * connected POLLOUT|POLLHUP; while connecting 0; connected
  * POLLOUT when at least a third of the send buffer is free (and always after SHUT_WR);
  * POLLIN|POLLRDHUP after the peer's FIN; POLLHUP when both directions are shut or the
  * connection is gone; POLLERR while an error is pending.  A reset connection:
