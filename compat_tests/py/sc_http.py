@@ -59,7 +59,9 @@ def http_client_urllib(env: Env, peer: Peer) -> None:
     ob("read", len=len(body), sum=f"{fnv(body):016x}")
     expect(body == pattern(0, 5000), "the body byte-exact")
     resp.close()
-    r = peer.result()
+    r = peer.result(record=False)
+    # The request names the port (Host:): its digest differs from run to run.
+    ob("peer", head=r[0]["head"][:16], end=r[0]["end"])
     expect(r[0]["head"].startswith("GET /x HTTP/1.1"), "the peer got our request")
 
 
