@@ -555,6 +555,30 @@ static void stack_config(const struct opts *o, struct utcp_config *cfg)
 		cfg->isn_key[i] = (uint8_t)(mono_us() >> (i % 8) ^ (uint64_t)getpid() >> i);
 }
 
+/* Opening a TAP device turns its carrier on, but the kernel sends nothing on it until its
+ * link watcher has seen that (up to a second later): frames UTCP sends meanwhile are
+ * answered into a void, and the first connections wait for a retransmission.  Wait for the
+ * operational state to say "up" (bounded). */
+static void wait_carrier(const char *dev)
+{
+	char path[128], state[16] = "";
+
+	snprintf(path, sizeof(path), "/sys/class/net/%s/operstate", dev);
+	for (int i = 0; i < 300; i++) {
+		FILE *f = fopen(path, "r");
+
+		if (f) {
+			if (!fgets(state, sizeof(state), f))
+				state[0] = 0;
+			fclose(f);
+		}
+		if (!strncmp(state, "up", 2))
+			return;
+		usleep(10000);
+	}
+	fprintf(stderr, "mstack-utcpbench: %s: operstate still %s after 3 s\n", dev, state);
+}
+
 struct xdp_res {
 	struct mstack_ctl *ctl;
 	struct mstack_port *port;
@@ -580,6 +604,7 @@ static void open_utcp(const struct opts *o, struct tr *t, struct xdp_res *xr, st
 			die("tap", rc);
 		port = utcp_tap_port(*tap);
 		t->u.fd = utcp_tap_fd(*tap);
+		wait_carrier(o->dev);
 	} else {   /* xdp */
 		struct mstack_ctl_port info;
 

@@ -22,21 +22,22 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from testbed.netns import RemoteHost, lease_subnet, sh
+from testbed.netns import RemoteHost, lease_subnet
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.switch import Tool  # noqa: E402  (the line-protocol driver of the bench's C tools)
+from bench.utcp import TapEnd, add_tap  # noqa: E402
 
 pytestmark = [pytest.mark.system, pytest.mark.long]
 
@@ -52,44 +53,13 @@ UMAC = "02:00:00:75:00:02"
 TAP = "utcpchurn0"
 
 
-@dataclass
-class TapBed:
-    host: RemoteHost
-    kernel_ip: str
-    utcp_ip: str
-    kernel_mac: str
-
-
 @pytest.fixture
-def tap_bed(remote_host: RemoteHost) -> Iterator[TapBed]:
-    """A TAP device in the remote host's namespace (gone with it), the kernel's end addressed
-    from a leased test bed /24, UTCP's address with a permanent neighbour entry."""
+def tap_bed(remote_host: RemoteHost) -> Iterator[TapEnd]:
+    """A TAP device in the remote host's namespace (gone with it), addressed from a leased
+    test bed /24: the kernel's end .1, UTCP .2 (bench/utcp.py's add_tap)."""
     lease = lease_subnet()
     try:
-        ns = remote_host.ns
-        kip, uip = lease.host(1), lease.host(2)
-        sh(["ip", "-n", ns, "tuntap", "add", "dev", TAP, "mode", "tap"])
-        sh(["ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{TAP}.disable_ipv6=1"])
-        sh(["ip", "-n", ns, "link", "set", TAP, "up"])
-        sh(["ip", "-n", ns, "addr", "add", f"{kip}/24", "dev", TAP])
-        sh(
-            [
-                "ip",
-                "-n",
-                ns,
-                "neigh",
-                "replace",
-                uip,
-                "lladdr",
-                UMAC,
-                "dev",
-                TAP,
-                "nud",
-                "permanent",
-            ]
-        )
-        kmac = remote_host.run(["cat", f"/sys/class/net/{TAP}/address"]).stdout.strip()
-        yield TapBed(remote_host, kip, uip, kmac)
+        yield add_tap(remote_host.ns, TAP, lease, UMAC)
     finally:
         lease.release()
 
@@ -101,16 +71,19 @@ def tool() -> str:
     return str(exe)
 
 
-def utcp_args(bed: TapBed) -> list[str]:
+def utcp_args(bed: TapEnd) -> list[str]:
     return [
-        "--backend", "tap", "--dev", TAP, "--ip", bed.utcp_ip, "--mac", UMAC,
+        "--backend", "tap", "--dev", bed.dev, "--ip", bed.utcp_ip, "--mac", bed.utcp_mac,
         "--gw-mac", bed.kernel_mac, "--max-conns", str(MAX_CONNS), "--buf", str(BUF),
         "--time-wait-ms", str(TIME_WAIT_MS), "--max-seconds", "600",
     ]  # fmt: skip
 
 
-def client(bed: TapBed, *argv: str) -> dict[str, Any]:
-    out = bed.host.run([tool(), *argv], check=False, timeout=900)
+def client(bed: TapEnd, *argv: str) -> dict[str, Any]:
+    out = subprocess.run(
+        ["ip", "netns", "exec", bed.ns, tool(), *argv],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
     assert out.returncode == 0, f"client exited {out.returncode}: {out.stdout}{out.stderr}"
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -135,10 +108,10 @@ def check_back_to_baseline(
     assert end["timeouts"] == warm["timeouts"] == 0, end
 
 
-def test_utcp_server_kernel_client_10000_connections(tap_bed: TapBed, tmp_path: Path) -> None:
+def test_utcp_server_kernel_client_10000_connections(tap_bed: TapEnd, tmp_path: Path) -> None:
     """UTCP serves, the kernel connects; UTCP closes first (HTTP/1.0 style)."""
     bed = tap_bed
-    ns = ["ip", "netns", "exec", bed.host.ns]
+    ns = ["ip", "netns", "exec", bed.ns]
     srv = Tool([*ns, tool(), *utcp_args(bed), "serve", "7000"], "utcp-server", tmp_path)
     try:
         assert srv.readline() == "ready", srv.stderr()
@@ -160,10 +133,10 @@ def test_utcp_server_kernel_client_10000_connections(tap_bed: TapBed, tmp_path: 
     assert rc == 0, srv.stderr()
 
 
-def test_utcp_client_kernel_server_10000_connections(tap_bed: TapBed, tmp_path: Path) -> None:
+def test_utcp_client_kernel_server_10000_connections(tap_bed: TapEnd, tmp_path: Path) -> None:
     """The kernel serves, UTCP connects and closes first (its own TIME-WAIT, its own ports)."""
     bed = tap_bed
-    ns = ["ip", "netns", "exec", bed.host.ns]
+    ns = ["ip", "netns", "exec", bed.ns]
     srv = Tool([*ns, tool(), "--ip", bed.kernel_ip, "serve", "7001"], "kernel-server", tmp_path)
     try:
         assert srv.readline() == "ready", srv.stderr()
