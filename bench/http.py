@@ -973,8 +973,12 @@ def main(argv: Sequence[str]) -> int:
         return 1
     bad: dict[str, str] = {}
     for v in verify_log:
-        if not v["ok"] and v["system"] not in bad:
-            what = "wrong bytes" if "sha256" in v["detail"] else "verification fetch failed"
+        # Wrong bytes void every figure of the system. Not answering at the start does too;
+        # not answering at the end (a server that stopped taking connections) fails the runs
+        # that met it, not those measured before it.
+        wrong = "sha256" in v["detail"]
+        if not v["ok"] and v["system"] not in bad and (wrong or v["when"] == "before"):
+            what = "wrong bytes" if wrong else "verification fetch failed"
             bad[v["system"]] = f"{what} ({v['when']}, {v['size']} B): {v['detail']}"
     notes = [
         "CPU per request: all cores' user+nice+system+irq+softirq (/proc/stat) over the run, "
