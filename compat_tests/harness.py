@@ -65,8 +65,8 @@ def c_scenarios() -> list[Scenario]:
     out.check_returncode()
     res = []
     for line in out.stdout.splitlines():
-        name, kind, diff = line.split()
-        res.append(Scenario("c", name, kind, diff == "differential"))
+        name, kind, diff, about = line.split(" ", 3)
+        res.append(Scenario("c", name, kind, diff == "differential", about))
     return res
 
 
@@ -453,7 +453,7 @@ def readme_list(scs: list[Scenario]) -> str:
     lines = [LIST_BEGIN, "", f"{len(scs)} scenarios: {len(c)} in C, {len(py)} in Python.", ""]
     lines += ["| scenario | side | compared |", "|---|---|---|"]
     for s in scs:
-        about = f" — {s.about}" if s.about else ""
+        about = " — " + s.about.replace("|", "\\|") if s.about else ""
         cmp_ = "yes" if s.differential else "no (shim-only check)"
         lines.append(f"| `{s.id}`{about} | {s.kind} | {cmp_} |")
     lines += ["", LIST_END]

@@ -540,8 +540,9 @@ int main(int argc, char **argv)
 
 	if (argc == 2 && strcmp(argv[1], "--list") == 0) {
 		for (size_t i = 0; i < n_scenarios; i++)
-			printf("%s %s %s\n", scenarios[i].name, scenarios[i].kind,
-			       scenarios[i].differential ? "differential" : "shim-only");
+			printf("%s %s %s %s\n", scenarios[i].name, scenarios[i].kind,
+			       scenarios[i].differential ? "differential" : "shim-only",
+			       scenarios[i].about);
 		return 0;
 	}
 	if (argc < 2) {

@@ -80,8 +80,9 @@ double now_s(void);
 struct scenario {
 	const char *name;
 	void (*fn)(void);
-	const char *kind; /* "client", "server"; "shim-only" scenarios are not differential */
-	int differential;
+	const char *kind; /* "client", "server" or "both" */
+	const char *about; /* what it exercises, for the README */
+	int differential; /* 0: shim-only (the native run legitimately differs) */
 };
 extern const struct scenario scenarios[];
 extern const size_t n_scenarios;
