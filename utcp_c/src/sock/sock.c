@@ -367,7 +367,7 @@ static void apply_conn_opts(struct utcp_socks *ss, struct sk *s, uint64_t now)
 
 static void mark(struct utcp_socks *ss, struct sk *s)
 {
-	if (s->marked)
+	if (s->marked || ss->nmarked == ss->max)
 		return;
 	s->marked = true;
 	ss->marked[ss->nmarked++] = id_of(ss, s);
