@@ -1,8 +1,8 @@
 /* libmstack.so: the MultiStack socket shim, loaded with LD_PRELOAD by mstack-run.
- * It reads the policy mstack-run handed over (MSTACK_POLICY), decides per socket between UTCP
- * and the kernel, and keeps its environment across exec (exec.c). UTCP is not linked into
- * the shim yet: a socket the policy lists stays on the kernel and the shim says so, once per
- * listed endpoint — never a silent non-acceleration. MSTACK_VERBOSE=1 reports every decision. */
+ * It reads the policy mstack-run handed over (MSTACK_POLICY) and carries the sockets it lists
+ * on the process's own UTCP stack (sock.c, wait.c, proc.c); everything else stays on the
+ * kernel.  It keeps its environment across exec (exec.c).  A listed socket that stays on the
+ * kernel says why; MSTACK_VERBOSE=1 reports every decision. */
 #include "shim.h"
 
 #include <arpa/inet.h>
@@ -60,6 +60,7 @@ __attribute__((constructor)) static void shim_init(void)
 	if (dladdr((void *)shim_init, &info) && info.dli_fname)
 		shim.self_path = info.dli_fname;
 	shim.verbose = verbose && verbose[0] == '1';
+	shim.run_dir = getenv("MSTACK_RUN_DIR");
 	if (debug && debug[0] == '1')
 		fprintf(stderr, "libmstack: loaded in pid %ld (%s)\n", (long)getpid(),
 			shim.self_path ? shim.self_path : "?");
@@ -73,10 +74,10 @@ __attribute__((constructor)) static void shim_init(void)
 	if (shim.verbose)
 		shim_log("policy of application %s: %u listen and %u connect entries", shim.policy.app,
 			 shim.policy.n_listen, shim.policy.n_connect);
+	sock_adopt_inherited();
 }
 
-/* The real libc entry points. */
-static void *real(const char *name)
+void *shim_real(const char *name)
 {
 	void *fn = dlsym(RTLD_NEXT, name);
 
@@ -85,114 +86,4 @@ static void *real(const char *name)
 		abort();
 	}
 	return fn;
-}
-
-typedef int (*listen_fn)(int, int);
-typedef int (*connect_fn)(int, const struct sockaddr *, socklen_t);
-
-#define REAL(name) \
-	static name##_fn real_##name; \
-	if (!real_##name) \
-		real_##name = (name##_fn)real(#name)
-
-/* The IPv4 address and port of an AF_INET or IPv4-carrying AF_INET6 sockaddr (host byte
- * order); 0 if it carries no IPv4 (then the kernel keeps the socket). */
-static int ipv4_of(const struct sockaddr *sa, socklen_t len, uint32_t *addr, uint16_t *port)
-{
-	if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
-		const struct sockaddr_in *in = (const void *)sa;
-		*addr = ntohl(in->sin_addr.s_addr);
-		*port = ntohs(in->sin_port);
-		return 1;
-	}
-	if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
-		const struct sockaddr_in6 *in6 = (const void *)sa;
-		static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-		if (IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr)) {
-			*addr = 0; /* [::] with IPV6_V6ONLY off takes IPv4 too */
-		} else if (!memcmp(in6->sin6_addr.s6_addr, mapped, 12)) {
-			memcpy(addr, in6->sin6_addr.s6_addr + 12, 4);
-			*addr = ntohl(*addr);
-		} else {
-			return 0;
-		}
-		*port = ntohs(in6->sin6_port);
-		return 1;
-	}
-	return 0;
-}
-
-static int is_tcp(int fd)
-{
-	int type = 0;
-	socklen_t len = sizeof(type);
-
-	return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
-}
-
-static int first_match(const struct mstack_policy_ep *eps, unsigned n, uint32_t addr,
-		       uint16_t port, int wildcard_only)
-{
-	for (unsigned i = 0; i < n; i++) {
-		const struct mstack_policy_ep *ep = &eps[i];
-		if (wildcard_only && ep->mask)
-			continue;
-		if ((addr & ep->mask) == ep->net && port >= ep->port_lo && port <= ep->port_hi)
-			return (int)i;
-	}
-	return -1;
-}
-
-/* Say it, once per listed entry: a listed socket that stays on the kernel says why. */
-static void fallback(unsigned long *warned, int entry, const char *what, uint32_t addr,
-		     uint16_t port)
-{
-	unsigned long bit = 1ul << (entry % (int)(8 * sizeof(long)));
-	unsigned long *word = &warned[entry / (int)(8 * sizeof(long))];
-
-	if ((*word & bit) && !shim.verbose)
-		return;
-	*word |= bit;
-	shim_log("%s %u.%u.%u.%u:%u is listed for UTCP (policy %s), but this shim has no UTCP yet: "
-		 "it stays on the kernel", what, addr >> 24, addr >> 16 & 255, addr >> 8 & 255,
-		 addr & 255, port, shim.policy.app);
-}
-
-SHIM_EXPORT int listen(int fd, int backlog)
-{
-	REAL(listen);
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	uint32_t addr;
-	uint16_t port;
-
-	if (shim.have_policy && is_tcp(fd) && getsockname(fd, (struct sockaddr *)&ss, &len) == 0 &&
-	    ipv4_of((struct sockaddr *)&ss, len, &addr, &port)) {
-		int e = first_match(shim.policy.listen, shim.policy.n_listen, addr, port, addr == 0);
-		if (e >= 0)
-			fallback(shim.warned_listen, e, "listener", addr, port);
-		else if (shim.verbose)
-			shim_log("listener %u.%u.%u.%u:%u: kernel (not listed)", addr >> 24,
-				 addr >> 16 & 255, addr >> 8 & 255, addr & 255, port);
-	}
-	return real_listen(fd, backlog);
-}
-
-SHIM_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
-{
-	REAL(connect);
-	uint32_t addr;
-	uint16_t port;
-
-	if (shim.have_policy && sa && ipv4_of(sa, len, &addr, &port) && is_tcp(fd)) {
-		int e = first_match(shim.policy.connect, shim.policy.n_connect, addr, port, 0);
-		if ((addr >> 24) == 127)
-			e = -1; /* destinations on this host are the kernel's by design */
-		if (e >= 0)
-			fallback(shim.warned_connect, e, "connection to", addr, port);
-		else if (shim.verbose)
-			shim_log("connection to %u.%u.%u.%u:%u: kernel (not listed)", addr >> 24,
-				 addr >> 16 & 255, addr >> 8 & 255, addr & 255, port);
-	}
-	return real_connect(fd, sa, len);
 }

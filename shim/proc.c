@@ -1,0 +1,549 @@
+/* proc.c — the process's own UTCP stack: a control connection to mstackd, a port (AF_XDP rings
+ * behind the switch), a block of leased local ports for active opens, the stack with its socket
+ * table, the statistics region `mstackctl conns` reads, and the helper thread that keeps
+ * connections moving (ACKs, retransmissions, keepalives) while the application is busy
+ * elsewhere.  Everything is made on first need and belongs to one process: a forked child
+ * starts with nothing and makes its own (design.md section 4a). */
+#include "shim.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mstack_ctl.h"
+#include "mstack_port.h"
+#include "stats.h"
+#include "utcp.h"
+#include "utcp_sock.h"
+#include "utcp_xdp.h"
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+
+void shim_lock(void)
+{
+	pthread_mutex_lock(&mu);
+}
+
+void shim_unlock(void)
+{
+	pthread_mutex_unlock(&mu);
+}
+
+uint64_t shim_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+#define RETRY_US 1000000u /* after a failure, ask mstackd again at most once a second */
+
+static struct proc {
+	pid_t pid;                       /* the process all of this belongs to */
+	struct mstack_ctl *ctl;
+	uint64_t ctl_retry_at;
+	char ctl_why[160];
+	struct mstack_ctl_port info;
+	struct mstack_port *port;
+	struct utcp_xdp *x;
+	struct utcp_stack *st;
+	struct utcp_socks *ss;
+	uint64_t stack_retry_at;
+	char stack_why[200];
+	uint32_t local_ip;               /* host order */
+	bool leased;
+	pthread_t thread;
+	bool thread_on, stopping;
+	int nudge;                       /* eventfd: wakes the helper thread */
+	uint64_t helper_wake_at;         /* when the helper thread looks again at the latest */
+	struct mstack_stats_writer stats;
+	uint64_t published_us;
+	unsigned published_slots;
+	/* socket id -> usock, open addressing */
+	int *keys;
+	struct usock **vals;
+	unsigned cap;
+} P = { .nudge = -1, .stats = { .fd = -1 } };
+
+static unsigned env_uint(const char *name, unsigned dflt, unsigned lo, unsigned hi)
+{
+	const char *v = getenv(name);
+	char *end;
+	unsigned long n;
+
+	if (!v || !*v)
+		return dflt;
+	n = strtoul(v, &end, 10);
+	if (*end || n < lo || n > hi) {
+		shim_log("%s=%s is not a number in %u..%u: using %u", name, v, lo, hi, dflt);
+		return dflt;
+	}
+	return (unsigned)n;
+}
+
+struct mstack_ctl *proc_ctl_conn(void)
+{
+	return P.ctl;
+}
+
+uint32_t proc_port_id(void)
+{
+	return P.info.port_id;
+}
+
+uint32_t proc_local_ip(void)
+{
+	return P.local_ip;
+}
+
+bool proc_has_lease(void)
+{
+	return P.leased;
+}
+
+struct utcp_socks *proc_socks(void)
+{
+	return P.pid == getpid() ? P.ss : NULL;
+}
+
+int proc_ctl(char *why, size_t whylen)
+{
+	uint64_t now = shim_now_us();
+	int rc;
+
+	if (P.ctl && P.pid == getpid())
+		return 0;
+	if (P.ctl_retry_at && now < P.ctl_retry_at) {
+		snprintf(why, whylen, "%s", P.ctl_why);
+		return -ECONNREFUSED;
+	}
+	P.pid = getpid();
+	rc = mstack_ctl_connect(&P.ctl, shim.run_dir);
+	if (rc) {
+		snprintf(P.ctl_why, sizeof(P.ctl_why), "mstackd is not reachable at %s/app.sock (%s)",
+			 shim.run_dir ? shim.run_dir : "/run/mstack", strerror(-rc));
+		snprintf(why, whylen, "%s", P.ctl_why);
+		P.ctl = NULL;
+		P.ctl_retry_at = now + RETRY_US;
+		return rc;
+	}
+	P.ctl_retry_at = 0;
+	return 0;
+}
+
+/* A request that survives a restart of mstackd: the daemon's side of the connection is gone,
+ * so connect again and repeat once (the restarted daemon adopted our port and bindings). */
+int proc_ctl_retry(int (*fn)(struct mstack_ctl *, void *), void *arg)
+{
+	char why[160];
+	int rc = proc_ctl(why, sizeof(why));
+
+	if (rc)
+		return rc;
+	rc = fn(P.ctl, arg);
+	if (rc == -ECONNRESET || rc == -EPIPE || rc == -ENOTCONN) {
+		mstack_ctl_close(P.ctl);
+		P.ctl = NULL;
+		P.ctl_retry_at = 0;
+		if (proc_ctl(why, sizeof(why)) == 0) {
+			shim_vlog("mstackd connection re-established");
+			rc = fn(P.ctl, arg);
+		}
+	}
+	return rc;
+}
+
+/* ---- socket id -> usock ---- */
+
+static unsigned slot_of(int sk)
+{
+	return ((unsigned)sk * 2654435761u) & (P.cap - 1);
+}
+
+void proc_map(int sk, struct usock *us)
+{
+	unsigned i = slot_of(sk);
+
+	while (P.keys[i] >= 0 && P.keys[i] != sk)
+		i = (i + 1) & (P.cap - 1);
+	P.keys[i] = sk;
+	P.vals[i] = us;
+}
+
+static struct usock *lookup(int sk)
+{
+	unsigned i = slot_of(sk);
+
+	for (unsigned n = 0; n < P.cap && P.keys[i] >= 0; n++, i = (i + 1) & (P.cap - 1))
+		if (P.keys[i] == sk)
+			return P.vals[i];
+	return NULL;
+}
+
+void proc_unmap(int sk)
+{
+	unsigned i = slot_of(sk);
+
+	while (P.keys[i] >= 0 && P.keys[i] != sk)
+		i = (i + 1) & (P.cap - 1);
+	if (P.keys[i] < 0)
+		return;
+	P.keys[i] = -1;
+	/* re-insert the rest of the cluster */
+	for (i = (i + 1) & (P.cap - 1); P.keys[i] >= 0; i = (i + 1) & (P.cap - 1)) {
+		int k = P.keys[i];
+		struct usock *v = P.vals[i];
+
+		P.keys[i] = -1;
+		proc_map(k, v);
+	}
+}
+
+static void on_notify(void *arg, int sk, unsigned ready)
+{
+	struct usock *us = lookup(sk);
+
+	(void)arg;
+	if (us)
+		wait_notify(us, ready);
+}
+
+/* ---- the statistics region ---- */
+
+static void publish(uint64_t now)
+{
+	unsigned slot = 0;
+
+	if (P.stats.fd < 0 || now - P.published_us < 250000)
+		return;
+	P.published_us = now;
+	mstack_stats_begin(&P.stats);
+	for (int sk = utcp_sk_next(P.ss, -1); sk >= 0; sk = utcp_sk_next(P.ss, sk)) {
+		struct utcp_conn_info info = { .sz = sizeof(info) };
+
+		if (utcp_sk_is_listener(P.ss, sk) || utcp_sk_info(P.ss, sk, &info))
+			continue;
+		if (mstack_stats_put_conn(&P.stats, slot, &info) == 0)
+			slot++;
+	}
+	for (unsigned i = slot; i < P.published_slots; i++)
+		mstack_stats_clear_conn(&P.stats, i);
+	P.published_slots = slot;
+	mstack_stats_put_stack(&P.stats, utcp_get_stats(P.st));
+	mstack_stats_end(&P.stats, now);
+}
+
+/* ---- the helper thread ---- */
+
+static void *helper_main(void *arg)
+{
+	REAL(poll);
+	struct pollfd pf[2] = { { .fd = mstack_port_fd(P.port), .events = POLLIN },
+				{ .fd = P.nudge, .events = POLLIN } };
+
+	(void)arg;
+	shim_lock();
+	while (!P.stopping) {
+		uint64_t now = shim_now_us(), next;
+		int tmo;
+
+		utcp_poll(P.st, now);
+		if (utcp_socks_process(P.ss, now) > 0)
+			wait_wake_threads();
+		publish(now);
+		next = utcp_next_deadline(P.st);
+		tmo = next <= now ? 0 : next - now > 250000 ? 250 : (int)((next - now + 999) / 1000);
+		P.helper_wake_at = now + (uint64_t)tmo * 1000u;
+		shim_unlock();
+		pf[0].revents = pf[1].revents = 0;
+		real_poll(pf, 2, tmo);
+		if (pf[1].revents & POLLIN) {
+			uint64_t v;
+			(void)!read(P.nudge, &v, sizeof(v));
+		}
+		shim_lock();
+	}
+	shim_unlock();
+	return NULL;
+}
+
+static int start_helper(void)
+{
+	sigset_t all, old;
+	int rc;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&P.thread, NULL, helper_main, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc)
+		return -rc;
+	P.thread_on = true;
+	return 0;
+}
+
+/* After an API call: send what it queued, hand out the events it caused (a connect that
+ * failed at once, a close), and wake the helper thread if a timer it armed is due before the
+ * helper would look again. */
+void proc_flush(void)
+{
+	if (!P.st || P.pid != getpid())
+		return;
+	utcp_flush(P.st, shim_now_us());
+	if (utcp_socks_process(P.ss, shim_now_us()) > 0)
+		wait_wake_threads();
+	if (P.thread_on && utcp_next_deadline(P.st) < P.helper_wake_at) {
+		P.helper_wake_at = 0;
+		(void)!eventfd_write(P.nudge, 1);
+	}
+}
+
+static int port_open_fn(struct mstack_ctl *ctl, void *arg)
+{
+	return mstack_ctl_port_open(ctl, NULL, arg);
+}
+
+static void stack_fail(char *why, size_t whylen, const char *what, int rc)
+{
+	const char *detail = P.ctl ? mstack_ctl_last_detail(P.ctl) : "";
+
+	snprintf(P.stack_why, sizeof(P.stack_why), "%s: %s%s%s", what, strerror(-rc),
+		 *detail ? ": " : "", detail);
+	snprintf(why, whylen, "%s", P.stack_why);
+	P.stack_retry_at = shim_now_us() + RETRY_US;
+}
+
+static void stack_teardown(void)
+{
+	if (P.ss)
+		utcp_socks_destroy(P.ss, shim_now_us());
+	if (P.st)
+		utcp_stack_destroy(P.st);
+	if (P.x)
+		utcp_xdp_close(P.x);
+	if (P.port)
+		mstack_port_close(P.port);
+	if (P.stats.region)
+		mstack_stats_close(&P.stats);
+	P.ss = NULL;
+	P.st = NULL;
+	P.x = NULL;
+	P.port = NULL;
+	free(P.keys);
+	free(P.vals);
+	P.keys = NULL;
+	P.vals = NULL;
+}
+
+int proc_stack(char *why, size_t whylen)
+{
+	struct utcp_config cfg;
+	struct utcp_socks_config scfg;
+	struct utcp_port uport;
+	struct mstack_ctl_lease lease;
+	uint64_t now = shim_now_us();
+	int rc;
+
+	if (P.st && P.pid == getpid())
+		return 0;
+	if (P.stack_retry_at && now < P.stack_retry_at) {
+		snprintf(why, whylen, "%s", P.stack_why);
+		return -EAGAIN;
+	}
+	rc = proc_ctl(why, whylen);
+	if (rc) {
+		snprintf(P.stack_why, sizeof(P.stack_why), "%s", why);
+		P.stack_retry_at = now + RETRY_US;
+		return rc;
+	}
+	rc = proc_ctl_retry(port_open_fn, &P.info);
+	if (rc < 0) {
+		stack_fail(why, whylen, "mstackd refused a port", rc);
+		return rc;
+	}
+	rc = mstack_port_open(&P.port, P.info.umem_fd, P.info.xsk_fd, &P.info.geom);
+	if (rc) {
+		close(P.info.umem_fd);
+		close(P.info.xsk_fd);
+		stack_fail(why, whylen, "mapping the port's rings", rc);
+		goto fail;
+	}
+	if (!P.info.n_addrs) {
+		rc = -EADDRNOTAVAIL;
+		stack_fail(why, whylen, "the attached NIC has no IPv4 address", rc);
+		goto fail;
+	}
+	P.local_ip = ntohl(P.info.addrs[0]);
+
+	utcp_config_init(&cfg);
+	cfg.local_ip = P.local_ip;
+	memcpy(cfg.local_mac, P.info.nic_mac, 6);
+	cfg.mtu = (uint16_t)(P.info.mtu ? P.info.mtu : 1500);
+	cfg.max_conns = env_uint("MSTACK_MAX_CONNS", 1024, 16, 65536);
+	cfg.sndbuf = env_uint("MSTACK_SNDBUF", 256 * 1024, 16 * 1024, 16 << 20);
+	cfg.rcvbuf = env_uint("MSTACK_RCVBUF", 256 * 1024, 16 * 1024, 16 << 20);
+	if (getrandom(cfg.isn_key, sizeof(cfg.isn_key), 0) != (ssize_t)sizeof(cfg.isn_key))
+		for (unsigned i = 0; i < sizeof(cfg.isn_key); i++)
+			cfg.isn_key[i] = (uint8_t)(now >> (i % 8) ^ (uint64_t)getpid() * 131 * i);
+	if (shim.have_policy) {
+		const struct mstack_policy *pol = &shim.policy;
+		snprintf(cfg.cc, sizeof(cfg.cc), "%s", pol->cc == MSTACK_CC_CUBIC ? "cubic" : "newreno");
+		cfg.sack = pol->sack;
+		cfg.window_scaling = pol->window_scaling;
+		cfg.timestamps = pol->timestamps;
+		cfg.nodelay = pol->nodelay;
+		if (pol->initial_window)
+			cfg.initial_window_segs = pol->initial_window;
+	}
+	/* Active opens come from a block of leased ports the kernel will not use; without one,
+	 * connections stay on the kernel (sock.c says so). */
+	if (mstack_ctl_lease(P.ctl, P.info.port_id, 0, P.info.addrs[0], &lease) >= 0 &&
+	    lease.count) {
+		cfg.ephemeral_lo = lease.first;
+		cfg.ephemeral_hi = (uint16_t)(lease.first + lease.count - 1);
+		P.leased = true;
+	} else {
+		shim_log("no block of local ports from mstackd (%s): outgoing connections stay on "
+			 "the kernel", mstack_ctl_last_detail(P.ctl));
+	}
+	rc = utcp_xdp_open(&P.x, P.port);
+	if (rc) {
+		stack_fail(why, whylen, "the port backend", rc);
+		goto fail;
+	}
+	uport = utcp_xdp_port(P.x);
+	rc = utcp_stack_create(&cfg, &uport, now, &P.st);
+	if (rc) {
+		stack_fail(why, whylen, "creating the UTCP stack", rc);
+		goto fail;
+	}
+	utcp_socks_config_init(&scfg);
+	scfg.wake_fd = 0;
+	rc = utcp_socks_create(P.st, &scfg, &P.ss);
+	if (rc) {
+		stack_fail(why, whylen, "creating the socket table", rc);
+		goto fail;
+	}
+	for (P.cap = 64; P.cap < 2 * (cfg.max_conns + cfg.max_listeners); P.cap <<= 1)
+		;
+	P.keys = malloc(P.cap * sizeof(*P.keys));
+	P.vals = calloc(P.cap, sizeof(*P.vals));
+	if (!P.keys || !P.vals) {
+		rc = -ENOMEM;
+		stack_fail(why, whylen, "the socket map", rc);
+		goto fail;
+	}
+	memset(P.keys, 0xff, P.cap * sizeof(*P.keys));
+	utcp_socks_set_notify(P.ss, on_notify, NULL);
+	if (mstack_stats_open(&P.stats, cfg.max_conns, shim.have_policy ? shim.policy.app : "?") == 0 &&
+	    mstack_ctl_stats_region(P.ctl, P.info.port_id, P.stats.fd) != 0) {
+		shim_log("mstackd refused the statistics region (%s): `mstackctl conns` will not "
+			 "show this process", mstack_ctl_last_detail(P.ctl));
+		mstack_stats_close(&P.stats);
+		P.stats.fd = -1;
+	}
+	P.nudge = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	rc = P.nudge < 0 ? -errno : start_helper();
+	if (rc) {
+		stack_fail(why, whylen, "starting the stack's thread", rc);
+		goto fail;
+	}
+	shim_vlog("UTCP stack up: port %u, %u.%u.%u.%u, cc %s, leased ports %u-%u", P.info.port_id,
+		  P.local_ip >> 24, P.local_ip >> 16 & 255, P.local_ip >> 8 & 255, P.local_ip & 255,
+		  cfg.cc, P.leased ? cfg.ephemeral_lo : 0, P.leased ? cfg.ephemeral_hi : 0);
+	return 0;
+fail:
+	stack_teardown();
+	if (P.ctl)
+		mstack_ctl_port_close(P.ctl, P.info.port_id);
+	P.leased = false;
+	return rc;
+}
+
+/* ---- fork ---- */
+
+static void atfork_prepare(void)
+{
+	shim_lock();
+}
+
+static void atfork_parent(void)
+{
+	shim_unlock();
+}
+
+/* The child has none of the parent's rings (MADV_DONTFORK) and no helper thread.  Close the
+ * descriptors of the parent's port and control connection (the parent keeps its own) and
+ * forget the rest without touching it: the parent's stack is the parent's. */
+static void atfork_child(void)
+{
+	pthread_mutex_init(&mu, NULL);
+	if (P.port)
+		mstack_port_close(P.port); /* munmap of ranges the child lacks is harmless */
+	if (P.stats.region)
+		mstack_stats_close(&P.stats);
+	if (P.ctl)
+		close(mstack_ctl_fd(P.ctl)); /* not mstack_ctl_close: it is the parent's */
+	if (P.nudge >= 0)
+		close(P.nudge);
+	memset(&P, 0, sizeof(P));
+	P.nudge = -1;
+	P.stats.fd = -1;
+	wait_after_fork_child();
+	sock_after_fork_child();
+}
+
+/* At exit, what the application wrote must still reach the peer, as with kernel sockets:
+ * finish every open connection (FIN after the queued data) and give the stack a bounded
+ * time to deliver it. */
+__attribute__((destructor)) static void proc_fini(void)
+{
+	uint64_t end;
+	int tries = 0;
+
+	/* exit() may come from a signal handler that interrupted a thread holding the lock */
+	while (pthread_mutex_trylock(&mu) != 0) {
+		if (++tries > 100)
+			return;
+		usleep(1000);
+	}
+	if (!P.st || P.pid != getpid() || !P.thread_on) {
+		shim_unlock();
+		return;
+	}
+	for (int sk = utcp_sk_next(P.ss, -1); sk >= 0; sk = utcp_sk_next(P.ss, sk))
+		if (!utcp_sk_is_listener(P.ss, sk))
+			utcp_sk_shutdown(P.ss, sk, SHUT_WR, shim_now_us());
+	utcp_flush(P.st, shim_now_us());
+	end = shim_now_us() + 2000000;
+	while (shim_now_us() < end) {
+		bool busy = false;
+
+		for (int sk = utcp_sk_next(P.ss, -1); sk >= 0 && !busy; sk = utcp_sk_next(P.ss, sk))
+			busy = !utcp_sk_is_listener(P.ss, sk) && utcp_sk_outq(P.ss, sk) > 0;
+		if (!busy)
+			break;
+		shim_unlock();
+		usleep(2000);
+		shim_lock();
+	}
+	P.stopping = true;
+	shim_unlock();
+	if (P.nudge >= 0)
+		(void)!eventfd_write(P.nudge, 1);
+	pthread_join(P.thread, NULL);
+}
+
+__attribute__((constructor)) static void proc_init(void)
+{
+	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}

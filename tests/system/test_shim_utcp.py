@@ -1,0 +1,362 @@
+"""The shim carries listed sockets on UTCP (issue 6): small Python programs under libmstack.so on
+this host, peers in the remote namespace, the normal and the ASan/UBSan build of the shim.
+
+Each test checks the bytes (sha256) and the proof that UTCP carried them: while a connection is
+open, the kernel's table (`ss`) holds no connection with the peer, and `mstackctl conns` (the
+shim's statistics region, read through mstackd) shows it. The bigger acceptance suites —
+compat_tests/ (socket semantics, differential) and tests/system/test_apps_*.py (nginx, curl,
+http.server, locust) — build on the same shim."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mstack.policy import compact, loads
+from mstack_testkit import Mstackd
+from testbed.netns import RemoteHost, stop_process, wait_line
+
+pytestmark = pytest.mark.system
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("MSTACK_BUILD_DIR", REPO / "build"))
+VARIANTS = {"normal": BUILD, "asan": BUILD / "asan"}
+PORT = 8471
+REMOTE_PORT = 8472
+MB = 1 << 20
+
+
+def libasan() -> str:
+    out = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def shim_env(variant: str, daemon: Mstackd, policy_toml: str, **extra: str) -> dict[str, str]:
+    build = VARIANTS[variant]
+    lib = build / "lib" / "libmstack.so"
+    assert lib.exists(), f"{lib} is missing: run make build"
+    env = dict(os.environ)
+    env.update(
+        {
+            "LD_PRELOAD": str(lib),
+            "MSTACK_POLICY": compact(loads(policy_toml)["t"]),
+            "MSTACK_RUN_DIR": str(daemon.run_dir),
+            "MSTACK_VERBOSE": "1",
+            "PYTHONUNBUFFERED": "1",
+            **extra,
+        }
+    )
+    if variant == "asan":
+        env["LD_PRELOAD"] = f"{libasan()} {lib}"
+        env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=0"
+        env["UBSAN_OPTIONS"] = "halt_on_error=1:print_stacktrace=1"
+    return env
+
+
+def kernel_conns(peer_ip: str) -> list[str]:
+    cp = subprocess.run(
+        ["ss", "-tnH", "state", "established", "dst", peer_ip],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
+    return [line for line in cp.stdout.splitlines() if line.strip()]
+
+
+def utcp_conns(daemon: Mstackd) -> list[dict[str, Any]]:
+    cp = daemon.ctl("conns", "--json")
+    assert cp.returncode == 0, cp.stderr
+    doc = json.loads(cp.stdout)
+    return list(doc if isinstance(doc, list) else doc.get("conns", []))
+
+
+def wait_for(pred: Any, timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    return pred()
+
+
+def finish(p: subprocess.Popen[str], timeout: float = 20) -> str:
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_process(p)
+        out, err = p.communicate()
+        pytest.fail(f"timed out\nstdout:\n{out}\nstderr:\n{err}")
+    for mark in ("ERROR: AddressSanitizer", "runtime error:"):
+        assert mark not in err, err
+    assert p.returncode == 0, f"exit {p.returncode}\nstdout:\n{out}\nstderr:\n{err}"
+    return out + err
+
+
+# A server under the shim: MODE blocking (accept, then recv all / send back) or selectors
+# (non-blocking sockets, epoll via selectors, N clients at once). Each client sends N bytes,
+# then shuts down its side; the server answers with sha256 + the bytes echoed back.
+SERVER = r"""
+import hashlib, select, selectors, socket, sys
+ip, port, mode, nclients = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind((ip, port))
+ls.listen(64)
+# Waiting on the listener (here: a select that returns at once) puts this process's stack in
+# its listen group; until a process waits, new flows go to the kernel's shadow listener.
+select.select([ls], [], [], 0)
+print("ready", flush=True)
+if mode == "blocking":
+    for _ in range(nclients):
+        c, _ = ls.accept()
+        h = hashlib.sha256()
+        data = bytearray()
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            h.update(d)
+            data += d
+        c.sendall(h.hexdigest().encode() + b"\n" + bytes(data))
+        c.close()
+else:
+    sel = selectors.DefaultSelector()
+    ls.setblocking(False)
+    sel.register(ls, selectors.EVENT_READ, None)
+    state = {}
+    done = 0
+    while done < nclients:
+        for key, ev in sel.select(timeout=30):
+            if key.data is None:
+                while True:
+                    try:
+                        c, _ = ls.accept()
+                    except BlockingIOError:
+                        break
+                    c.setblocking(False)
+                    state[c] = [hashlib.sha256(), bytearray(), b""]
+                    sel.register(c, selectors.EVENT_READ, "conn")
+                continue
+            c = key.fileobj
+            st = state[c]
+            if ev & selectors.EVENT_READ:
+                try:
+                    d = c.recv(65536)
+                except BlockingIOError:
+                    continue
+                if d:
+                    st[0].update(d)
+                    st[1] += d
+                    continue
+                st[2] = st[0].hexdigest().encode() + b"\n" + bytes(st[1])
+                sel.modify(c, selectors.EVENT_WRITE, "conn")
+            if ev & selectors.EVENT_WRITE:
+                try:
+                    n = c.send(st[2])
+                except BlockingIOError:
+                    continue
+                st[2] = st[2][n:]
+                if not st[2]:
+                    sel.unregister(c)
+                    c.close()
+                    done += 1
+print("served", nclients, flush=True)
+"""
+
+# A client in the remote namespace: K connections at once, each sends N random bytes, checks
+# the answer. Holds the first connection open (after sending) until told, so the test can look
+# at the kernel's table while it is established.
+CLIENT = r"""
+import hashlib, os, socket, sys, threading
+ip, port, k, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+errors = []
+go = threading.Event()
+def one(i):
+    try:
+        payload = os.urandom(n)
+        s = socket.create_connection((ip, port), timeout=30)
+        if i == 0:
+            s.sendall(payload[:1000])
+            print("holding", flush=True)
+            sys.stdin.readline()
+            go.set()
+            s.sendall(payload[1000:])
+        else:
+            s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        buf = bytearray()
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            buf += d
+        s.close()
+        head, _, body = bytes(buf).partition(b"\n")
+        want = hashlib.sha256(payload).hexdigest().encode()
+        if head != want or body != payload:
+            errors.append(f"conn {i}: sha {head!r} len {len(body)}")
+    except Exception as e:
+        errors.append(f"conn {i}: {e!r}")
+ts = [threading.Thread(target=one, args=(i,)) for i in range(k)]
+ts[0].start()
+go.wait(60)
+[t.start() for t in ts[1:]]
+[t.join(60) for t in ts]
+print("errors", errors, flush=True)
+sys.exit(1 if errors else 0)
+"""
+
+
+@pytest.fixture(params=list(VARIANTS))
+def variant(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.mark.parametrize("mode,clients,size", [("blocking", 3, MB), ("selectors", 8, 256 << 10)])
+def test_a_listed_listener_serves_remote_clients_on_utcp(
+    remote_host: RemoteHost, mstackd: Mstackd, variant: str, mode: str, clients: int, size: int
+) -> None:
+    rh = remote_host
+    policy = f'[apps.t]\nlisten = ["{rh.host_ip}:{PORT}"]\n'
+    srv = subprocess.Popen(
+        [sys.executable, "-c", SERVER, rh.host_ip, str(PORT), mode, str(clients)],
+        env=shim_env(variant, mstackd, policy),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_line(srv, "ready", 30)
+        cli = rh.python_popen(
+            CLIENT,
+            rh.host_ip,
+            str(PORT),
+            str(clients),
+            str(size),
+            ready="holding",
+            ready_timeout=30,
+            stdin=subprocess.PIPE,
+        )
+        # One connection is established and idle now: UTCP holds it, the kernel does not.
+        conns = wait_for(lambda: [c for c in utcp_conns(mstackd) if "remote" in c])
+        assert conns, f"mstackctl conns shows no UTCP connection: {utcp_conns(mstackd)}"
+        assert kernel_conns(rh.remote_ip) == []
+        assert cli.stdin is not None
+        cli.stdin.write("go\n")
+        cli.stdin.flush()
+        out, err = cli.communicate(timeout=90)
+        assert cli.returncode == 0, out + err
+        assert "errors []" in out
+        log = finish(srv)
+        assert f"served {clients}" in log
+        assert "UTCP" in log and "stays on the kernel" not in log, log
+    except BaseException:
+        srv.kill()
+        out, err = srv.communicate(timeout=10)
+        print(f"server stdout:\n{out}\nserver stderr:\n{err}")
+        raise
+    finally:
+        stop_process(srv)
+
+
+# A client under the shim: connects to a server in the remote namespace (a listed connect
+# entry), sends N bytes, reads the echo back.
+LOCAL_CLIENT = r"""
+import hashlib, os, socket, sys, threading
+ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+payload = os.urandom(n)
+s = socket.create_connection((ip, port), timeout=30)
+print("connected", s.getsockname()[1], flush=True)
+def send():
+    s.sendall(payload)
+    s.shutdown(socket.SHUT_WR)
+t = threading.Thread(target=send)
+t.start()
+buf = bytearray()
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    buf += d
+t.join(30)
+s.close()
+assert bytes(buf) == payload, (len(buf), n)
+print("ok", hashlib.sha256(payload).hexdigest(), flush=True)
+"""
+
+ECHO = r"""
+import socket, sys
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind((sys.argv[1], int(sys.argv[2])))
+ls.listen(8)
+print("ready", flush=True)
+c, peer = ls.accept()
+print("peer", peer[0], peer[1], flush=True)
+while True:
+    d = c.recv(65536)
+    if not d:
+        break
+    c.sendall(d)
+c.close()
+"""
+
+
+def test_a_listed_destination_is_reached_over_utcp(
+    remote_host: RemoteHost, mstackd: Mstackd, variant: str
+) -> None:
+    rh = remote_host
+    srv = rh.python_popen(ECHO, rh.remote_ip, str(REMOTE_PORT), ready="ready")
+    policy = f'[apps.t]\nconnect = ["{rh.remote_ip}/32:{REMOTE_PORT}"]\n'
+    cli = subprocess.Popen(
+        [sys.executable, "-c", LOCAL_CLIENT, rh.remote_ip, str(REMOTE_PORT), str(2 * MB)],
+        env=shim_env(variant, mstackd, policy),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = finish(cli, timeout=60)
+    assert "ok " in log, log
+    assert "connection to" in log and "UTCP" in log, log
+    out, _ = srv.communicate(timeout=20)
+    # The server saw a peer port from the block mstackd leased to the client's stack.
+    peer_port = int(out.split("peer", 1)[1].split()[1])
+    assert peer_port == int(log.split("connected", 1)[1].split()[0])
+    lo, hi = map(int, log.split("leased ports ", 1)[1].split()[0].split("-"))
+    assert lo <= peer_port <= hi, (peer_port, lo, hi)
+
+
+def test_without_mstackd_a_listed_listener_says_why_and_serves_on_the_kernel(
+    remote_host: RemoteHost, tmp_path: Path
+) -> None:
+    rh = remote_host
+    policy = f'[apps.t]\nlisten = ["{rh.host_ip}:{PORT}"]\n'
+
+    class NoDaemon:
+        run_dir = tmp_path
+
+    env = shim_env("normal", NoDaemon, policy)  # type: ignore[arg-type]
+    srv = subprocess.Popen(
+        [sys.executable, "-c", SERVER, rh.host_ip, str(PORT), "blocking", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_line(srv, "ready", 30)
+        out = rh.python(CLIENT, rh.host_ip, str(PORT), "1", "1000", input="go\n", timeout=60)
+        assert "errors []" in out.stdout
+        log = finish(srv)
+        assert "stays on the kernel: mstackd is not reachable" in log, log
+    finally:
+        stop_process(srv)
