@@ -1955,6 +1955,7 @@ static void sc_fork_child_accepts(void)
 	fflush(stdout);
 	pid_t pid = fork();
 	if (pid == 0) {
+		alarm(30); /* the watchdog is not inherited: a child never outlives its test */
 		int c = accept_rec(l, 0);
 		rec_recv("child recv", c, 10, MSG_WAITALL);
 		rec("child send", send_pat(c, 10, 0));
@@ -1982,6 +1983,7 @@ static void sc_fork_accepted_conn_child(void)
 	fflush(stdout);
 	pid_t pid = fork();
 	if (pid == 0) {
+		alarm(30);
 		long r = send(c, "child", 5, MSG_NOSIGNAL);
 		int e = errno;
 		ob_begin("child send on the parent's connection");
