@@ -672,6 +672,23 @@ TEST(test_sock_cork_holds_until_uncorked_or_full)
 	w_free(&w);
 }
 
+TEST(test_sock_nodelay_pushes_what_nagle_holds)
+{
+	struct w w;
+	int c, s;
+
+	w_init(&w);
+	w_pair(&w, &c, &s);
+	CHECK_EQ(send_n(w.sa, c, 100, 0, w.now), 100);
+	CHECK_EQ(send_n(w.sa, c, 100, 0, w.now), 100);        /* Nagle: waits for an ACK */
+	w_run(&w, 10000);                                     /* the peer delays its ACK */
+	CHECK_EQ(utcp_sk_nread(w.sb, s), 100);
+	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_TCP_NODELAY, 1), 0);
+	w_run(&w, 5000);
+	CHECK_EQ(utcp_sk_nread(w.sb, s), 200);
+	w_free(&w);
+}
+
 /* ---- shutdown ---- */
 
 TEST(test_sock_shutdown_rd)

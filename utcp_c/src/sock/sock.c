@@ -946,8 +946,14 @@ int utcp_sk_setopt(struct utcp_socks *ss, int id, enum utcp_sk_opt opt, int val)
 	}
 	case UTCP_TCP_NODELAY:
 		s->nodelay = val != 0;
-		if (conn)
+		if (conn) {
 			utcp_set_nodelay(ss->st, s->cid, s->nodelay);
+			if (s->nodelay && !s->cork && !s->more) {
+				/* Linux pushes what Nagle held; an uncork runs the output */
+				utcp_set_cork(ss->st, s->cid, true, ss->now);
+				utcp_set_cork(ss->st, s->cid, false, ss->now);
+			}
+		}
 		return 0;
 	case UTCP_TCP_CORK:
 		s->cork = val != 0;
