@@ -13,6 +13,7 @@ import pytest
 
 from appkit import (
     CURL,
+    CURL_MAX_S,
     GATE_PORT,
     PY3,
     UPSTREAM_PORT,
@@ -119,11 +120,12 @@ def test_curl_client(launch: Launch) -> None:  # noqa: F811
         base = f"http://{rh.remote_ip}:{UPSTREAM_PORT}"
         for keepalive in (True, False):
             paths = by_size(files)
+            argv = launch.argv("curl", curl_argv(base, paths, out, keepalive))
             with open(err, "ab") as errf:
-                cp = subprocess.run(launch.argv("curl", curl_argv(base, paths, out, keepalive)),
-                                    stdout=subprocess.PIPE, stderr=errf, text=True,
-                                    env=launch.env(), timeout=180)  # fmt: skip
-            assert cp.returncode == 0, err.read_text()
+                limit = CURL_MAX_S * len(paths) + 30
+                cp = subprocess.run(argv, stdout=subprocess.PIPE, stderr=errf, text=True,
+                                    env=launch.env(), timeout=limit)  # fmt: skip
+            assert cp.returncode == 0, f"curl exited {cp.returncode}: {err.read_text()}"
             check_fetches(parse_curl(cp.stdout, paths, out), files, keepalive)
         gate = rh.python_popen(GATE, rh.remote_ip, str(GATE_PORT), str(GATE_SIZE),
                                ready="listening", stdin=subprocess.PIPE)  # fmt: skip
