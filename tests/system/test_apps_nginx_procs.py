@@ -55,7 +55,7 @@ def test_reload_under_load(launch: Launch) -> None:  # noqa: F811
             res = load.stop()
         ng.assert_shim_loaded()
     print(f"load: {res}")
-    assert res["failed"] == 0, res
+    assert res["failed"] == 0, f"{res}\n{ng.diagnostics()}"
     assert res["ok"] >= (RELOADS + 1) * STEP // 2, res
     # every reload really started new workers, and the last ones served
     assert len(set().union(*generations)) == (RELOADS + 1) * ng.nworkers, generations
@@ -89,7 +89,7 @@ def test_binary_upgrade_under_load(launch: Launch) -> None:  # noqa: F811
             said = f"libmstack[{new.pid}]: policy of application web"
             assert said in ng.error_log.read_text(), ng.diagnostics()
     print(f"load: {res}")
-    assert res["failed"] == 0, res
+    assert res["failed"] == 0, f"{res}\n{ng.diagnostics()}"
     assert new_workers & set(ng.access_pids()), "the new generation served nothing"
     proof.verify()
 
