@@ -61,6 +61,9 @@ void tcp_rack_forget(struct utcp_tcb *tcb)
 	tcb->nrxtlog = 0;
 	tcb->rack_lost_end = tcb->snd_una;
 	tcb->rack_at = 0;
+	/* Go-back-N resends everything below SND.MAX: an ACK of that data may be for its
+	 * first transmission, so its times must not feed the minimum RTT (Karn again). */
+	tcb->xlog_rxt_end = tcb->snd_max;
 }
 
 static void xlog_record(struct utcp_tcb *tcb, utcp_seq seq, utcp_seq end, uint64_t now)
@@ -218,7 +221,7 @@ static void deliver(struct utcp_tcb *tcb, utcp_seq last, uint64_t now)
 	if (r)
 		rack_update(tcb, r->t, seq_add(last, 1), true, now);
 	else if (orig_time(tcb, last, &t))
-		rack_update(tcb, t, seq_add(last, 1), false, now);
+		rack_update(tcb, t, seq_add(last, 1), seq_lt(last, tcb->xlog_rxt_end), now);
 }
 
 /* D-SACK blocks (RFC 2883 4): the first block, below the cumulative ACK or inside the
@@ -252,7 +255,7 @@ uint32_t tcp_rack_on_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const stru
 		utcp_seq last = seq_add(ack, -1);
 
 		/* an unambiguous RTT sample: the newest acknowledged byte was sent once */
-		if (!rxt_of(tcb, last) && orig_time(tcb, last, &t))
+		if (!rxt_of(tcb, last) && seq_ge(last, tcb->xlog_rxt_end) && orig_time(tcb, last, &t))
 			rtt = (uint32_t)now - t;
 		deliver(tcb, last, now);
 	}
@@ -360,9 +363,26 @@ void tcp_rack_acked(struct utcp_tcb *tcb)
  * Sets rack_lost_end (original transmissions lost below it) and the reordering timer;
  * returns true if a retransmission (below HighRxt) was itself found lost, in which
  * case the caller starts a new retransmission pass. */
+/* Where RFC 6675 would put the loss boundary: DupThresh segments SACKed above it. */
+static utcp_seq dupthresh_end(const struct utcp_tcb *tcb)
+{
+	uint32_t need = UTCP_DUPTHRESH * tcp_smss(tcb), acc = 0;
+	int i;
+
+	for (i = tcb->nsb - 1; i >= 0; i--) {
+		uint32_t len = (uint32_t)seq_diff(tcb->sb[i].right, tcb->sb[i].left);
+
+		if (acc + len >= need)
+			return seq_add(tcb->sb[i].right, -(int64_t)(need - acc));
+		acc += len;
+	}
+	return tcb->snd_una;
+}
+
 bool tcp_rack_detect(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 {
-	uint32_t thresh, wnd = reo_wnd(tcb), t, n = (uint32_t)now;
+	uint32_t thresh, wnd = reo_wnd(tcb), t, n = (uint32_t)now, slow;
+	utcp_seq dt_end = dupthresh_end(tcb);
 	utcp_seq s = tcb->rack_lost_end, high = tcb->snd_max;
 	uint64_t at = 0;
 	bool rxt_lost = false;
@@ -374,6 +394,12 @@ bool tcp_rack_detect(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 	/* A segment is lost once it was sent before the most recently delivered one and
 	 * RACK.rtt + reo_wnd has passed since it was sent. */
 	thresh = tcb->rack_rtt_us + wnd;
+	/* Once reordering was seen, a segment with fewer than DupThresh segments SACKed
+	 * above it is given a longer window (SRTT) before it counts as lost: reordering
+	 * that displaces a segment by a frame or two, but by a long time when the sender
+	 * pauses between bursts, would otherwise outrun reo_wnd (the test bed's relay
+	 * holds a frame back until the next one passes). */
+	slow = tcb->rack_rtt_us + (tcb->srtt_us > wnd ? tcb->srtt_us : wnd);
 	if (seq_lt(s, tcb->snd_una))
 		s = tcb->snd_una;
 	/* original transmissions: a prefix */
@@ -388,6 +414,12 @@ bool tcp_rack_detect(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 			break;          /* sent with it, but after it */
 		if (t_before(n, x->t + thresh)) {
 			at = now + (uint32_t)(x->t + thresh - n);
+			break;
+		}
+		if (tcb->rack_reord && seq_gt(x->end, dt_end) && t_before(n, x->t + slow)) {
+			if (seq_gt(dt_end, s))
+				s = seq_min(dt_end, high);
+			at = now + (uint32_t)(x->t + slow - n);
 			break;
 		}
 		if (x->t == tcb->rack_xmit_ts) {

@@ -110,6 +110,7 @@ struct utcp_tcb {
 		uint32_t t;
 	} xlog[UTCP_XLOG_MAX];
 	utcp_seq xlog_base;
+	utcp_seq xlog_rxt_end;       /* below it, "original" records are go-back-N resends */
 	uint8_t xlog_head, nxlog;
 	uint8_t nrxtlog;
 	struct utcp_rxtlog {

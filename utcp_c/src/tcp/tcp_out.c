@@ -388,5 +388,9 @@ send_new:
 	}
 	if (!sent && tcb->ack_now && tcb->state != UTCP_SYN_SENT && tcb->state != UTCP_CLOSED)
 		tcp_send_ack(st, tcb, now);
+	/* In recovery, once every lost segment is retransmitted, a probe timeout covers the
+	 * case that the last retransmissions are lost too (RACK needs a later delivery). */
+	if (tcb->in_recovery && sent && !tcb->tlp_at && !tcb->tlp_sent)
+		tcp_arm_tlp(st, tcb, now);
 	tcp_timer_update(st, tcb);
 }
