@@ -445,7 +445,7 @@ def start_systems(plan: Plan, bed: Bed, stack: contextlib.ExitStack, log: Any) -
         )
         sysd[s.name] = s
         start_mstack_run_nginx(plan, bed, s, stack, log)
-    bed.systems = {n: sysd[n] for n in schema.SYSTEMS if n in sysd}
+    bed.systems = {n: sysd[n] for n in schema.SYSTEMS if n in sysd and n in want}
 
 
 def start_mstack_run_nginx(plan: Plan, bed: Bed, s: System, stack: contextlib.ExitStack,
