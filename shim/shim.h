@@ -227,6 +227,12 @@ unsigned usock_ready(struct usock *us);
 void wait_forget_usock(struct usock *us);
 void wait_sepoll_put(int fd, struct sepoll *ep);
 void wait_after_fork_child(void);
+/* A kernel socket's epoll registrations, kept while it may still become a UTCP socket: moved
+ * into the shim's interest lists when it does, forgotten when it is closed.  Lock held. */
+void wait_adopt_kernel_regs(int fd, struct usock *us);
+void wait_forget_kernel_regs(int fd);
+/* Without the lock: might fd have such registrations? */
+bool wait_kernel_regs_hint(int fd);
 
 #define ERESTART_SHIM 512
 

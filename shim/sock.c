@@ -512,6 +512,7 @@ SHIM_EXPORT int listen(int fd, int backlog)
 	us->fd = fd;
 	set_kernel_nonblock(fd);
 	fdtab_set(fd, (uintptr_t)us);
+	wait_adopt_kernel_regs(fd, us);
 	shim_unlock();
 	shim_vlog("listener %u.%u.%u.%u:%u: UTCP (binding %lld)", IP4(addr), port,
 		  (long long)a.binding);
@@ -742,6 +743,7 @@ SHIM_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
 	us->sndtimeo_us = tv_us(fd, SO_SNDTIMEO);
 	proc_map(sk, us);
 	fdtab_set(fd, (uintptr_t)us);
+	wait_adopt_kernel_regs(fd, us);
 	proc_flush();
 	shim_vlog("connection to %u.%u.%u.%u:%u: UTCP", IP4(addr), port);
 	if (us->nonblock) {
@@ -1359,7 +1361,7 @@ SHIM_EXPORT int close(int fd)
 	REAL(close);
 	uintptr_t v = fd_raw(fd);
 
-	if (v) {
+	if (v || wait_kernel_regs_hint(fd)) {
 		shim_lock();
 		v = fd_raw(fd);
 		fdtab_set(fd, 0);
@@ -1367,6 +1369,7 @@ SHIM_EXPORT int close(int fd)
 			wait_sepoll_put(fd, (struct sepoll *)(v & ~FD_TAG_EPOLL));
 		else if (v)
 			usock_put(fd, (struct usock *)v);
+		wait_forget_kernel_regs(fd);
 		shim_unlock();
 	}
 	return real_close(fd);

@@ -576,14 +576,105 @@ static int ep_ctl_usock(int epfd, int op, int fd, struct usock *us, struct epoll
 	}
 }
 
+/* Registrations of kernel sockets that may still become UTCP sockets: nginx adds an upstream
+ * socket to its epoll *before* connect(), when it is still the kernel's.  When the shim takes
+ * such a socket over, these move into the shim's interest list (wait_adopt_kernel_regs). */
+struct kreg {
+	int epfd;
+	uint32_t events;
+	epoll_data_t data;
+	struct kreg *next;
+};
+
+static struct kreg **kregs; /* by fd; lock held */
+
+static bool may_become_utcp(void)
+{
+	return shim.have_policy && (shim.policy.n_connect || shim.policy.n_listen);
+}
+
+static void kreg_note(int epfd, int op, int fd, const struct epoll_event *ev)
+{
+	struct kreg **pp, *r;
+
+	if (fd < 0 || (unsigned)fd >= SHIM_MAX_FDS)
+		return;
+	if (!kregs && !(kregs = calloc(SHIM_MAX_FDS, sizeof(*kregs))))
+		return;
+	for (pp = &kregs[fd]; *pp && (*pp)->epfd != epfd; pp = &(*pp)->next)
+		;
+	r = *pp;
+	if (op == EPOLL_CTL_DEL) {
+		if (r) {
+			*pp = r->next;
+			free(r);
+		}
+		return;
+	}
+	if (!r) {
+		if (op != EPOLL_CTL_ADD || !(r = calloc(1, sizeof(*r))))
+			return;
+		r->epfd = epfd;
+		*pp = r;
+	}
+	r->events = ev->events;
+	r->data = ev->data;
+}
+
+bool wait_kernel_regs_hint(int fd)
+{
+	return kregs && fd >= 0 && (unsigned)fd < SHIM_MAX_FDS &&
+	       __atomic_load_n(&kregs[fd], __ATOMIC_RELAXED) != NULL;
+}
+
+void wait_forget_kernel_regs(int fd)
+{
+	struct kreg *r;
+
+	if (!kregs || fd < 0 || (unsigned)fd >= SHIM_MAX_FDS)
+		return;
+	while ((r = kregs[fd])) {
+		kregs[fd] = r->next;
+		free(r);
+	}
+}
+
+void wait_adopt_kernel_regs(int fd, struct usock *us)
+{
+	REAL(epoll_ctl);
+	struct kreg *r;
+
+	if (!kregs || fd < 0 || (unsigned)fd >= SHIM_MAX_FDS)
+		return;
+	while ((r = kregs[fd])) {
+		struct epoll_event ev = { .events = r->events, .data = r->data };
+
+		kregs[fd] = r->next;
+		if (real_epoll_ctl(r->epfd, EPOLL_CTL_DEL, fd, NULL) == 0 &&
+		    ep_ctl_usock(r->epfd, EPOLL_CTL_ADD, fd, us, &ev) != 0)
+			shim_log("fd %d: could not move its epoll registration (epoll fd %d) to UTCP: %s",
+				 fd, r->epfd, strerror(errno));
+		free(r);
+	}
+}
+
 SHIM_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
 	REAL(epoll_ctl);
 	struct usock *us = fd_usock(fd);
 	int r, e;
 
-	if (!us)
-		return real_epoll_ctl(epfd, op, fd, ev);
+	if (!us) {
+		r = real_epoll_ctl(epfd, op, fd, ev);
+		if (r == 0 && may_become_utcp() && (op == EPOLL_CTL_DEL || ev)) {
+			e = errno;
+			shim_lock();
+			kreg_note(epfd, op, fd, ev);
+			shim_unlock();
+			errno = e;
+		}
+		return r;
+	}
 	shim_lock();
 	us = fd_usock(fd);
 	if (!us) {

@@ -88,9 +88,6 @@ def main(
     else:
         try:
             env["LD_PRELOAD"] = preload_with_shim(env.get("LD_PRELOAD", ""), paths.shim_path())
-            if entry is not None:
-                problems.append("UTCP is not in the shim yet: the sockets the policy lists stay "
-                                "on the kernel (the shim reports each)")  # fmt: skip
         except paths.ShimNotFound as e:
             problems.append(str(e))
     for p in problems:
