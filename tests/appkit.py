@@ -750,6 +750,32 @@ http {{
         self.masters.append(master)
         self.wait_workers(master, set())
         self.wait_listening()
+        self.wait_group()
+
+    def wait_group(self, timeout: float = 20) -> None:
+        """Under the shim: until every worker waits in the listener's listen group. Until a
+        process waits on a listener, new flows go to the kernel's shadow listener (design.md
+        section 4a), and a keep-alive load started earlier would keep those kernel connections
+        for the whole test."""
+        if not self.launch.shim or self.launch.daemon is None:
+            return
+        deadline = time.monotonic() + timeout
+        members: list[Any] = []
+        while time.monotonic() < deadline:
+            cp = self.launch.daemon.ctl("bindings", "--json")
+            if cp.returncode == 0:
+                members = [
+                    b.get("members", [])
+                    for b in json.loads(cp.stdout)
+                    if b.get("kind") == "listen" and b.get("port") == self.port
+                ]
+                if members and len(members[0]) >= self.nworkers:
+                    return
+            time.sleep(0.05)
+        raise AssertionError(
+            f"nginx's workers did not join the listen group of port {self.port} in {timeout} s "
+            f"(members {members})\n{self.diagnostics()}"
+        )
 
     def diagnostics(self) -> str:
         out = []
