@@ -478,6 +478,7 @@ static void atfork_prepare(void)
 
 static void atfork_parent(void)
 {
+	sock_after_fork_parent();
 	shim_unlock();
 }
 

@@ -109,6 +109,7 @@ struct usock {
 	bool nonblock;            /* O_NONBLOCK as the application set it */
 	bool joined;              /* listener: this process's port waits in its listen group */
 	bool foreign_said;        /* a forked child was told it cannot use this connection */
+	bool connect_said;        /* connection: a connect() call has reported the outcome */
 	int64_t binding;          /* listener: mstackd's binding id, -1 none */
 	uint32_t laddr;           /* listener: bound address, host order (0: wildcard) */
 	uint16_t lport;
@@ -210,6 +211,13 @@ void usock_say_foreign(int fd, struct usock *us);
 /* Listeners inherited across exec become UTCP listeners again (init time). */
 void sock_adopt_inherited(void);
 void sock_after_fork_child(void);
+/* The parent of a fork leaves its listen groups: a process that forks workers and never waits
+ * on its listeners (nginx's master) must not receive their connections.  A process that does
+ * wait joins again on its next wait.  Lock held. */
+void sock_after_fork_parent(void);
+/* After a call that may have made a socket less ready (recv, accept): drop it from epoll
+ * ready lists it no longer belongs on, as the kernel's epoll would.  Lock held. */
+void wait_recheck(struct usock *us);
 
 /* ---- waiting (wait.c) ---- */
 

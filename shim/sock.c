@@ -20,6 +20,7 @@
 #include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <linux/sockios.h>
 #include <unistd.h>
@@ -513,9 +514,13 @@ SHIM_EXPORT int listen(int fd, int backlog)
 	set_kernel_nonblock(fd);
 	fdtab_set(fd, (uintptr_t)us);
 	wait_adopt_kernel_regs(fd, us);
-	shim_unlock();
 	shim_vlog("listener %u.%u.%u.%u:%u: UTCP (binding %lld)", IP4(addr), port,
 		  (long long)a.binding);
+	/* A listening process is expected to accept: it joins the listen group now, so that
+	 * clients connecting before its first accept() are queued on UTCP as the kernel would
+	 * queue them.  A process that forks instead (a pre-forking master) leaves at the fork. */
+	(void)usock_listener_ready(us);
+	shim_unlock();
 	return 0;
 }
 
@@ -583,6 +588,7 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 			int sk = utcp_sk_accept(proc_socks(), us->sk, &peer);
 			if (sk >= 0) {
 				k = adopt_accepted(us, sk, &peer, addr, alen, flags);
+				wait_recheck(us);
 				shim_unlock();
 				return k;
 			}
@@ -678,6 +684,12 @@ SHIM_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
 				rc = fail(EBADFD);
 			} else if (conn_state(us) == UTCP_SYN_SENT) {
 				rc = us->nonblock ? fail(EALREADY) : connect_wait(fd, us);
+				us->connect_said = rc == 0 || errno != EALREADY;
+			} else if (!us->connect_said) {
+				/* the first connect() after a non-blocking one completed reports it */
+				int err = utcp_sk_error(proc_socks(), us->sk);
+				us->connect_said = true;
+				rc = err ? fail(-err) : 0;
 			} else {
 				rc = fail(EISCONN);
 			}
@@ -752,6 +764,7 @@ SHIM_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
 	}
 	rc = connect_wait(fd, us);
 	e = errno;
+	us->connect_said = rc == 0 || e != EINPROGRESS;
 	shim_unlock();
 	errno = e;
 	return rc;
@@ -833,6 +846,7 @@ static ssize_t conn_recv(int fd, struct usock *us, const struct iovec *iov, int 
 		if (r > 0) {
 			got += (size_t)r;
 			proc_flush(); /* a window update may be due */
+			wait_recheck(us);
 			if (!(flags & MSG_WAITALL) || got >= want || (flags & MSG_PEEK))
 				return (ssize_t)got;
 			continue;
@@ -1056,6 +1070,10 @@ static ssize_t conn_sendfile(int out, struct usock *us, int in, off_t *offset, s
 	off_t pos = offset ? *offset : real_lseek(in, 0, SEEK_CUR);
 	size_t total = 0;
 
+	struct stat st;
+
+	if (fstat(in, &st) || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
+		return fail(EINVAL); /* as Linux: the source must be a file */
 	if (pos < 0)
 		return -1;
 	while (total < count) {
@@ -1595,6 +1613,23 @@ void sock_after_fork_child(void)
 				 strerror(-rc), ctl_detail());
 			us->binding = -1;
 		}
+	}
+}
+
+void sock_after_fork_parent(void)
+{
+	for (int fd = 0; fd <= fd_hi; fd++) {
+		struct usock *us = fd_usock(fd);
+		struct reg_arg a;
+
+		if (!us || us->kind != US_LISTENER || !us->joined || us->pid != getpid())
+			continue;
+		a.binding = us->binding;
+		a.port_id = proc_port_id();
+		proc_ctl_retry(leave_fn, &a);
+		us->joined = false;
+		shim_vlog("listener %u.%u.%u.%u:%u: left its listen group at fork (joins again on "
+			  "the next wait)", IP4(us->laddr), us->lport);
 	}
 }
 

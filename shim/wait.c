@@ -95,6 +95,23 @@ static void ready_add(struct ep_entry *e)
 	ep_signal(e->ep);
 }
 
+void wait_recheck(struct usock *us)
+{
+	unsigned ready = usock_ready(us);
+
+	for (struct dl *n = us->watchers.next; n != &us->watchers; n = n->next) {
+		struct ep_entry *e = dl_entry(n, struct ep_entry, on_sock);
+
+		if (!dl_linked(&e->on_ready) ||
+		    (ready & ((e->events & EP_POLLBITS) | EPOLLERR | EPOLLHUP)))
+			continue;
+		dl_del(&e->on_ready);
+		e->edge = false;
+		if (dl_empty(&e->ep->ready))
+			ep_unsignal(e->ep);
+	}
+}
+
 void wait_notify(struct usock *us, unsigned ready)
 {
 	for (struct dl *n = us->watchers.next; n != &us->watchers; n = n->next) {
@@ -804,6 +821,12 @@ static int sepoll_wait(int epfd, struct epoll_event *ev, int max, uint64_t deadl
 		if (!ep) {
 			shim_unlock();
 			return real_epoll_pwait(epfd, ev, max, ms_until(deadline), mask);
+		}
+		/* waiting on a listener puts this process in its listen group (again, after fork) */
+		for (struct dl *l = ep->kernel.next; l != &ep->kernel; l = l->next) {
+			struct usock *lus = dl_entry(l, struct ep_entry, on_kernel)->us;
+			if (!lus->joined || lus->pid != getpid())
+				(void)usock_listener_ready(lus);
 		}
 		n = collect(ep, ev, max);
 		shim_unlock();
