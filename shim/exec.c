@@ -109,6 +109,7 @@ static int exec_fixed(enum exec_kind kind, const char *path, int fd, char *const
 	char *const *use = env ? env : envp;
 	int rc, e;
 
+	sock_before_exec();
 	switch (kind) {
 	case EXEC_VE:
 		if (!real_execve)

@@ -108,6 +108,7 @@ struct usock {
 	int family;               /* AF_INET or AF_INET6: how addresses are reported */
 	bool nonblock;            /* O_NONBLOCK as the application set it */
 	bool joined;              /* listener: this process's port waits in its listen group */
+	bool paused;              /* listener: joined at listen(), answers no SYN until a wait */
 	bool foreign_said;        /* a forked child was told it cannot use this connection */
 	bool connect_said;        /* connection: a connect() call has reported the outcome */
 	int64_t binding;          /* listener: mstackd's binding id, -1 none */
@@ -204,6 +205,8 @@ int proc_ctl_retry(int (*fn)(struct mstack_ctl *, void *), void *arg);
 /* The listener's UTCP side in this process: socket in the stack, port in the group.  With
  * the lock held; 0 or a negative errno (then the listener serves through the kernel). */
 int usock_listener_ready(struct usock *us);
+/* The same from listen(): joined, but paused until the process waits on it. */
+int usock_listener_join_paused(struct usock *us);
 /* Drop one fd's reference (close, dup2 over it); with the lock held. */
 void usock_put(int fd, struct usock *us);
 bool usock_foreign(struct usock *us);
@@ -215,6 +218,8 @@ void sock_after_fork_child(void);
  * on its listeners (nginx's master) must not receive their connections.  A process that does
  * wait joins again on its next wait.  Lock held. */
 void sock_after_fork_parent(void);
+/* Before exec: leave the listen groups (takes the lock). */
+void sock_before_exec(void);
 /* After a call that may have made a socket less ready (recv, accept): drop it from epoll
  * ready lists it no longer belongs on, as the kernel's epoll would.  Lock held. */
 void wait_recheck(struct usock *us);

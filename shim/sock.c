@@ -337,7 +337,23 @@ static const char *ctl_detail(void)
 	return ctl ? mstack_ctl_last_detail(ctl) : "";
 }
 
+static int listener_setup(struct usock *us, bool waiting);
+
 int usock_listener_ready(struct usock *us)
+{
+	return listener_setup(us, true);
+}
+
+int usock_listener_join_paused(struct usock *us)
+{
+	return listener_setup(us, false);
+}
+
+/* The listener's UTCP side in this process.  A process that only listened so far is in the
+ * group with its UTCP listener paused: SYNs steered to it go unanswered and are retried by
+ * the peer, so that a process that never accepts (it forks workers instead) holds no
+ * connection; its first wait resumes it. */
+static int listener_setup(struct usock *us, bool waiting)
 {
 	struct utcp_socks *ss;
 	char why[200];
@@ -348,7 +364,7 @@ int usock_listener_ready(struct usock *us)
 		us->sk = -1;
 		us->joined = false;
 	}
-	if (us->sk >= 0 && us->joined)
+	if (us->sk >= 0 && us->joined && (!us->paused || !waiting))
 		return 0;
 	if (us->binding < 0)
 		return -ENOENT;
@@ -379,7 +395,12 @@ int usock_listener_ready(struct usock *us)
 			return rc;
 		}
 		us->sk = sk;
+		us->paused = false;
 		proc_map(sk, us);
+	}
+	if (us->paused != !waiting) {
+		utcp_sk_listen_pause(ss, us->sk, !waiting);
+		us->paused = !waiting;
 	}
 	if (!us->joined) {
 		struct reg_arg a = { .binding = us->binding, .port_id = proc_port_id() };
@@ -519,7 +540,7 @@ SHIM_EXPORT int listen(int fd, int backlog)
 	/* A listening process is expected to accept: it joins the listen group now, so that
 	 * clients connecting before its first accept() are queued on UTCP as the kernel would
 	 * queue them.  A process that forks instead (a pre-forking master) leaves at the fork. */
-	(void)usock_listener_ready(us);
+	(void)usock_listener_join_paused(us);
 	shim_unlock();
 	return 0;
 }
@@ -1616,6 +1637,13 @@ void sock_after_fork_child(void)
 	}
 }
 
+void sock_before_exec(void)
+{
+	shim_lock();
+	sock_after_fork_parent(); /* the new image joins with a port of its own */
+	shim_unlock();
+}
+
 void sock_after_fork_parent(void)
 {
 	for (int fd = 0; fd <= fd_hi; fd++) {
@@ -1690,5 +1718,8 @@ void sock_adopt_inherited(void)
 		shim_unlock();
 		shim_vlog("inherited listener %u.%u.%u.%u:%u (fd %d): UTCP (binding %lld)", IP4(addr),
 			  port, fds[i], (long long)a.binding);
+		shim_lock();
+		(void)usock_listener_join_paused(us);
+		shim_unlock();
 	}
 }

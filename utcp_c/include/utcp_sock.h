@@ -74,6 +74,10 @@ int utcp_sk_open(struct utcp_socks *ss);
  * listening socket: a new backlog (same port, else -EINVAL). */
 int utcp_sk_listen(struct utcp_socks *ss, int sk, uint16_t port, int backlog);
 
+/* A listener that answers no SYN until resumed (the peer retries): for a process that
+ * listens but has not waited on the socket yet.  Connections already queued stay queued. */
+int utcp_sk_listen_pause(struct utcp_socks *ss, int sk, bool paused);
+
 struct utcp_sk_name {
 	uint32_t laddr, raddr;
 	uint16_t lport, rport;

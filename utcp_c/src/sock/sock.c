@@ -647,6 +647,18 @@ int utcp_sk_listen(struct utcp_socks *ss, int id, uint16_t port, int backlog)
 	return utcp_listen_hold(ss->st, lid, backlog + 1);
 }
 
+int utcp_sk_listen_pause(struct utcp_socks *ss, int id, bool paused)
+{
+	struct sk *s = sk_get(ss, id);
+
+	if (!s)
+		return -EBADF;
+	if (s->kind != SK_LISTEN)
+		return -EINVAL;
+	/* a hold limit of 0 answers no SYN */
+	return utcp_listen_hold(ss->st, s->lid, paused ? 0 : s->backlog + 1);
+}
+
 static void fill_name(struct utcp_socks *ss, struct sk *s, struct utcp_sk_name *n)
 {
 	memset(n, 0, sizeof(*n));
