@@ -23,6 +23,9 @@ pytestmark = [pytest.mark.unit, pytest.mark.long]
 
 FUZZ_DIR = REPO / "utcp_c" / "fuzz"
 CORPUS = FUZZ_DIR / "corpus"
+# Inputs that found a bug not fixed yet, named <target>-<what>: replayed below, kept out of the
+# seed corpus (where they would fail every run) until the fix lands; then moved into it.
+REPRODUCERS = FUZZ_DIR / "reproducers"
 FULL = os.environ.get("MSTACK_FULL") == "1"
 # Seconds per target: the frame-input targets get most of the budget.
 SECONDS = {"fuzz_stack": 20, "fuzz_peer": 20, "fuzz_wire": 10}
@@ -114,3 +117,21 @@ def test_fuzz_target_runs_clean(target: str, fuzzers: Path, tmp_path: Path) -> N
             pytrace=False,
         )
     assert int(st.get("number_of_executed_units", "0")) > 0, log[-3000:]
+
+
+@pytest.mark.parametrize(
+    "path", sorted(REPRODUCERS.glob("fuzz_*")) if REPRODUCERS.is_dir() else [], ids=lambda p: p.name
+)
+def test_known_reproducers(path: Path, fuzzers: Path) -> None:
+    """Replays each reproducer of a known, still open bug once: an expected failure while the
+    bug is there (named in the output), a pass once it is fixed — then move the input into
+    corpus/<target>/ so that it guards against the bug's return."""
+    target = path.name.split("-", 1)[0]
+    proc = subprocess.run(
+        [str(fuzzers / target), f"-timeout={PER_INPUT_TIMEOUT}", "-runs=1", str(path)],
+        capture_output=True, text=True, timeout=PER_INPUT_TIMEOUT + 120,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        summary = [ln for ln in proc.stderr.splitlines() if "ERROR" in ln or "SUMMARY" in ln]
+        pytest.xfail(f"{path.name} still fails: {' / '.join(summary[:2])}")
+    print(f"{path.name} passes now: move it into {CORPUS / target}")
