@@ -106,6 +106,7 @@ int main(int argc, char **argv)
 	memset(cfg.gw_mac, 0, 6);
 	cfg.mtu = (uint16_t)(info.mtu ? info.mtu : 1500);
 	cfg.window_scaling = ws, cfg.sack = sack, cfg.timestamps = ts;
+	cfg.sndbuf = cfg.rcvbuf = 1 << 20;      /* as utcp-tapcat: room for 10 ms at ~800 Mbit/s */
 	if (cc)
 		snprintf(cfg.cc, sizeof(cfg.cc), "%s", cc);
 	for (int i = 0; i < 16; i++)
@@ -197,8 +198,15 @@ int main(int argc, char **argv)
 			}
 			if (r == 0 && !out_done) {
 				out_done = 1;
-				if (listening) /* the peer's FIN: close; the loop below lets ours leave */
-					utcp_close(st, conn, now), closed = 1;
+				/* The peer's FIN: send ours, and stay until it is acknowledged (the
+				 * CLOSED event).  Leaving earlier lets the peer's retransmissions --
+				 * of its FIN if our ACK was lost, say -- reach the host's kernel
+				 * instead, which answers with a reset. */
+				if (listening) {
+					utcp_shutdown(st, conn, now);
+					if (deadline > now + 30000000u)
+						deadline = now + 30000000u;
+				}
 			}
 			break;
 		}
@@ -214,10 +222,15 @@ int main(int argc, char **argv)
 		usleep(2000);
 	}
 	const struct utcp_stats *s = utcp_get_stats(st);
-	fprintf(stderr, "utcp-xdpcat: frames in %llu out %llu retransmits %llu tx_dropped %llu%s\n",
+	fprintf(stderr, "utcp-xdpcat: frames in %llu out %llu retransmits %llu tx_dropped %llu%s; "
+		"rto %llu fast_retransmits %llu spurious_recoveries %llu dsacks_in %llu tlp %llu "
+		"lost_retransmits %llu reordering_seen %llu\n",
 		(unsigned long long)s->frames_in, (unsigned long long)s->frames_out,
 		(unsigned long long)s->retransmits, (unsigned long long)utcp_xdp_tx_dropped(x),
-		now >= deadline ? " (time limit)" : "");
+		now >= deadline ? " (time limit)" : "", (unsigned long long)s->rto_timeouts,
+		(unsigned long long)s->fast_retransmits, (unsigned long long)s->spurious_recoveries,
+		(unsigned long long)s->dsacks_in, (unsigned long long)s->tail_loss_probes,
+		(unsigned long long)s->lost_retransmits, (unsigned long long)s->reordering_seen);
 	utcp_stack_destroy(st);
 	utcp_xdp_close(x);
 	mstack_port_close(port);
