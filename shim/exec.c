@@ -128,6 +128,7 @@ static int exec_fixed(enum exec_kind kind, const char *path, int fd, char *const
 		break;
 	}
 	e = errno;
+	sock_exec_failed();
 	shim_free_env(env);
 	errno = e;
 	return rc;

@@ -220,6 +220,7 @@ void sock_after_fork_child(void);
 void sock_after_fork_parent(void);
 /* Before exec: leave the listen groups (takes the lock). */
 void sock_before_exec(void);
+void sock_exec_failed(void);
 /* After a call that may have made a socket less ready (recv, accept): drop it from epoll
  * ready lists it no longer belongs on, as the kernel's epoll would.  Lock held. */
 void wait_recheck(struct usock *us);

@@ -302,6 +302,16 @@ static int register_fn(struct mstack_ctl *ctl, void *arg)
 	return rc < 0 ? rc : 0;
 }
 
+static int register_connect_fn(struct mstack_ctl *ctl, void *arg)
+{
+	struct reg_arg *a = arg;
+	int rc = mstack_ctl_register(ctl, a->fd, MSTACK_REG_CONNECT, a->port_id, NULL);
+
+	if (rc >= 0)
+		a->binding = rc;
+	return rc < 0 ? rc : 0;
+}
+
 static int claim_fn(struct mstack_ctl *ctl, void *arg)
 {
 	struct reg_arg *a = arg;
@@ -450,6 +460,10 @@ void usock_put(int fd, struct usock *us)
 			utcp_sk_close(ss, us->sk, shim_now_us());
 			proc_flush();
 		}
+		if (us->binding >= 0 && us->pid == getpid()) {
+			struct reg_arg a = { .binding = us->binding };
+			proc_ctl_retry(release_fn, &a);
+		}
 	} else {
 		struct reg_arg a = { .binding = us->binding, .port_id = proc_port_id() };
 
@@ -489,6 +503,13 @@ SHIM_EXPORT int listen(int fd, int backlog)
 		return real_listen(fd, backlog);
 	family = sa.ss_family;
 	e = first_match(shim.policy.listen, shim.policy.n_listen, addr, port, addr == 0);
+	if (e >= 0 && (addr >> 24) != 127) {
+		/* The port first (the slow part): from the kernel's listen() to the group's join,
+		 * new flows go to the shadow; keep that window to two requests to mstackd. */
+		shim_lock();
+		(void)proc_stack(why, sizeof(why));
+		shim_unlock();
+	}
 	rc = real_listen(fd, backlog);
 	if (rc)
 		return rc;
@@ -691,6 +712,7 @@ SHIM_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
 	socklen_t blen = sizeof(bound);
 	struct utcp_socks *ss;
 	struct usock *us = fd_usock(fd);
+	struct reg_arg a = { .fd = fd, .binding = -1 };
 	char why[200];
 	uint32_t addr, baddr;
 	uint16_t port, bport;
@@ -731,15 +753,27 @@ SHIM_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
 		shim_vlog("connection to %u.%u.%u.%u:%u: kernel (this host)", IP4(addr), port);
 		return real_connect(fd, sa, len);
 	}
-	if (!getsockname(fd, (struct sockaddr *)&bound, &blen) &&
-	    ipv4_of((struct sockaddr *)&bound, blen, &baddr, &bport) && bport) {
-		fallback(shim.warned_connect, e, "connection to", addr, port,
-			 "the socket is bound to a specific local port");
-		return real_connect(fd, sa, len);
-	}
+	bport = 0;
+	if (getsockname(fd, (struct sockaddr *)&bound, &blen) ||
+	    !ipv4_of((struct sockaddr *)&bound, blen, &baddr, &bport))
+		baddr = 0, bport = 0;
 	shim_lock();
 	rc = proc_stack(why, sizeof(why));
-	if (!rc && !proc_has_lease()) {
+	if (!rc && baddr && baddr != proc_local_ip()) {
+		rc = -EADDRNOTAVAIL;
+		snprintf(why, sizeof(why), "the socket is bound to another local address");
+	}
+	if (!rc && bport) {
+		/* bound to a port of its own: the bound socket is the shadow that holds it, and
+		 * mstackd steers its 3-tuple to this process's port */
+		a.fd = fd;
+		a.port_id = proc_port_id();
+		rc = proc_ctl_retry(register_connect_fn, &a);
+		if (rc)
+			snprintf(why, sizeof(why), "mstackd refused its bound port: %s: %s",
+				 strerror(-rc), ctl_detail());
+	}
+	if (!rc && !bport && !proc_has_lease()) {
 		rc = -EADDRNOTAVAIL;
 		snprintf(why, sizeof(why), "mstackd leased this process no local ports");
 	}
@@ -763,13 +797,16 @@ SHIM_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
 		return real_connect(fd, sa, len);
 	}
 	copy_options(fd, ss, sk);
-	rc = utcp_sk_connect(ss, sk, addr, port, 0, NULL, shim_now_us());
+	rc = utcp_sk_connect(ss, sk, addr, port, bport, NULL, shim_now_us());
 	if (rc != -EINPROGRESS && rc != 0) {
 		utcp_sk_close(ss, sk, shim_now_us());
+		if (a.binding >= 0)
+			proc_ctl_retry(release_fn, &a);
 		shim_unlock();
 		free(us);
 		return fail(-rc);
 	}
+	us->binding = a.binding;
 	us->sk = sk;
 	us->nonblock = kernel_nonblock(fd);
 	us->rcvtimeo_us = tv_us(fd, SO_RCVTIMEO);
@@ -1637,10 +1674,37 @@ void sock_after_fork_child(void)
 	}
 }
 
+/* O_NONBLOCK of the listeners' shadows as the application set it (the shim keeps them
+ * non-blocking; the next image must see the application's flags), or back to ours. */
+static void listeners_kernel_flags(bool app_view)
+{
+	REAL(fcntl);
+
+	for (int fd = 0; fd <= fd_hi; fd++) {
+		struct usock *us = fd_usock(fd);
+		int fl;
+
+		if (!us || us->kind != US_LISTENER || (fl = real_fcntl(fd, F_GETFL)) < 0)
+			continue;
+		if (app_view && !us->nonblock)
+			real_fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+		else
+			real_fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+	}
+}
+
 void sock_before_exec(void)
 {
 	shim_lock();
 	sock_after_fork_parent(); /* the new image joins with a port of its own */
+	listeners_kernel_flags(true);
+	shim_unlock();
+}
+
+void sock_exec_failed(void)
+{
+	shim_lock();
+	listeners_kernel_flags(false);
 	shim_unlock();
 }
 

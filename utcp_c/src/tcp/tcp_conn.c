@@ -167,7 +167,7 @@ void tcp_tcb_closed(struct utcp_stack *st, struct utcp_tcb *tcb, int error)
 {
 	if (tcb->passive && tcb->state == UTCP_SYN_RECEIVED && tcb->listener >= 0)
 		st->listeners[tcb->listener].pending--;
-	if (error == -ECONNRESET || error == -ECONNREFUSED)
+	if (error == -ECONNRESET || error == -ECONNREFUSED || error == -EPIPE)
 		st->stats.resets++;
 	tcb->state = UTCP_CLOSED;
 	tcb->rtx_at = tcb->delack_at = tcb->tw_at = 0;

@@ -514,6 +514,11 @@ static void other_states(struct utcp_stack *st, struct utcp_tcb *tcb, const stru
 		case UTCP_LAST_ACK:
 			tcp_tcb_closed(st, tcb, 0);
 			return;
+		case UTCP_CLOSE_WAIT:
+			/* The peer had finished sending: as Linux, the error is EPIPE, not a reset
+			 * of data the application could still have been reading. */
+			tcp_tcb_closed(st, tcb, -EPIPE);
+			return;
 		default:
 			tcp_tcb_closed(st, tcb, -ECONNRESET);
 			return;
