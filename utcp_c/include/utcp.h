@@ -63,6 +63,13 @@ struct utcp_config {
 	uint32_t keepalive_probes;
 	uint64_t keepalive_idle_us, keepalive_intvl_us;
 	char cc[16];                 /* congestion control for new connections: "newreno", "cubic" */
+	/* TIME-WAIT lives in a compact table of its own (4-tuple and the few numbers needed
+	 * to answer segments for time_wait_us), not in a control block: a connection's block
+	 * and buffers are free again the moment it enters TIME-WAIT.  Entries preallocated;
+	 * 0: 4 x max_conns.  When the table is full the oldest entry is recycled (counted in
+	 * time_wait_recycled), as Linux does past tcp_max_tw_buckets: TIME-WAIT never makes
+	 * the stack refuse a connection. */
+	uint32_t max_time_wait;
 };
 
 void utcp_config_init(struct utcp_config *cfg);
@@ -172,6 +179,9 @@ int utcp_conn_ready(struct utcp_stack *st, utcp_cid c);
  * used or idle, and everything the stack allocated at creation. */
 size_t utcp_conn_memory(const struct utcp_stack *st);
 size_t utcp_stack_memory(const struct utcp_stack *st);
+/* What one TIME-WAIT entry costs (entry, table slot, its share of the hash buckets); the
+ * stack preallocates cfg.max_time_wait of them, counted in utcp_stack_memory(). */
+size_t utcp_time_wait_memory(const struct utcp_stack *st);
 
 struct utcp_stats {
 	uint64_t frames_in, frames_out, tx_dropped;
@@ -183,6 +193,8 @@ struct utcp_stats {
 	uint64_t conns_in_use;
 	uint64_t drops[UTCP_DROP__MAX];
 	uint64_t dsacks_in, rack_marked_lost, prr_recoveries;   /* RFC 2883, RFC 8985, RFC 6937 */
+	uint64_t time_wait_in_use;   /* TIME-WAIT entries (not counted in conns_in_use) */
+	uint64_t time_wait_recycled; /* TIME-WAIT entries ended early because the table was full */
 };
 const struct utcp_stats *utcp_get_stats(const struct utcp_stack *st);
 

@@ -64,6 +64,8 @@ static int check_config(const struct utcp_config *c)
 		return -EINVAL;
 	if (!c->keepalive_idle_us || !c->keepalive_intvl_us || !c->keepalive_probes)
 		return -EINVAL;
+	if (c->max_time_wait > (1u << 24))
+		return -EINVAL;
 	if (!memchr(c->cc, 0, sizeof(c->cc)) || !utcp_cc_find(c->cc))
 		return -ENOENT;
 	return 0;
@@ -74,6 +76,7 @@ void utcp_stack_destroy(struct utcp_stack *st)
 	if (!st)
 		return;
 	utcp_conntab_fini(&st->ct);
+	tcp_tw_fini(&st->tw);
 	free(st->tcbs);
 	free(st->bufmem);
 	free(st->listeners);
@@ -104,6 +107,8 @@ int utcp_stack_create(const struct utcp_config *cfg, const struct utcp_port *por
 	rc = check_config(&c);
 	if (rc)
 		return rc;
+	if (!c.max_time_wait)
+		c.max_time_wait = c.max_conns > (1u << 22) ? (1u << 24) : 4 * c.max_conns;
 	st = calloc(1, sizeof(*st));
 	if (!st)
 		return -ENOMEM;
@@ -114,6 +119,12 @@ int utcp_stack_create(const struct utcp_config *cfg, const struct utcp_port *por
 	rc = utcp_conntab_init(&st->ct, c.max_conns, c.isn_key);
 	if (rc) {
 		free(st);
+		return rc;
+	}
+	/* the same key as the connection table: one hash serves a lookup in both */
+	rc = tcp_tw_init(&st->tw, c.max_time_wait, c.isn_key);
+	if (rc) {
+		utcp_stack_destroy(st);
 		return rc;
 	}
 	st->tcbs = calloc(c.max_conns, sizeof(*st->tcbs));
@@ -149,9 +160,15 @@ size_t utcp_conn_memory(const struct utcp_stack *st)
 	       sizeof(uint32_t) * 3 + 1 + sizeof(uint16_t);
 }
 
+size_t utcp_time_wait_memory(const struct utcp_stack *st)
+{
+	return tcp_tw_entry_memory(st->cfg.max_time_wait) / st->cfg.max_time_wait;
+}
+
 size_t utcp_stack_memory(const struct utcp_stack *st)
 {
 	return sizeof(*st) + (size_t)st->cfg.max_conns * utcp_conn_memory(st) +
+	       tcp_tw_entry_memory(st->cfg.max_time_wait) +
 	       (size_t)st->cfg.max_listeners * sizeof(struct utcp_listener) +
 	       (size_t)st->cfg.timer_slots * sizeof(struct utcp_timer) +
 	       (size_t)st->cfg.tx_batch * (sizeof(struct utcp_frame) + st->frame_cap) +
@@ -287,8 +304,13 @@ static void input_frame(struct utcp_stack *st, const uint8_t *data, uint32_t len
 static void timer_cb(struct utcp_timer *t, void *ctx)
 {
 	struct utcp_stack *st = ctx;
-	struct utcp_tcb *tcb = (struct utcp_tcb *)(void *)((uint8_t *)t - offsetof(struct utcp_tcb, timer));
+	struct utcp_tcb *tcb;
 
+	if (t == &st->tw.timer) {
+		tcp_tw_expire(st, st->now);
+		return;
+	}
+	tcb = (struct utcp_tcb *)(void *)((uint8_t *)t - offsetof(struct utcp_tcb, timer));
 	tcp_timer_fire(st, tcb, st->now);
 }
 

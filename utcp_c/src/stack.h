@@ -8,6 +8,7 @@
 #include "core/conntab.h"
 #include "core/timer.h"
 #include "tcp/tcb.h"
+#include "tcp/tcp_tw.h"
 #include "utcp.h"
 
 struct utcp_listener {
@@ -25,6 +26,7 @@ struct utcp_stack {
 	struct utcp_port port;
 	struct utcp_conntab ct;
 	struct utcp_tcb *tcbs;
+	struct utcp_twtab tw;     /* TIME-WAIT entries (tcp_tw.c) */
 	uint8_t *bufmem;
 	struct utcp_listener *listeners;
 	struct utcp_wheel wheel;

@@ -976,10 +976,12 @@ TEST(test_time_wait_expires_after_configured_duration)
 	h = h_new(&c);
 	to_time_wait(h);
 	t0 = h->now;
-	h_advance(h, t0 + 1999000);
-	CHECK_EQ(utcp_get_stats(h->st)->conns_in_use, 1);
-	h_advance(h, t0 + 2000000);
+	/* the control block is free at once; the TIME-WAIT entry lasts its 2 MSL */
 	CHECK_EQ(utcp_get_stats(h->st)->conns_in_use, 0);
+	h_advance(h, t0 + 1999000);
+	CHECK_EQ(utcp_get_stats(h->st)->time_wait_in_use, 1);
+	h_advance(h, t0 + 2000000);
+	CHECK_EQ(utcp_get_stats(h->st)->time_wait_in_use, 0);
 	CHECK(utcp_next_deadline(h->st) == UINT64_MAX);
 	h_free(h);
 }
@@ -999,9 +1001,9 @@ TEST(test_time_wait_retransmitted_fin_acked_and_timer_restarted)
 	h_send(h, FIN | ACK, 1001, h->iss + 2, W, NULL, 0);
 	EXPECT(h, ACK, h->iss + 2, 1002, 0);
 	h_advance(h, t0 + 2500000);
-	CHECK_EQ(utcp_get_stats(h->st)->conns_in_use, 1);
+	CHECK_EQ(utcp_get_stats(h->st)->time_wait_in_use, 1);
 	h_advance(h, t0 + 3500000);
-	CHECK_EQ(utcp_get_stats(h->st)->conns_in_use, 0);
+	CHECK_EQ(utcp_get_stats(h->st)->time_wait_in_use, 0);
 	h_free(h);
 }
 
@@ -1011,7 +1013,7 @@ TEST(test_time_wait_rst_ignored_rfc1337)
 
 	to_time_wait(h);
 	h_send(h, RST, 1002, 0, W, NULL, 0);
-	CHECK_EQ(utcp_get_stats(h->st)->conns_in_use, 1);
+	CHECK_EQ(utcp_get_stats(h->st)->time_wait_in_use, 1);
 	h_free(h);
 }
 

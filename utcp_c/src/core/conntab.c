@@ -6,7 +6,7 @@
 #include "core/conntab.h"
 #include "core/siphash.h"
 
-static uint32_t bucket_of(const struct utcp_conntab *ct, const struct utcp_tuple *t)
+uint32_t utcp_conntab_hash(const struct utcp_conntab *ct, const struct utcp_tuple *t)
 {
 	uint8_t b[12];
 
@@ -15,7 +15,27 @@ static uint32_t bucket_of(const struct utcp_conntab *ct, const struct utcp_tuple
 	memcpy(b + 4, &t->raddr, 4);
 	memcpy(b + 8, &t->lport, 2);
 	memcpy(b + 10, &t->rport, 2);
-	return (uint32_t)utcp_siphash(ct->key, b, sizeof(b)) & ct->nbuckets_mask;
+	return (uint32_t)utcp_siphash(ct->key, b, sizeof(b));
+}
+
+static uint32_t bucket_of(const struct utcp_conntab *ct, const struct utcp_tuple *t)
+{
+	return utcp_conntab_hash(ct, t) & ct->nbuckets_mask;
+}
+
+static uint32_t nbuckets_for(uint32_t cap)
+{
+	uint32_t nb = 1;
+
+	while (nb < cap * 2)                    /* load factor <= 0.5 */
+		nb <<= 1;
+	return nb;
+}
+
+size_t utcp_conntab_memory(uint32_t cap)
+{
+	return (size_t)nbuckets_for(cap) * sizeof(uint32_t) +
+	       (size_t)cap * (sizeof(uint32_t) + sizeof(struct utcp_tuple) + 1 + sizeof(uint16_t));
 }
 
 static bool tuple_eq(const struct utcp_tuple *a, const struct utcp_tuple *b)
@@ -26,13 +46,12 @@ static bool tuple_eq(const struct utcp_tuple *a, const struct utcp_tuple *b)
 
 int utcp_conntab_init(struct utcp_conntab *ct, uint32_t cap, const uint8_t key[16])
 {
-	uint32_t nb = 1, i;
+	uint32_t nb, i;
 
 	memset(ct, 0, sizeof(*ct));
 	if (!cap || cap > (1u << 24))
 		return -EINVAL;
-	while (nb < cap * 2)                    /* load factor <= 0.5 */
-		nb <<= 1;
+	nb = nbuckets_for(cap);
 	ct->cap = cap;
 	ct->nbuckets_mask = nb - 1;
 	ct->buckets = malloc(nb * sizeof(*ct->buckets));
@@ -122,9 +141,15 @@ void utcp_conntab_remove(struct utcp_conntab *ct, uint32_t idx)
 
 uint32_t utcp_conntab_lookup(const struct utcp_conntab *ct, const struct utcp_tuple *t)
 {
+	return utcp_conntab_lookup_hash(ct, t, utcp_conntab_hash(ct, t));
+}
+
+uint32_t utcp_conntab_lookup_hash(const struct utcp_conntab *ct, const struct utcp_tuple *t,
+				  uint32_t hash)
+{
 	uint32_t i;
 
-	for (i = ct->buckets[bucket_of(ct, t)]; i != UTCP_CT_NONE; i = ct->next[i])
+	for (i = ct->buckets[hash & ct->nbuckets_mask]; i != UTCP_CT_NONE; i = ct->next[i])
 		if (tuple_eq(&ct->tuple[i], t))
 			return i;
 	return UTCP_CT_NONE;

@@ -6,6 +6,7 @@
 #define UTCP_CONNTAB_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define UTCP_CT_NONE UINT32_MAX
@@ -38,6 +39,14 @@ void utcp_conntab_free(struct utcp_conntab *ct, uint32_t idx);
 int utcp_conntab_insert(struct utcp_conntab *ct, uint32_t idx, const struct utcp_tuple *t);
 void utcp_conntab_remove(struct utcp_conntab *ct, uint32_t idx);
 uint32_t utcp_conntab_lookup(const struct utcp_conntab *ct, const struct utcp_tuple *t);
+/* The keyed hash of a 4-tuple, before it is reduced to a bucket: tables made with the
+ * same key share it, so one computation serves a lookup in each (connections, then
+ * TIME-WAIT entries). */
+uint32_t utcp_conntab_hash(const struct utcp_conntab *ct, const struct utcp_tuple *t);
+uint32_t utcp_conntab_lookup_hash(const struct utcp_conntab *ct, const struct utcp_tuple *t,
+				  uint32_t hash);
+/* Bytes allocated by utcp_conntab_init() for cap slots. */
+size_t utcp_conntab_memory(uint32_t cap);
 static inline bool utcp_conntab_used(const struct utcp_conntab *ct, uint32_t idx)
 {
 	return idx < ct->cap && ct->state[idx] != 0;

@@ -6,6 +6,7 @@
 #include "stack.h"
 #include "tcp/cc.h"
 #include "tcp/tcb.h"
+#include "tcp/tcp_tw.h"
 
 #define CID_IDX_BITS 20
 #define CID_IDX_MASK ((1u << CID_IDX_BITS) - 1)
@@ -182,15 +183,47 @@ void tcp_tcb_closed(struct utcp_stack *st, struct utcp_tcb *tcb, int error)
 	tcp_event(st, tcb, UTCP_EV_CLOSED | UTCP_EV_READABLE | UTCP_EV_WRITABLE);
 }
 
+/* TIME-WAIT moves to a compact entry (tcp_tw.c) and the control block is freed at once,
+ * unless the application still holds the handle: then the block stays, unhashed and
+ * without timers, reporting TIME-WAIT (its unread data still readable) until the
+ * application closes it or the entry ends.  The caller must not touch tcb afterwards. */
 void tcp_enter_time_wait(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 {
 	tcp_set_state(st, tcb, UTCP_TIME_WAIT);
 	tcb->rtx_at = 0;
 	tcb->persist = false;
-	tcb->tw_at = now + st->cfg.time_wait_us;
+	tcp_output(st, tcb, now);       /* the ACK of the peer's FIN, if that brought us here */
+	tcp_tw_add(st, tcb, tcb->app_owned ? cid_of(st, tcb) : UTCP_CID_NONE, now);
+	utcp_conntab_remove(&st->ct, tcb->idx);
+	tcb->delack_at = tcb->tw_at = tcb->ka_at = tcb->tlp_at = tcb->rack_at = 0;
+	tcb->ka_on = false;
+	tcb->ack_now = false;
+	tcb->ack_pending_bytes = 0;
+	if (!tcb->app_owned) {
+		tcb_free(st, tcb);
+		return;
+	}
 	/* Both directions are done: the application may release the handle. */
 	tcp_event(st, tcb, UTCP_EV_CLOSED);
-	tcp_timer_update(st, tcb);
+	tcp_timer_update(st, tcb);      /* the socket layer's wake-up, if any */
+}
+
+/* The application lets go of a connection in TIME-WAIT: the block goes, the entry stays. */
+static void release_time_wait(struct utcp_stack *st, struct utcp_tcb *tcb)
+{
+	uint32_t i = tcp_tw_lookup(st, &tcb->t, utcp_conntab_hash(&st->ct, &tcb->t));
+
+	if (i != UTCP_CT_NONE && st->tw.e[i].held == cid_of(st, tcb))
+		st->tw.e[i].held = UTCP_CID_NONE;
+	tcb_free(st, tcb);
+}
+
+void tcp_time_wait_over(struct utcp_stack *st, utcp_cid held)
+{
+	struct utcp_tcb *tcb = tcb_of(st, held);
+
+	if (tcb && tcb->state == UTCP_TIME_WAIT)
+		tcp_tcb_closed(st, tcb, 0);
 }
 
 /* Entering ESTABLISHED from either SYN state. */
@@ -310,6 +343,16 @@ int stack_find_listener(struct utcp_stack *st, uint16_t port)
 	return -1;
 }
 
+/* A 4-tuple in use by a connection or in TIME-WAIT (RFC 9293 3.6.1: not reused by an
+ * active open while TIME-WAIT lasts). */
+static bool tuple_taken(const struct utcp_stack *st, const struct utcp_tuple *t)
+{
+	uint32_t h = utcp_conntab_hash(&st->ct, t);
+
+	return utcp_conntab_lookup_hash(&st->ct, t, h) != UTCP_CT_NONE ||
+	       tcp_tw_lookup(st, t, h) != UTCP_CT_NONE;
+}
+
 int utcp_connect(struct utcp_stack *st, uint32_t raddr, uint16_t rport, uint16_t lport,
 		 const uint8_t next_hop[6], uint64_t now, utcp_cid *out)
 {
@@ -319,7 +362,7 @@ int utcp_connect(struct utcp_stack *st, uint32_t raddr, uint16_t rport, uint16_t
 	if (!raddr || !rport)
 		return -EINVAL;
 	if (lport) {
-		if (utcp_conntab_lookup(&st->ct, &t) != UTCP_CT_NONE)
+		if (tuple_taken(st, &t))
 			return -EADDRINUSE;
 		tcb = tcp_tcb_new(st, &t, now);
 		if (!tcb)
@@ -330,7 +373,7 @@ int utcp_connect(struct utcp_stack *st, uint32_t raddr, uint16_t rport, uint16_t
 
 		for (i = 0; i < span; i++) {
 			t.lport = (uint16_t)(st->cfg.ephemeral_lo + (st->next_ephemeral + i) % span);
-			if (utcp_conntab_lookup(&st->ct, &t) == UTCP_CT_NONE)
+			if (!tuple_taken(st, &t))
 				break;
 		}
 		if (i == span)
@@ -514,6 +557,10 @@ int utcp_close(struct utcp_stack *st, utcp_cid c, uint64_t now)
 		tcb_free(st, tcb);
 		return 0;
 	}
+	if (tcb->state == UTCP_TIME_WAIT) {
+		release_time_wait(st, tcb);     /* TIME-WAIT goes on in its entry */
+		return 0;
+	}
 	/* Unread data at close: reset rather than pretend an orderly close
 	 * (RFC 2525 2.17, what Linux does). */
 	if (tcb->rbuf.len > 0) {
@@ -541,7 +588,10 @@ int utcp_abort(struct utcp_stack *st, utcp_cid c, uint64_t now)
 
 	if (!tcb)
 		return -EBADF;
-	do_abort(st, tcb, now);
+	if (tcb->state == UTCP_TIME_WAIT)
+		release_time_wait(st, tcb);     /* nothing to reset: the entry answers on */
+	else
+		do_abort(st, tcb, now);
 	return 0;
 }
 

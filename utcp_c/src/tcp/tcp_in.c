@@ -1,12 +1,13 @@
 /* tcp_in.c — TCP input, shaped like RFC 9293 3.10.7 "SEGMENT ARRIVES":
  * tcp_input() finds the control block, then listen_state(), syn_sent_state() or
  * other_states() run the RFC's checks in the RFC's order.  Hardening from RFC 5961
- * (RST/SYN/ACK), PAWS from RFC 7323, TIME-WAIT reuse from RFC 6191. */
+ * (RST/SYN/ACK), PAWS from RFC 7323.  TIME-WAIT is answered by tcp_tw.c. */
 #include <string.h>
 
 #include "stack.h"
 #include "tcp/cc.h"
 #include "tcp/tcb.h"
+#include "tcp/tcp_tw.h"
 
 static void drop(struct utcp_stack *st, enum utcp_drop why)
 {
@@ -577,8 +578,10 @@ static void other_states(struct utcp_stack *st, struct utcp_tcb *tcb, const stru
 		}
 		break;
 	case UTCP_CLOSING:
-		if (tcb->fin_acked)
-			tcp_enter_time_wait(st, tcb, now);
+		if (tcb->fin_acked) {
+			tcp_enter_time_wait(st, tcb, now);      /* the block may be gone */
+			return;
+		}
 		break;
 	case UTCP_LAST_ACK:
 		if (tcb->fin_acked) {
@@ -645,14 +648,15 @@ static void other_states(struct utcp_stack *st, struct utcp_tcb *tcb, const stru
 			tcp_set_state(st, tcb, UTCP_CLOSE_WAIT);
 			break;
 		case UTCP_FIN_WAIT_1:
-			if (tcb->fin_acked)
-				tcp_enter_time_wait(st, tcb, now);
-			else
-				tcp_set_state(st, tcb, UTCP_CLOSING);
+			if (tcb->fin_acked) {
+				tcp_enter_time_wait(st, tcb, now);  /* sends the ACK; the block may be gone */
+				return;
+			}
+			tcp_set_state(st, tcb, UTCP_CLOSING);
 			break;
 		case UTCP_FIN_WAIT_2:
 			tcp_enter_time_wait(st, tcb, now);
-			break;
+			return;
 		default:
 			break;
 		}
@@ -663,29 +667,22 @@ static void other_states(struct utcp_stack *st, struct utcp_tcb *tcb, const stru
 	tcp_output(st, tcb, now);
 }
 
-/* RFC 6191: a SYN may reuse a 4-tuple in TIME-WAIT if it is provably new: with
- * timestamps, its TSval is above TS.Recent; without, its SEQ is above RCV.NXT. */
-static bool syn_reopens_time_wait(const struct utcp_tcb *tcb, const struct utcp_tcp *th)
-{
-	if ((th->flags & (UTCP_TH_SYN | UTCP_TH_ACK | UTCP_TH_RST)) != UTCP_TH_SYN)
-		return false;
-	if (tcb->ts_ok && th->opt.has_ts)
-		return (int32_t)(th->opt.tsval - tcb->ts_recent) > 0;
-	if (tcb->ts_ok)
-		return false;   /* timestamps were in use: a SYN without them proves nothing */
-	return seq_gt(seq_of(th->seq), tcb->rcv_nxt);
-}
-
 void tcp_input(struct utcp_stack *st, const struct utcp_seg *seg)
 {
 	const struct utcp_tcp *th = seg->th;
 	struct utcp_tuple t = {seg->ip->dst, seg->ip->src, th->dport, th->sport};
-	uint32_t idx = utcp_conntab_lookup(&st->ct, &t);
+	uint32_t hash = utcp_conntab_hash(&st->ct, &t);
+	uint32_t idx = utcp_conntab_lookup_hash(&st->ct, &t, hash);
 	struct utcp_tcb *tcb;
 	int li;
 
 	st->stats.segs_in++;
 	if (idx == UTCP_CT_NONE) {
+		/* TIME-WAIT has no control block: its entry answers (tcp_tw.c), unless a SYN
+		 * proves itself new (RFC 6191) and goes to the listener. */
+		idx = tcp_tw_lookup(st, &t, hash);
+		if (idx != UTCP_CT_NONE && tcp_tw_input(st, idx, seg))
+			return;
 		li = stack_find_listener(st, th->dport);
 		if (li < 0)
 			closed_state(st, seg);
@@ -694,12 +691,6 @@ void tcp_input(struct utcp_stack *st, const struct utcp_seg *seg)
 		return;
 	}
 	tcb = &st->tcbs[idx];
-	if (tcb->state == UTCP_TIME_WAIT && syn_reopens_time_wait(tcb, th) &&
-	    (li = stack_find_listener(st, th->dport)) >= 0) {
-		tcp_tcb_closed(st, tcb, 0);
-		listen_state(st, seg, li);
-		return;
-	}
 	tcb->last_rcv = seg->now;               /* liveness, for keepalive */
 	if (tcb->state == UTCP_SYN_SENT)
 		syn_sent_state(st, tcb, seg);
