@@ -525,17 +525,30 @@ __attribute__((destructor)) static void proc_fini(void)
 		if (!utcp_sk_is_listener(P.ss, sk))
 			utcp_sk_shutdown(P.ss, sk, SHUT_WR, shim_now_us());
 	utcp_flush(P.st, shim_now_us());
-	end = shim_now_us() + 2000000;
-	while (shim_now_us() < end) {
-		bool busy = false;
+	/* As long as the peers keep acknowledging (the kernel keeps an orphaned socket sending
+	 * too), but not for ever: 5 s without progress, 60 s in all. */
+	{
+		uint64_t start = shim_now_us(), progress_at = start;
+		long last = -1;
 
-		for (int sk = utcp_sk_next(P.ss, -1); sk >= 0 && !busy; sk = utcp_sk_next(P.ss, sk))
-			busy = !utcp_sk_is_listener(P.ss, sk) && utcp_sk_outq(P.ss, sk) > 0;
-		if (!busy)
-			break;
-		shim_unlock();
-		usleep(2000);
-		shim_lock();
+		end = start + 60000000u;
+		while (shim_now_us() < end && shim_now_us() - progress_at < 5000000u) {
+			long left = 0;
+
+			for (int sk = utcp_sk_next(P.ss, -1); sk >= 0; sk = utcp_sk_next(P.ss, sk))
+				if (!utcp_sk_is_listener(P.ss, sk)) {
+					int q = utcp_sk_outq(P.ss, sk);
+					left += q > 0 ? q : 0;
+				}
+			if (!left)
+				break;
+			if (last < 0 || left < last)
+				progress_at = shim_now_us();
+			last = left;
+			shim_unlock();
+			usleep(2000);
+			shim_lock();
+		}
 	}
 	P.stopping = true;
 	shim_unlock();

@@ -74,6 +74,10 @@ struct mstack_binding {
 struct mstack_group {
     __u32 n;
     __u32 gen;
+    /* While n == 0 and bpf_ktime_get_ns() < hold_until_ns, new flows (SYNs) are dropped, not
+     * passed to the kernel: the group just lost its last member (nginx's reload: old workers
+     * leave, new ones are about to join) and the peer's retry will find the new members. */
+    __u64 hold_until_ns;
     __u32 members[64];
 };
 
@@ -119,7 +123,8 @@ struct mstack_port_counters {
 #define MSTACK_IN_KERNEL_FLOW   13
 #define MSTACK_IN_NO_FLOW       14
 #define MSTACK_IN_TO_PORT_UDP   15
-#define MSTACK_IN_NSLOTS        16
+#define MSTACK_IN_GROUP_HOLD    16
+#define MSTACK_IN_NSLOTS        17
 
 /* Egress counters (per-CPU array `egress_stats`): what the port programs did with a frame a
  * user-level stack sent. Every drop has its reason. */

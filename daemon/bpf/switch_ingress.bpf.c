@@ -158,6 +158,8 @@ static __always_inline int tcp_in(struct xdp_md *ctx, struct iphdr *ip, void *l4
     if (!g)
         return count(MSTACK_IN_GROUP_EMPTY, XDP_PASS);
     n = g->n;
+    if (n == 0 && g->hold_until_ns && bpf_ktime_get_ns() < g->hold_until_ns)
+        return count(MSTACK_IN_GROUP_HOLD, XDP_DROP); /* the peer retries; see mstack_abi.h */
     if (n == 0 || n > MSTACK_GROUP_MAX_MEMBERS)
         return count(MSTACK_IN_GROUP_EMPTY, XDP_PASS);
     idx = flow_hash(ip->saddr, ip->daddr, tcp->source, tcp->dest) % n;

@@ -15,6 +15,7 @@ import errno
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -32,6 +33,9 @@ KIND_NAMES = {
 }
 
 
+GROUP_HOLD_S = 1.5  # see Registry._publish
+
+
 class RegistryError(Exception):
     def __init__(self, err: int, detail: str) -> None:
         super().__init__(detail)
@@ -42,7 +46,9 @@ class RegistryError(Exception):
 class SwitchWriter(Protocol):
     def bind(self, key: BindKey, kind: str, *, group: int = 0, port_id: int = 0) -> None: ...
     def unbind(self, key: BindKey) -> bool: ...
-    def set_group(self, group: int, members: list[int], gen: int = 0) -> None: ...
+    def set_group(
+        self, group: int, members: list[int], gen: int = 0, hold_until_ns: int = 0
+    ) -> None: ...
 
 
 @dataclass
@@ -277,7 +283,7 @@ class Registry:
         if port_id not in b.members:
             raise RegistryError(errno.ENOENT, f"port {port_id} is not in binding {binding_id}")
         b.members.remove(port_id)
-        self._publish(b)
+        self._publish(b, hold=True)
 
     def port_gone(self, port_id: int) -> None:
         """A port went away: out of every group; connect/udp bindings it owned lose their
@@ -285,11 +291,19 @@ class Registry:
         for b in self.bindings.values():
             if port_id in b.members:
                 b.members.remove(port_id)
-                self._publish(b)
+                self._publish(b, hold=True)
 
-    def _publish(self, b: Binding) -> None:
+    def _publish(self, b: Binding, hold: bool = False) -> None:
+        """hold: the group may just have lost its last member while processes still hold the
+        socket (nginx's reload: old workers leave before the new ones join). For GROUP_HOLD_S,
+        new flows are dropped — their peers retry a SYN after a second and find the new members
+        — rather than handed to the kernel's shadow for their whole lifetime. A group nobody
+        joins again is the kernel's after that."""
         b.gen += 1
-        self.switch.set_group(b.group, list(b.members), b.gen)
+        until = 0
+        if hold and not b.members and b.claimants():
+            until = time.monotonic_ns() + int(GROUP_HOLD_S * 1e9)
+        self.switch.set_group(b.group, list(b.members), b.gen, until)
 
     # -- persistence ---------------------------------------------------------------------------
 

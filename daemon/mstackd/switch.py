@@ -37,6 +37,7 @@ INGRESS_COUNTERS = {
     "group_empty": consts.MSTACK_IN_GROUP_EMPTY,
     "kernel_flow": consts.MSTACK_IN_KERNEL_FLOW,
     "no_flow": consts.MSTACK_IN_NO_FLOW,
+    "group_hold": consts.MSTACK_IN_GROUP_HOLD,
 }
 assert len(INGRESS_COUNTERS) == consts.MSTACK_IN_NSLOTS
 
@@ -114,10 +115,17 @@ class SwitchMaps:
     def unbind(self, key: BindKey) -> bool:
         return self.bindings.delete(key.cdata())
 
-    def set_group(self, group: int, members: list[int], gen: int = 0) -> None:
+    def set_group(
+        self, group: int, members: list[int], gen: int = 0, hold_until_ns: int = 0
+    ) -> None:
+        """hold_until_ns (CLOCK_MONOTONIC, as bpf_ktime_get_ns): with no member, drop new flows
+        until then instead of passing them to the kernel (mstack_abi.h)."""
         if len(members) > consts.MSTACK_GROUP_MAX_MEMBERS:
             raise ValueError(f"a listen group holds at most {consts.MSTACK_GROUP_MAX_MEMBERS}")
-        self.groups.update(group, {"n": len(members), "gen": gen, "members": members})
+        self.groups.update(
+            group,
+            {"n": len(members), "gen": gen, "hold_until_ns": hold_until_ns, "members": members},
+        )
 
     def set_port(self, port_id: int, host_ifindex: int) -> None:
         self.port_devmap.update(port_id, host_ifindex)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from mstackd.switch import BindKey, SwitchMaps, flow_key
 
 pytestmark = pytest.mark.system  # loads BPF: root
 
-XDP_PASS, XDP_REDIRECT = 2, 4
+XDP_DROP, XDP_PASS, XDP_REDIRECT = 1, 2, 4
 LO = 1  # test runs need a real ingress device; the loopback is always there
 NIC_MAC = "02:00:00:00:00:01"
 LOCAL, OTHER_LOCAL, REMOTE = "198.18.0.1", "198.18.0.9", "198.18.0.2"
@@ -79,6 +80,26 @@ def test_empty_group_passes_new_flows_to_the_kernel(sw: Ingress) -> None:
     sw.maps.set_group(2, [])
     assert sw.run(syn()) == XDP_PASS
     assert sw.maps.ingress_counters()["group_empty"] == 1
+
+
+def test_a_group_that_just_lost_its_last_member_drops_new_flows_until_its_hold_ends(
+    sw: Ingress,
+) -> None:
+    """nginx's reload: old workers leave before the new ones join. While the hold lasts, SYNs
+    are dropped (the peer retries and finds the new members), not given to the kernel for the
+    connection's lifetime; after it, an empty group is the kernel's again."""
+    sw.maps.bind(BindKey("tcp", "0.0.0.0", 8080), "listen", group=2)
+    sw.maps.set_group(2, [], hold_until_ns=time.monotonic_ns() + 60 * 10**9)
+    assert sw.run(syn()) == XDP_DROP
+    # Segments of flows that already exist are not held back (they are the kernel's here).
+    ack = frame(IP(src=REMOTE, dst=LOCAL) / TCP(sport=40000, dport=8080, flags="A"))
+    assert sw.run(ack) == XDP_PASS
+    sw.maps.set_group(2, [], hold_until_ns=time.monotonic_ns() - 1)
+    assert sw.run(syn()) == XDP_PASS
+    sw.maps.set_group(2, [5], hold_until_ns=time.monotonic_ns() + 60 * 10**9)
+    assert sw.run(syn()) == XDP_REDIRECT  # members: the hold means nothing
+    c = sw.maps.ingress_counters()
+    assert (c["group_hold"], c["group_empty"], c["to_port_new"]) == (1, 1, 1)
 
 
 def test_unbound_port_passes(sw: Ingress) -> None:
