@@ -10,8 +10,9 @@ the remote host on that port; the switch counters rose). A short wrk run against
 the same nginx on the kernel gives a smoke figure (`make bench` is the measurement). Everything
 is removed at the end, pass or fail; the exit status is 0 only if every check passed.
 
-Needs root. MSTACK_BUILD_DIR selects the build (default: build/ of this checkout). Runs on the
-product's runtime dependencies only (no pytest): scripts/demo_kit.py and tests/testbed."""
+Needs root. MSTACK_BUILD_DIR selects the build that mstack-run and mstackd use (default: build/
+of this checkout). Runs on the product's runtime dependencies only (no pytest): its helpers are
+scripts/demo_kit.py and tests/testbed/netns.py."""
 
 from __future__ import annotations
 
@@ -50,10 +51,9 @@ from demo_kit import (
     wait_group,
 )
 
+from mstack.paths import ShimNotFound, shim_path
 from testbed.netns import link_exists, netns_list, remote_host_cm
 
-ROOT = Path(__file__).resolve().parents[1]
-BUILD = Path(os.environ.get("MSTACK_BUILD_DIR", ROOT / "build"))
 UTCP_PORT, KERNEL_PORT = 8080, 8081
 WORKERS = 2
 SIZES = {"0.bin": 0, "1.bin": 1, "1k.bin": 1 << 10, "64k.bin": 64 << 10,
@@ -104,8 +104,10 @@ def preflight() -> list[str]:
     problems = []
     if os.geteuid() != 0:
         problems.append("make demo needs root (network namespaces, XDP, AF_XDP)")
-    if not (BUILD / "lib" / "libmstack.so").exists():
-        problems.append(f"{BUILD / 'lib' / 'libmstack.so'} is missing: run make build")
+    try:
+        shim_path()
+    except ShimNotFound as e:
+        problems.append(str(e))
     for prog in (NGINX, CURL, WRK):
         if not prog.exists():
             problems.append(f"{prog} is not installed (make deps installs it)")
@@ -336,7 +338,7 @@ def main() -> int:
         for p in problems:
             say(f"FAILED: {p}")
         return 1
-    say(f"build {BUILD}; nginx {NGINX}; entry points in {BIN}")
+    say(f"shim {shim_path()}; mstackd, mstackctl, mstack-run from {BIN}; nginx {NGINX}")
     demo, made = Demo(), Made()
     work = Path(tempfile.mkdtemp(prefix="mstack-demo-"))
     work.chmod(0o755)  # nginx's workers (www-data) read the docroot below it
