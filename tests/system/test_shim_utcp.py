@@ -360,3 +360,63 @@ def test_without_mstackd_a_listed_listener_says_why_and_serves_on_the_kernel(
         assert "stays on the kernel: mstackd is not reachable" in log, log
     finally:
         stop_process(srv)
+
+
+DUAL = r"""
+import select, socket, sys
+port = int(sys.argv[1])
+ls = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+ls.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("::", port))
+ls.listen(8)
+select.select([ls], [], [], 0)
+print("ready", flush=True)
+c, peer = ls.accept()
+print("peer", peer[0], "local", c.getsockname()[0], flush=True)
+d = c.recv(100)
+sys.stdin.readline()
+c.sendall(d[::-1])
+c.close()
+"""
+
+
+def test_a_dual_stack_listener_carries_its_ipv4_clients_on_utcp(
+    remote_host: RemoteHost, mstackd: Mstackd
+) -> None:
+    """An IPv6 [::] listener (IPV6_V6ONLY off) whose port is listed: IPv4 clients arrive on UTCP
+    and are reported as ::ffff:a.b.c.d, as the kernel reports them."""
+    rh = remote_host
+    policy = f'[apps.t]\nlisten = ["*:{PORT}"]\n'
+    srv = subprocess.Popen(
+        [sys.executable, "-c", DUAL, str(PORT)],
+        env=shim_env("normal", mstackd, policy),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_line(srv, "ready", 30)
+        cli = rh.python_popen(
+            "import socket,sys\n"
+            "s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)\n"
+            "s.sendall(b'hello'); print(s.recv(100).decode(), flush=True)\n",
+            rh.host_ip,
+            str(PORT),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert wait_for(lambda: [c for c in utcp_conns(mstackd) if "remote" in c], 10)
+        assert kernel_conns(rh.remote_ip) == []
+        assert srv.stdin is not None
+        srv.stdin.write("go\n")
+        srv.stdin.flush()
+        out, err = cli.communicate(timeout=30)
+        assert out.strip() == "olleh", out + err
+        log = finish(srv)
+        assert f"peer ::ffff:{rh.remote_ip} local ::ffff:{rh.host_ip}" in log, log
+        assert "listener 0.0.0.0:" in log and "UTCP" in log, log
+    finally:
+        stop_process(srv)
