@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -330,6 +331,10 @@ class Made:
             demo.check(not left, f"test bed removed: {', '.join(gone)}", "; ".join(left))
 
 
+def interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     t0 = time.monotonic()
     say("MultiStack demo: Debian's nginx, unmodified, on UTCP through mstack-run")
@@ -343,12 +348,16 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="mstack-demo-"))
     work.chmod(0o755)  # nginx's workers (www-data) read the docroot below it
     error = ""
+    # SIGTERM (a CI timeout, `kill`) tears down like Ctrl-C does: through every context manager.
+    signal.signal(signal.SIGTERM, interrupted)
     try:
         with bpffs(), contextlib.ExitStack() as stack:
             run(demo, work, stack, made)
             demo.step("clean up: nginx stopped by pid, mstackd stopped, test bed removed")
     except DemoError as e:
         error = str(e)
+    except KeyboardInterrupt:
+        error = "interrupted"
     except Exception as e:  # a bug or an unexpected tool failure: still a clear message
         error = f"{type(e).__name__}: {e}"
     finally:
