@@ -66,48 +66,74 @@ void tcp_rack_forget(struct utcp_tcb *tcb)
 	tcb->xlog_rxt_end = tcb->snd_max;
 }
 
+/* A retransmission [l, r) sent at t: its own record.  Records never overlap (the newest
+ * send of a byte is the one that counts): older ones are cut back around it. */
+static void rxt_record(struct utcp_tcb *tcb, utcp_seq l, utcp_seq r, uint32_t t)
+{
+	struct utcp_rxtlog *x;
+	unsigned i, n = 0;
+
+	for (i = 0; i < tcb->nrxtlog; i++) {
+		struct utcp_rxtlog o = tcb->rxtlog[i];
+
+		if (!seq_gt(o.r, tcb->snd_una))
+			continue;                       /* acknowledged: forget */
+		if (!seq_lt(o.l, r) || !seq_gt(o.r, l)) {
+			if (o.t == t && !o.lost && seq_eq(o.r, l)) {
+				l = o.l;                /* same burst, adjacent: one record */
+				continue;
+			}
+			tcb->rxtlog[n++] = o;           /* no overlap */
+			continue;
+		}
+		if (seq_lt(o.l, l)) {                   /* the part before survives */
+			struct utcp_rxtlog left = o;
+
+			left.r = l;
+			tcb->rxtlog[n++] = left;
+		}
+		if (seq_gt(o.r, r) && n < i + 1) {      /* and the part after, if there is room */
+			o.l = r;
+			tcb->rxtlog[n++] = o;
+		}
+	}
+	tcb->nrxtlog = (uint8_t)n;
+	if (tcb->nrxtlog == UTCP_RXTLOG_MAX) {
+		/* full: drop the oldest (its range falls back to its first send) */
+		unsigned old = 0;
+
+		for (i = 1; i < tcb->nrxtlog; i++)
+			if (t_before(tcb->rxtlog[i].t, tcb->rxtlog[old].t))
+				old = i;
+		tcb->rxtlog[old] = tcb->rxtlog[--tcb->nrxtlog];
+	}
+	x = &tcb->rxtlog[tcb->nrxtlog++];
+	x->l = l;
+	x->r = r;
+	x->t = t;
+	x->lost = false;
+}
+
 static void xlog_record(struct utcp_tcb *tcb, utcp_seq seq, utcp_seq end, uint64_t now)
 {
 	uint32_t t = (uint32_t)now;
-	unsigned i;
+	/* Below SND.MAX a send is a retransmission -- of logged data, or of data the log
+	 * forgot (after an RTO) -- and gets a record of its own. */
+	utcp_seq orig_from = tcb->nxlog ? xlog_at(tcb, tcb->nxlog - 1u)->end : tcb->snd_max;
 
+	if (seq_lt(seq, orig_from) && seq_lt(seq, tcb->snd_max)) {
+		utcp_seq split = seq_min(end, seq_max(orig_from, seq));
+
+		rxt_record(tcb, seq, split, t);
+		if (!seq_lt(split, end))
+			return;
+		seq = split;
+	}
 	if (!tcb->nxlog) {
 		tcb->xlog_base = seq;
 	} else {
 		struct utcp_xlog *last = xlog_at(tcb, tcb->nxlog - 1u);
 
-		if (seq_lt(seq, last->end)) {
-			/* A retransmission: its own record, replacing one for the same start. */
-			struct utcp_rxtlog *r = NULL;
-
-			for (i = 0; i < tcb->nrxtlog; i++)
-				if (tcb->rxtlog[i].t == t && seq_eq(tcb->rxtlog[i].r, seq) &&
-				    !tcb->rxtlog[i].lost) {
-					tcb->rxtlog[i].r = end;     /* same burst, adjacent */
-					return;
-				}
-			for (i = 0; i < tcb->nrxtlog; i++)
-				if (seq_eq(tcb->rxtlog[i].l, seq) || seq_le(tcb->rxtlog[i].r, tcb->snd_una)) {
-					r = &tcb->rxtlog[i];
-					break;
-				}
-			if (!r && tcb->nrxtlog < UTCP_RXTLOG_MAX)
-				r = &tcb->rxtlog[tcb->nrxtlog++];
-			if (!r) {
-				/* full: reuse the oldest (its range falls back to its first send) */
-				r = &tcb->rxtlog[0];
-				for (i = 1; i < tcb->nrxtlog; i++)
-					if (t_before(tcb->rxtlog[i].t, r->t))
-						r = &tcb->rxtlog[i];
-			}
-			r->l = seq;
-			r->r = end;
-			r->t = t;
-			r->lost = false;
-			if (seq_gt(end, last->end))
-				xlog_record(tcb, last->end, end, now);
-			return;
-		}
 		if (last->t == t && seq_eq(seq, last->end)) {
 			last->end = end;        /* same burst */
 			return;

@@ -266,7 +266,8 @@ static bool can_send_data(enum utcp_state s)
  * SND.NXT), the FIN, then a pending ACK if nothing else carried it. */
 void tcp_output(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 {
-	bool sent = false;
+	bool sent = false, rexmitted = false;
+	utcp_seq last_rs = tcb->snd_una;
 
 	while (can_send_data(tcb->state)) {
 		uint32_t off = (uint32_t)seq_diff(tcb->snd_nxt, tcb->snd_una);
@@ -292,7 +293,9 @@ void tcp_output(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 
 			if (pipe + mp > tcb->cwnd)
 				break;
-			if (tcp_sack_next_lost(tcb, mp, &rs, &rl)) {
+			/* Each hole at most once per call, in increasing order: a scoreboard that
+			 * kept offering the same hole must not make this loop spin. */
+			if (tcp_sack_next_lost(tcb, mp, &rs, &rl) && (!rexmitted || seq_gt(rs, last_rs))) {
 				if (tcb->fin_sent && seq_gt(seq_add(rs, rl), tcb->fin_seq))
 					rl = (uint32_t)seq_diff(tcb->fin_seq, rs);
 				if (rl) {
@@ -304,7 +307,8 @@ void tcp_output(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 					tcb->retransmits++;
 					st->stats.retransmits++;
 					tcb->rtt_timing = false;        /* Karn */
-					sent = true;
+					sent = rexmitted = true;
+					last_rs = rs;
 					continue;
 				}
 			}
