@@ -420,3 +420,81 @@ def test_a_dual_stack_listener_carries_its_ipv4_clients_on_utcp(
         assert "listener 0.0.0.0:" in log and "UTCP" in log, log
     finally:
         stop_process(srv)
+
+
+RESTART_SERVER = r"""
+import select, socket, sys
+ip, a, b = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def listener(port):
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((ip, port))
+    ls.listen(8)
+    select.select([ls], [], [], 0)
+    return ls
+def serve(ls):
+    c, _ = ls.accept()
+    d = c.recv(100)
+    c.sendall(d.upper())
+    c.close()
+la = listener(a)
+print("ready", flush=True)
+serve(la)
+print("served 1", flush=True)
+sys.stdin.readline()          # mstackd was killed: the data plane goes on
+serve(la)
+print("served 2", flush=True)
+sys.stdin.readline()          # mstackd is back: a new listener needs it
+lb = listener(b)
+print("ready b", flush=True)
+serve(lb)
+print("served 3", flush=True)
+"""
+
+ASK = (
+    "import socket,sys\n"
+    "s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)\n"
+    "s.sendall(b'ping'); print(s.recv(100).decode())\n"
+)
+
+
+def test_the_shim_goes_on_through_a_restart_of_mstackd(
+    remote_host: RemoteHost, mstackd: Mstackd
+) -> None:
+    """SIGKILL of mstackd: established UTCP service goes on (the daemon is not on the data path);
+    after its restart the shim's next request reconnects, and a new listener is registered."""
+    rh = remote_host
+    b = PORT + 10
+    policy = f'[apps.t]\nlisten = ["{rh.host_ip}:{PORT}", "{rh.host_ip}:{b}"]\n'
+    srv = subprocess.Popen(
+        [sys.executable, "-c", RESTART_SERVER, rh.host_ip, str(PORT), str(b)],
+        env=shim_env("normal", mstackd, policy),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert srv.stdin is not None
+    try:
+        wait_line(srv, "ready", 30)
+        assert rh.python(ASK, rh.host_ip, str(PORT)).stdout.strip() == "PING"
+        wait_line(srv, "served 1", 10)
+        mstackd.kill()
+        srv.stdin.write("next\n")
+        srv.stdin.flush()
+        assert rh.python(ASK, rh.host_ip, str(PORT)).stdout.strip() == "PING"
+        wait_line(srv, "served 2", 10)
+        assert kernel_conns(rh.remote_ip) == []
+        mstackd.restart()
+        srv.stdin.write("next\n")
+        srv.stdin.flush()
+        wait_line(srv, "ready b", 30)
+        binds = json.loads(mstackd.ctl("bindings", "--json").stdout)
+        assert rh.python(ASK, rh.host_ip, str(b)).stdout.strip() == "PING"
+        wait_line(srv, "served 3", 10)
+        log = finish(srv)
+        assert any(x.get("port") == b and x.get("members") for x in binds), (binds, log)
+        assert f"listener {rh.host_ip}:{b}: UTCP" in log, log
+        assert "mstackd connection re-established" in log, log
+    finally:
+        stop_process(srv)
