@@ -265,6 +265,8 @@ static void check_all_freed_after_time_wait(struct world *w)
 	run(w, NULL, 200000000);
 	CHECK_EQ(utcp_get_stats(w->a)->conns_in_use, 0);
 	CHECK_EQ(utcp_get_stats(w->b)->conns_in_use, 0);
+	CHECK_EQ(utcp_get_stats(w->a)->time_wait_in_use, 0);
+	CHECK_EQ(utcp_get_stats(w->b)->time_wait_in_use, 0);
 	CHECK(utcp_next_deadline(w->a) == UINT64_MAX);
 	CHECK(utcp_next_deadline(w->b) == UINT64_MAX);
 }
@@ -571,3 +573,88 @@ static void torture(uint64_t first_seed, int runs)
 
 TEST(test_pair_torture_seeds_1_50) { torture(1, 50); }
 TEST(test_pair_torture_seeds_51_100) { torture(51, 50); }
+
+/* ---- TIME-WAIT without control blocks (src/tcp/tcp_tw.c) ---- */
+
+static bool both_closed(struct world *w)
+{
+	return w->fa.c == UTCP_CID_NONE && w->fb.c == UTCP_CID_NONE;
+}
+
+/* One request per connection, the server closing first (HTTP/1.0 style): n connections
+ * in a row from the client, lport 0 (ephemeral) or fixed. */
+static void server_closes_first(struct world *w, unsigned n, uint16_t lport)
+{
+	unsigned i;
+
+	for (i = 0; i < n; i++) {
+		memset(&w->fa, 0, sizeof(w->fa));
+		memset(&w->fb, 0, sizeof(w->fb));
+		w->fa.c = w->fb.c = UTCP_CID_NONE;
+		w->fb.to_send = 1000;            /* the response, then the server's FIN */
+		w->fb.salt_tx = w->fa.salt_rx = 5;
+		w->fa.expect = 1000;
+		w->fa.close_on_eof = true;       /* the client closes on the server's FIN */
+		CHECK_EQ(utcp_connect(w->a, B_IP, 80, lport, NULL, w->now, &w->fa.c), 0);
+		run(w, both_closed, 10000000);
+		if (w->fa.received != 1000 || w->fa.error || w->fb.error) {
+			dump(w);
+			FAIL("connection %u: received %llu, errors %d %d", i,
+			     (unsigned long long)w->fa.received, w->fa.error, w->fb.error);
+		}
+	}
+}
+
+TEST(test_pair_time_wait_10x_max_conns_server_closes_first)
+{
+	struct world w;
+	struct utcp_config ca, cb;
+	const struct utcp_stats *sb;
+	size_t mem_b;
+
+	cfg_for(&ca, A_IP, a_mac, b_mac);
+	cfg_for(&cb, B_IP, b_mac, a_mac);
+	ca.max_conns = cb.max_conns = 64;
+	ca.time_wait_us = cb.time_wait_us = 60000000;   /* the default 2 MSL: 640 connections
+							 * come well within it */
+	world_init(&w, 11, NULL, &ca, &cb);
+	sb = utcp_get_stats(w.b);
+	mem_b = utcp_stack_memory(w.b);
+	server_closes_first(&w, 10 * 64, 0);
+	/* every SYN answered, none dropped for want of a control block */
+	CHECK_EQ(w.accepted, 640);
+	CHECK_EQ(sb->passive_opens, 640);
+	CHECK_EQ(sb->drops[UTCP_DROP_TABLE_FULL], 0);
+	CHECK_EQ(sb->drops[UTCP_DROP_BACKLOG], 0);
+	CHECK_EQ(sb->conns_in_use, 0);
+	/* the server's TIME-WAIT table (4 x 64 entries) recycled the oldest */
+	CHECK_EQ(sb->time_wait_in_use, 256);
+	CHECK_EQ(sb->time_wait_recycled, 640 - 256);
+	CHECK_EQ(utcp_get_stats(w.a)->time_wait_in_use, 0);   /* the client closed second */
+	/* after 2 MSL everything is back to baseline */
+	check_all_freed_after_time_wait(&w);
+	CHECK_EQ(sb->time_wait_in_use, 0);
+	CHECK_EQ(utcp_stack_memory(w.b), mem_b);
+	world_free(&w);
+}
+
+TEST(test_pair_time_wait_syn_reuse_rfc6191_same_port)
+{
+	struct world w;
+	struct utcp_pair_impair imp = {.delay_us = 1000};
+	const struct utcp_stats *sb;
+
+	/* The client reconnects from the same port each time: each SYN meets the server's
+	 * TIME-WAIT entry of the previous connection and reopens it by its timestamp. */
+	world_init(&w, 12, &imp, NULL, NULL);
+	sb = utcp_get_stats(w.b);
+	server_closes_first(&w, 3 * 64, 40123);
+	CHECK_EQ(w.accepted, 3 * 64);
+	CHECK_EQ(sb->drops[UTCP_DROP_TABLE_FULL], 0);
+	CHECK_EQ(sb->time_wait_in_use, 1);
+	CHECK_EQ(sb->time_wait_recycled, 0);
+	CHECK_EQ(utcp_get_stats(w.a)->rst_out, 0);
+	check_all_freed_after_time_wait(&w);
+	CHECK_EQ(sb->time_wait_in_use, 0);
+	world_free(&w);
+}
