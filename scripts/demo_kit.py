@@ -14,6 +14,7 @@ import json
 import os
 import random
 import re
+import selectors
 import signal
 import subprocess
 import sys
@@ -462,6 +463,22 @@ print("done", flush=True)
 """
 
 
+def read_line(p: subprocess.Popen[Any], timeout: float) -> str:
+    """The next line of p's stdout, or what came of it in `timeout` seconds (read a byte at a
+    time from the pipe's fd, as testbed.netns.wait_line does, so nothing is left buffered)."""
+    assert p.stdout is not None
+    fd, line = p.stdout.fileno(), bytearray()
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while (left := deadline - time.monotonic()) > 0 and sel.select(left):
+            b = os.read(fd, 1)
+            if not b or b == b"\n":
+                break
+            line += b
+    return line.decode(errors="replace")
+
+
 @contextlib.contextmanager
 def held_connection(rh: RemoteHost, ip: str, port: int, path: str) -> Iterator[int]:
     """A keep-alive connection from the remote host, open for the block; yields its remote
@@ -469,17 +486,10 @@ def held_connection(rh: RemoteHost, ip: str, port: int, path: str) -> Iterator[i
     p = rh.python_popen(HOLD, ip, str(port), path, stdin=subprocess.PIPE,
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        line = ""
-        assert p.stdout is not None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not line.startswith("open"):
-            line = p.stdout.readline()
-            if not line:
-                break
-        if not line.startswith("open"):
-            raise DemoError(
-                f"the held connection did not open: {p.stderr.read() if p.stderr else ''}"
-            )
+        line = read_line(p, 30)
+        if not line.startswith("open "):
+            err = p.stderr.read() if p.stderr and p.poll() is not None else ""
+            raise DemoError(f"the held connection did not open: {line!r} {err}")
         yield int(line.split()[1])
         assert p.stdin is not None
         p.stdin.write("go\n")
