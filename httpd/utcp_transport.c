@@ -281,7 +281,10 @@ int httpd_utcp_serve(struct httpd_server *srv, const struct httpd_utcp_opts *opt
 				httpd_conn_init(&k->c, srv, &utcp_io, k, now_ms);
 			}
 			if (ev.events & UTCP_EV_CLOSED) {
-				forget(&u, k); /* gone under us (reset, timeout): the core is not called */
+				/* gone under us (reset, timeout), or both FINs exchanged during the
+				 * linger (TIME-WAIT): the core is not called, the handle is released */
+				utcp_close(u.st, ev.conn, u.now_us);
+				forget(&u, k);
 				continue;
 			}
 			if (ev.events & (UTCP_EV_READABLE | UTCP_EV_ACCEPTED)) {
