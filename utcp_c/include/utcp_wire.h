@@ -55,6 +55,12 @@ const char *utcp_drop_str(enum utcp_drop why);
  * Accumulate 16-bit words into a 32-bit sum with utcp_csum_add(); odd lengths are
  * only allowed for the last chunk.  utcp_csum_fold() folds and complements. */
 uint32_t utcp_csum_add(uint32_t sum, const void *data, size_t len);
+/* Copies len bytes from src to dst (not overlapping) and adds them to sum in the same
+ * pass, as utcp_csum_add(sum, src, len) would. */
+uint32_t utcp_csum_copy(void *dst, const void *src, size_t len, uint32_t sum);
+/* Adds chunk, the utcp_csum_add() sum of a piece that starts offset bytes into the
+ * summed data, to sum: a piece at an odd offset (after an odd-length one) is swapped. */
+uint32_t utcp_csum_add_at(uint32_t sum, size_t offset, uint32_t chunk);
 uint16_t utcp_csum_fold(uint32_t sum);
 /* Pseudo-header sum for TCP/UDP over IPv4 (addresses host order). */
 uint32_t utcp_csum_pseudo(uint32_t src, uint32_t dst, uint8_t proto, uint16_t len);
@@ -169,6 +175,8 @@ int utcp_tcp_parse_options(const uint8_t *opt, size_t len, struct utcp_tcp_opts 
  * SACK blocks) padded to 4 bytes; returns the length (<= 40) or -ENOSPC if they do not fit.
  * SACK blocks that do not fit are truncated rather than failing. */
 int utcp_tcp_emit_options(uint8_t *buf, size_t cap, const struct utcp_tcp_opts *opt);
+/* The length utcp_tcp_emit_options() would return, without writing anything. */
+int utcp_tcp_options_len(const struct utcp_tcp_opts *opt);
 /* Emits header + options + payload at buf and fills in the checksum.
  * Returns the segment length or -ENOSPC. */
 int utcp_tcp_emit(uint8_t *buf, size_t cap, uint32_t src, uint32_t dst, const struct utcp_tcp *tcp,

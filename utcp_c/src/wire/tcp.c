@@ -117,69 +117,97 @@ int utcp_tcp_parse(const uint8_t *seg, size_t len, uint32_t src, uint32_t dst, b
 	return 0;
 }
 
-int utcp_tcp_emit_options(uint8_t *buf, size_t cap, const struct utcp_tcp_opts *opt)
+/* How many SACK blocks fit after the other options (n bytes of them). */
+static unsigned sack_fit(const struct utcp_tcp_opts *opt, size_t n)
 {
-	uint8_t tmp[40];
+	size_t room = 40 - n, nb = opt->nsack;
+
+	if (nb > UTCP_TCP_MAX_SACK)
+		nb = UTCP_TCP_MAX_SACK;
+	if (room < 4 + 8)
+		return 0;
+	if (nb > (room - 4) / 8)
+		nb = (room - 4) / 8;
+	return (unsigned)nb;
+}
+
+/* Bytes of the options other than SACK blocks (each kind's layout is fixed). */
+static size_t base_len(const struct utcp_tcp_opts *opt)
+{
+	return (opt->has_mss ? 4u : 0u) + (opt->has_ts ? 12u : opt->sack_ok ? 4u : 0u) +
+	       (opt->has_ws ? 4u : 0u);
+}
+
+int utcp_tcp_options_len(const struct utcp_tcp_opts *opt)
+{
+	size_t n = base_len(opt);
+	unsigned nb = opt->nsack ? sack_fit(opt, n) : 0;
+
+	return (int)(n + (nb ? 4u + 8u * nb : 0u));     /* every layout is a multiple of 4 */
+}
+
+/* Writes the options at o, which has room for utcp_tcp_options_len(opt) bytes. */
+static size_t put_options(uint8_t *o, const struct utcp_tcp_opts *opt)
+{
 	size_t n = 0;
 
 	if (opt->has_mss) {
-		tmp[n++] = UTCP_TCPOPT_MSS;
-		tmp[n++] = 4;
-		utcp_put16(tmp + n, opt->mss);
+		o[n++] = UTCP_TCPOPT_MSS;
+		o[n++] = 4;
+		utcp_put16(o + n, opt->mss);
 		n += 2;
 	}
 	if (opt->has_ts) {
 		if (opt->sack_ok) {     /* SACK-permitted shares the TS word, as Linux does */
-			tmp[n++] = UTCP_TCPOPT_SACK_OK;
-			tmp[n++] = 2;
+			o[n++] = UTCP_TCPOPT_SACK_OK;
+			o[n++] = 2;
 		} else {
-			tmp[n++] = UTCP_TCPOPT_NOP;
-			tmp[n++] = UTCP_TCPOPT_NOP;
+			o[n++] = UTCP_TCPOPT_NOP;
+			o[n++] = UTCP_TCPOPT_NOP;
 		}
-		tmp[n++] = UTCP_TCPOPT_TS;
-		tmp[n++] = 10;
-		utcp_put32(tmp + n, opt->tsval);
-		utcp_put32(tmp + n + 4, opt->tsecr);
+		o[n++] = UTCP_TCPOPT_TS;
+		o[n++] = 10;
+		utcp_put32(o + n, opt->tsval);
+		utcp_put32(o + n + 4, opt->tsecr);
 		n += 8;
 	} else if (opt->sack_ok) {
-		tmp[n++] = UTCP_TCPOPT_NOP;
-		tmp[n++] = UTCP_TCPOPT_NOP;
-		tmp[n++] = UTCP_TCPOPT_SACK_OK;
-		tmp[n++] = 2;
+		o[n++] = UTCP_TCPOPT_NOP;
+		o[n++] = UTCP_TCPOPT_NOP;
+		o[n++] = UTCP_TCPOPT_SACK_OK;
+		o[n++] = 2;
 	}
 	if (opt->has_ws) {
-		tmp[n++] = UTCP_TCPOPT_NOP;
-		tmp[n++] = UTCP_TCPOPT_WS;
-		tmp[n++] = 3;
-		tmp[n++] = opt->ws;
+		o[n++] = UTCP_TCPOPT_NOP;
+		o[n++] = UTCP_TCPOPT_WS;
+		o[n++] = 3;
+		o[n++] = opt->ws;
 	}
 	if (opt->nsack) {
-		size_t room = sizeof(tmp) - n, b, nb = opt->nsack;
+		unsigned b, nb = sack_fit(opt, n);
 
-		if (nb > UTCP_TCP_MAX_SACK)
-			nb = UTCP_TCP_MAX_SACK;
-		if (room < 4 + 8)
-			nb = 0;
-		else if (nb > (room - 4) / 8)
-			nb = (room - 4) / 8;
 		if (nb) {
-			tmp[n++] = UTCP_TCPOPT_NOP;
-			tmp[n++] = UTCP_TCPOPT_NOP;
-			tmp[n++] = UTCP_TCPOPT_SACK;
-			tmp[n++] = (uint8_t)(2 + 8 * nb);
+			o[n++] = UTCP_TCPOPT_NOP;
+			o[n++] = UTCP_TCPOPT_NOP;
+			o[n++] = UTCP_TCPOPT_SACK;
+			o[n++] = (uint8_t)(2 + 8 * nb);
 			for (b = 0; b < nb; b++) {
-				utcp_put32(tmp + n, opt->sack[b].left);
-				utcp_put32(tmp + n + 4, opt->sack[b].right);
+				utcp_put32(o + n, opt->sack[b].left);
+				utcp_put32(o + n + 4, opt->sack[b].right);
 				n += 8;
 			}
 		}
 	}
-	while (n % 4)
-		tmp[n++] = UTCP_TCPOPT_EOL;
-	if (n > cap)
+	return n;
+}
+
+int utcp_tcp_emit_options(uint8_t *buf, size_t cap, const struct utcp_tcp_opts *opt)
+{
+	int n = utcp_tcp_options_len(opt);
+
+	if ((size_t)n > cap)
 		return -ENOSPC;
-	memcpy(buf, tmp, n);
-	return (int)n;
+	put_options(buf, opt);
+	return n;
 }
 
 int utcp_tcp_emit(uint8_t *buf, size_t cap, uint32_t src, uint32_t dst, const struct utcp_tcp *tcp,
@@ -191,18 +219,10 @@ int utcp_tcp_emit(uint8_t *buf, size_t cap, uint32_t src, uint32_t dst, const st
 int utcp_tcp_emit2(uint8_t *buf, size_t cap, uint32_t src, uint32_t dst, const struct utcp_tcp *tcp,
 		   const void *p1, size_t l1, const void *p2, size_t l2)
 {
-	size_t payload_len = l1 + l2;
-
-	int olen;
-	size_t hlen, total;
+	size_t payload_len = l1 + l2, hlen, total;
 	uint32_t s;
 
-	if (cap < UTCP_TCP_HLEN)
-		return -ENOSPC;
-	olen = utcp_tcp_emit_options(buf + UTCP_TCP_HLEN, cap - UTCP_TCP_HLEN, &tcp->opt);
-	if (olen < 0)
-		return olen;
-	hlen = UTCP_TCP_HLEN + (size_t)olen;
+	hlen = UTCP_TCP_HLEN + (size_t)utcp_tcp_options_len(&tcp->opt);
 	total = hlen + payload_len;
 	if (total > cap || total > 0xffff)
 		return -ENOSPC;
@@ -215,11 +235,15 @@ int utcp_tcp_emit2(uint8_t *buf, size_t cap, uint32_t src, uint32_t dst, const s
 	utcp_put16(buf + 14, tcp->wnd);
 	utcp_put16(buf + 16, 0);
 	utcp_put16(buf + 18, tcp->urp);
+	put_options(buf + UTCP_TCP_HLEN, &tcp->opt);
+	/* Pseudo-header and header first, then the payload summed as it is copied in:
+	 * each payload byte is read once.  hlen is a multiple of 4, so the payload starts
+	 * on a word; a second piece after an odd first one does not. */
+	s = utcp_csum_add(utcp_csum_pseudo(src, dst, UTCP_IPPROTO_TCP, (uint16_t)total), buf, hlen);
 	if (l1)
-		memcpy(buf + hlen, p1, l1);
+		s = utcp_csum_copy(buf + hlen, p1, l1, s);
 	if (l2)
-		memcpy(buf + hlen + l1, p2, l2);
-	s = utcp_csum_pseudo(src, dst, UTCP_IPPROTO_TCP, (uint16_t)total);
-	utcp_put16(buf + 16, utcp_csum_fold(utcp_csum_add(s, buf, total)));
+		s = utcp_csum_add_at(s, l1, utcp_csum_copy(buf + hlen + l1, p2, l2, 0));
+	utcp_put16(buf + 16, utcp_csum_fold(s));
 	return (int)total;
 }
