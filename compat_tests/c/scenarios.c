@@ -1881,8 +1881,10 @@ static void sc_epoll_listener_et(void)
 
 static void sc_server_halfclose(void)
 {
-	peer_cmd("connect %d w10,fin,ra", env.port);
+	/* listen first: a connection racing the listen() itself may reach the kernel's socket
+	 * before the shim has registered it with mstackd (docs/shim.md) */
 	int l = tcp_listen(0, 1);
+	peer_cmd("connect %d w10,fin,ra", env.port);
 	int c = accept_rec(l, 0);
 	expect(drain(c, 100) == 10, "10 bytes, then the peer's FIN");
 	tcp_state(c);
