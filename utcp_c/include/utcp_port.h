@@ -30,6 +30,16 @@ struct utcp_port_ops {
 	int (*tx_burst)(void *ctx, const struct utcp_frame *frames, unsigned n, uint64_t now_us);
 	/* One doorbell for everything queued since the last kick. */
 	int (*kick)(void *ctx);
+	/* Optional, both or neither (a backend built before them sets a smaller sz): frames
+	 * written in place, in the backend's own memory, so the stack writes each frame once,
+	 * where it is sent from, and tx_burst's copy goes away.  tx_lend: up to n empty frames
+	 * (data, len = the room; cookie the backend's), the backend's still.  tx_send:
+	 * frames[0..nsend) are written (len set) and go out as tx_burst's would; frames
+	 * [nsend..n) come back unused.  Every frame is the backend's again on return; returns
+	 * how many were sent (the rest are the caller's to count as drops). */
+	int (*tx_lend)(void *ctx, struct utcp_frame *frames, unsigned n);
+	int (*tx_send)(void *ctx, struct utcp_frame *frames, unsigned nsend, unsigned n,
+		       uint64_t now_us);
 };
 
 struct utcp_port {

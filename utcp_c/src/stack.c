@@ -75,6 +75,8 @@ void utcp_stack_destroy(struct utcp_stack *st)
 {
 	if (!st)
 		return;
+	if (st->nlent)          /* the port's frames go back unsent */
+		st->port.ops->tx_send(st->port.ctx, st->tx, 0, st->nlent, st->now);
 	utcp_conntab_fini(&st->ct);
 	tcp_tw_fini(&st->tw);
 	free(st->tcbs);
@@ -98,7 +100,7 @@ int utcp_stack_create(const struct utcp_config *cfg, const struct utcp_port *por
 	if (!cfg || !port || !port->ops || !out || cfg->sz < offsetof(struct utcp_config, min_mss) ||
 	    cfg->sz > sizeof(c))
 		return -EINVAL;
-	if (port->ops->sz < sizeof(struct utcp_port_ops) || !port->ops->rx_burst ||
+	if (port->ops->sz < offsetof(struct utcp_port_ops, tx_lend) || !port->ops->rx_burst ||
 	    !port->ops->tx_burst || !port->ops->rx_release || !port->ops->kick)
 		return -EINVAL;
 	utcp_config_init(&c);
@@ -116,6 +118,8 @@ int utcp_stack_create(const struct utcp_config *cfg, const struct utcp_port *por
 	st->port = *port;
 	st->ev_head = st->ev_tail = UTCP_CT_NONE;
 	st->frame_cap = (uint32_t)c.mtu + UTCP_ETH_HLEN;
+	st->lend = port->ops->sz >= sizeof(struct utcp_port_ops) && port->ops->tx_lend &&
+		   port->ops->tx_send;
 	rc = utcp_conntab_init(&st->ct, c.max_conns, c.isn_key);
 	if (rc) {
 		free(st);
@@ -186,9 +190,18 @@ static void tx_flush(struct utcp_stack *st, uint64_t now)
 {
 	int n;
 
-	if (!st->ntx)
-		return;
-	n = st->port.ops->tx_burst(st->port.ctx, st->tx, st->ntx, now);
+	if (st->lend) {
+		if (!st->nlent)
+			return;
+		n = st->port.ops->tx_send(st->port.ctx, st->tx, st->ntx, st->nlent, now);
+		st->nlent = 0;
+		if (!st->ntx)
+			return;
+	} else {
+		if (!st->ntx)
+			return;
+		n = st->port.ops->tx_burst(st->port.ctx, st->tx, st->ntx, now);
+	}
 	if (n < 0)
 		n = 0;
 	st->stats.frames_out += (uint32_t)n;
@@ -197,20 +210,48 @@ static void tx_flush(struct utcp_stack *st, uint64_t now)
 	st->ntx = 0;
 }
 
+/* The frame of the next TX slot and its room; NULL when the port lends none. */
+static struct utcp_frame *tx_slot(struct utcp_stack *st, uint64_t now, uint32_t *cap)
+{
+	struct utcp_frame *f;
+
+	if (st->ntx == st->cfg.tx_batch)
+		tx_flush(st, now);
+	f = &st->tx[st->ntx];
+	*cap = st->frame_cap;
+	if (!st->lend)
+		return f;
+	if (st->ntx == st->nlent) {
+		/* Out of send frames: sending the batch reaps completions, then once more. */
+		if (st->port.ops->tx_lend(st->port.ctx, f, 1) != 1) {
+			tx_flush(st, now);
+			f = &st->tx[0];
+			if (st->port.ops->tx_lend(st->port.ctx, f, 1) != 1)
+				return NULL;
+		}
+		st->nlent++;
+	}
+	if (f->len < *cap)
+		*cap = f->len;  /* a lent slot keeps its room until it is sent */
+	return f;
+}
+
 int stack_tcp_output(struct utcp_stack *st, const struct utcp_tuple *t, const uint8_t rmac[6],
 		     const struct utcp_tcp *th, const uint8_t *p1, uint32_t l1, const uint8_t *p2,
 		     uint32_t l2, uint64_t now)
 {
 	struct utcp_frame *f;
+	uint32_t cap;
 	int tl;
 
-	if (st->ntx == st->cfg.tx_batch)
-		tx_flush(st, now);
-	f = &st->tx[st->ntx];
-	utcp_eth_emit(f->data, st->frame_cap, rmac, st->cfg.local_mac, UTCP_ETH_P_IPV4);
-	tl = utcp_tcp_emit2(f->data + UTCP_ETH_HLEN + UTCP_IP_HLEN,
-			    st->frame_cap - UTCP_ETH_HLEN - UTCP_IP_HLEN, t->laddr, t->raddr, th, p1, l1,
-			    p2, l2);
+	f = tx_slot(st, now, &cap);
+	if (!f || cap < UTCP_ETH_HLEN + UTCP_IP_HLEN) {
+		st->stats.tx_dropped++;
+		return -ENOBUFS;
+	}
+	utcp_eth_emit(f->data, cap, rmac, st->cfg.local_mac, UTCP_ETH_P_IPV4);
+	tl = utcp_tcp_emit2(f->data + UTCP_ETH_HLEN + UTCP_IP_HLEN, cap - UTCP_ETH_HLEN - UTCP_IP_HLEN,
+			    t->laddr, t->raddr, th, p1, l1, p2, l2);
 	if (tl < 0) {
 		st->stats.tx_dropped++;
 		return tl;

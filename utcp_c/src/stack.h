@@ -38,10 +38,12 @@ struct utcp_stack {
 	uint16_t next_ephemeral;
 	uint64_t chack_window_start;
 	uint32_t chack_count;
-	/* TX batch */
+	/* TX batch: frames in txmem, or lent by the port (tx_lend: the first nlent slots) */
 	struct utcp_frame *tx;
 	uint8_t *txmem;
 	uint32_t ntx, frame_cap;
+	bool lend;
+	uint32_t nlent;
 	/* RX batch */
 	struct utcp_frame *rx;
 };
