@@ -100,10 +100,7 @@ static void segment_options(const struct utcp_stack *st, const struct utcp_tcb *
 
 static uint32_t opt_len(const struct utcp_tcp_opts *o)
 {
-	uint8_t tmp[40];
-	int n = utcp_tcp_emit_options(tmp, sizeof(tmp), o);
-
-	return n > 0 ? (uint32_t)n : 0;
+	return (uint32_t)utcp_tcp_options_len(o);       /* counted, not written */
 }
 
 /* Payload that fits one segment given the options it will carry (RFC 6691). */
