@@ -141,7 +141,10 @@ def bindings(c: Ctx, as_json: bool) -> None:
                  ("claimants", "PIDS")])  # fmt: skip
 
 
-@main.command(help="Connections of user-level stacks, like `ss -tni` (state, cwnd, srtt, ...).")
+@main.command(
+    help="Connections of user-level stacks, like `ss -tni` (state, cwnd, srtt, ...). CWND and "
+    "SSTHRESH are in bytes, UTCP's unit (ss shows segments: divide by the mss in OPTIONS)."
+)
 @click.option("--pid", type=int, help="Only this process's stack.")
 @json_opt
 @click.pass_obj
@@ -165,7 +168,7 @@ def conns(c: Ctx, pid: int | None, as_json: bool) -> None:
         rows.append({**x, "opts": ",".join(opts),
                      "rtt": f"{x['srtt_us'] / 1000:.1f}/{x['rttvar_us'] / 1000:.1f}"})  # fmt: skip
     table(rows, [("pid", "PID"), ("state", "STATE"), ("local", "LOCAL"), ("remote", "REMOTE"),
-                 ("cc", "CC"), ("cwnd", "CWND"), ("ssthresh", "SSTHRESH"), ("rtt", "RTT(ms)"),
+                 ("cc", "CC"), ("cwnd", "CWND(B)"), ("ssthresh", "SSTHRESH(B)"), ("rtt", "RTT(ms)"),
                  ("retransmits", "RETRANS"), ("opts", "OPTIONS")])  # fmt: skip
 
 

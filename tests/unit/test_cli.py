@@ -1,6 +1,7 @@
 """The console entry points: --help works and says what each command is for; commands whose
 machinery has not landed say so and exit EX_UNAVAILABLE rather than pretending."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +81,30 @@ def test_mstack_run_unknown_command(tmp_path: Path) -> None:
     )
     assert res.exit_code == 127
     assert "command not found" in res.output
+
+
+CONN = {
+    "pid": 4242, "port_id": 1, "app": "web", "slot": 0, "local": "10.0.0.1:80",
+    "remote": "10.0.0.2:40000", "state": "ESTABLISHED", "cc": "cubic",
+    "options": {"mss": 1460, "wscale": [7, 7], "sack": True, "timestamps": True},
+    "cwnd": 14600, "ssthresh": 1 << 31, "snd_wnd": 65535, "rcv_wnd": 65535, "srtt_us": 1500,
+    "rttvar_us": 500, "rto_us": 200000, "unacked": 0, "retransmits": 0, "rto_timeouts": 0,
+    "fast_retransmits": 0, "bytes_acked": 1, "bytes_received": 1,
+}  # fmt: skip
+
+
+def test_mstackctl_conns_table_says_its_units(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CWND and SSTHRESH are UTCP's bytes, not ss's segments: the headings say so; --json keeps
+    the daemon's fields as they are."""
+    monkeypatch.setattr(mstackctl.admin, "request", lambda run_dir, cmd, **kw: [CONN])
+    res = CliRunner().invoke(mstackctl.main, ["conns"])
+    assert res.exit_code == 0, res.output
+    head, row = res.output.splitlines()
+    cols = head.split()
+    assert "CWND(B)" in cols and "SSTHRESH(B)" in cols and "RTT(ms)" in cols
+    cells = dict(zip(cols, row.split(), strict=False))
+    assert cells["CWND(B)"] == "14600" and cells["SSTHRESH(B)"] == "inf"
+    assert "mss 1460" in row
+    res = CliRunner().invoke(mstackctl.main, ["conns", "--json"])
+    assert res.exit_code == 0
+    assert json.loads(res.output) == [CONN]
