@@ -416,7 +416,13 @@ def one_run(bed: Bed, plan: Plan, where: str, system: str, role: str, metric: st
             )
         else:
             run["ok"] = True
-    except (BenchError, subprocess.TimeoutExpired, json.JSONDecodeError, KeyError) as e:
+    except (
+        BenchError,
+        RuntimeError,
+        subprocess.TimeoutExpired,
+        json.JSONDecodeError,
+        KeyError,
+    ) as e:
         run["error"] = str(e)[-1000:]
     finally:
         if detached:
