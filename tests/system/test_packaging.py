@@ -6,6 +6,7 @@ installed into a fresh Debian 12 root with the demo run against the installed fi
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,14 +15,16 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import tomllib
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from testbed.netns import stop_process, unique_name, wait_line
+from testbed.netns import RemoteHost, stop_process, unique_name, wait_line
 
 pytestmark = pytest.mark.system
 
@@ -110,6 +113,47 @@ def test_deb_control(deb: Path) -> None:
     )
 
 
+# What the shim may need at run time: it is preloaded into every program, so nothing but the C
+# library (libm and libpthread are parts of glibc; UTCP, the port and control code are linked
+# in). libbpf/libxdp are mstackd's, never the application's.
+SHIM_NEEDED = {"libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2", "ld-linux-x86-64.so.2"}
+
+
+def needed(elf: Path) -> set[str]:
+    out = subprocess.run(["readelf", "-d", str(elf)], capture_output=True, text=True,
+                         check=True, timeout=60).stdout  # fmt: skip
+    return set(re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", out))
+
+
+def owner(lib: str) -> str:
+    """The Debian package that provides `lib` on this machine (ldconfig's path, dpkg -S)."""
+    cache = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=True).stdout
+    m = re.search(rf"^\s+{re.escape(lib)} \(libc6,x86-64\) => (\S+)$", cache, re.M)
+    assert m, f"{lib} is not in ldconfig's cache"
+    path = Path(m.group(1))
+    for p in dict.fromkeys([path, path.resolve(), Path("/usr") / path.relative_to("/")]):
+        r = subprocess.run(["dpkg", "-S", str(p)], capture_output=True, text=True)
+        if r.returncode == 0:
+            return r.stdout.split(":")[0]
+    raise AssertionError(f"no package owns {path}")
+
+
+def test_deb_depends_covers_what_its_programs_link(deb: Path, deb_tree: Path) -> None:
+    """libmstack.so (UTCP linked in) needs the C library only — ldd of it in the package;
+    every library any packaged ELF file needs comes from a package in Depends."""
+    _have("readelf", "ldconfig", "dpkg")
+    shim = deb_tree / "usr/lib/x86_64-linux-gnu/libmstack.so"
+    assert needed(shim) <= SHIM_NEEDED, needed(shim)
+    ldd = subprocess.run(["ldd", str(shim)], capture_output=True, text=True, timeout=60)
+    assert ldd.returncode == 0 and "not found" not in ldd.stdout, ldd.stdout + ldd.stderr
+    depends = {d.split()[0] for d in field(deb, "Depends").split(", ")}
+    elves = [shim, *[f for f in (deb_tree / "usr/bin").iterdir()
+                     if f.read_bytes()[:4] == b"\x7fELF"]]  # fmt: skip
+    for elf in elves:
+        for lib in needed(elf):
+            assert owner(lib) in depends, (elf.name, lib, owner(lib), depends)
+
+
 def test_maintainer_scripts_are_sh_and_guarded(deb_tree: Path) -> None:
     for s in ("postinst", "prerm", "postrm"):
         path = deb_tree / "DEBIAN" / s
@@ -194,6 +238,12 @@ def test_wheel_carries_package_data(wheel: Path) -> None:
             assert n in names, n
         for n in names:
             assert str(ROOT).encode() not in z.read(n), f"{n} names the build tree"
+        shim = Path(tempfile.mkdtemp(prefix="mst-whl-")) / "libmstack.so"
+        try:
+            shim.write_bytes(z.read("mstack/data/libmstack.so"))
+            assert needed(shim) <= SHIM_NEEDED, needed(shim)  # UTCP is inside, libc outside
+        finally:
+            shutil.rmtree(shim.parent)
 
 
 def test_wheel_builds_from_the_sdist_alone(tmp_path: Path) -> None:
@@ -235,21 +285,24 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def venv_daemon(venv: Path, bpf_pin_dir: Path) -> Iterator[Path]:
-    """The venv's own mstackd (no NIC), with test-bed names; its run directory."""
+def venv_daemon(venv: Path, bpf_pin_dir: Path, remote_host: RemoteHost) -> Iterator[Path]:
+    """The venv's own mstackd attached to the test bed's link, with test-bed names; its run
+    directory."""
     if os.geteuid() != 0:
         pytest.skip("mstackd needs root")
     run_dir = Path(tempfile.mkdtemp(prefix="mst-run-"))
     run_dir.chmod(0o755)
     name = unique_name()
+    prefix = name.replace("-", "")[:10]
     argv = [str(venv / "bin/mstackd"), "--run-dir", str(run_dir),
             "--bpf-dir", str(bpf_pin_dir / "sw"), "--ports-netns", f"{name}p",
-            "--port-prefix", name.replace("-", "")[:10], "--config", "/nonexistent"]  # fmt: skip
+            "--port-prefix", prefix, "--config", "/nonexistent",
+            "--attach", remote_host.host_if, "-v"]  # fmt: skip
     with open(run_dir / "mstackd.log", "w") as log:
         p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True,
                              cwd=run_dir, env={"PATH": "/usr/sbin:/usr/bin:/bin"})  # fmt: skip
     try:
-        wait_line(p, "mstackd: ready", timeout=30)
+        wait_line(p, "mstackd: ready", timeout=60)
         yield run_dir
     finally:
         p.send_signal(signal.SIGTERM)
@@ -258,20 +311,127 @@ def venv_daemon(venv: Path, bpf_pin_dir: Path) -> Iterator[Path]:
         except subprocess.TimeoutExpired:
             p.kill()
         stop_process(p)
+        # What the orderly shutdown removes, in case the daemon had to be killed.
+        subprocess.run(["ip", "netns", "del", f"{name}p"], capture_output=True)
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def test_wheel_in_a_fresh_venv_preloads_its_shim(venv: Path, venv_daemon: Path) -> None:
-    """mstackd and mstack-run from the venv (the daemon loads the wheel's BPF objects and
-    headers); mstack-run preloads the wheel's shim, which announces itself."""
-    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "MSTACK_DEBUG": "1",
-           "MSTACK_RUN_DIR": str(venv_daemon)}  # fmt: skip
-    argv = [str(venv / "bin/mstack-run"), "--", "sh", "-c", 'echo "$LD_PRELOAD"']
-    r = subprocess.run(argv, cwd=venv_daemon, capture_output=True, text=True, timeout=60, env=env)
+# Under the wheel's mstack-run: a listener on a listed address; waiting on it (select) joins
+# the listen group; one client's bytes are answered with their sha256 and the bytes back.
+WHEEL_SERVER = r"""
+import hashlib, os, select, socket, sys
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind((sys.argv[1], int(sys.argv[2])))
+ls.listen(8)
+select.select([ls], [], [], 0)
+print("ready", flush=True)
+print("preload", os.environ.get("LD_PRELOAD", ""), flush=True)
+c, _ = ls.accept()
+data = bytearray()
+while d := c.recv(65536):
+    data += d
+c.sendall(hashlib.sha256(data).hexdigest().encode() + b"\n" + bytes(data))
+c.close()
+print("served", flush=True)
+"""
+
+# In the remote namespace (the test bed's own: its local port is free), from local port
+# argv[4]: sends the first KB, says "holding", waits for a line on stdin, sends the rest,
+# checks the answer.
+WHEEL_CLIENT = r"""
+import hashlib, os, socket, sys
+payload = os.urandom(int(sys.argv[3]))
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30,
+                             source_address=("", int(sys.argv[4])))
+s.sendall(payload[:1000])
+print("holding", flush=True)
+sys.stdin.readline()
+s.sendall(payload[1000:])
+s.shutdown(socket.SHUT_WR)
+buf = bytearray()
+while d := s.recv(65536):
+    buf += d
+head, _, body = bytes(buf).partition(b"\n")
+assert head == hashlib.sha256(payload).hexdigest().encode() and body == payload, len(body)
+print("ok", flush=True)
+"""
+WHEEL_PORT = 8473
+WHEEL_CLIENT_PORT = 41001
+
+
+def test_wheel_in_a_fresh_venv_carries_a_listed_socket_on_utcp(
+    venv: Path, venv_daemon: Path, remote_host: RemoteHost
+) -> None:
+    """mstackd and mstack-run from the venv only (the daemon loads the wheel's BPF objects and
+    headers; mstack-run preloads the wheel's shim): a program whose listener the policy lists
+    serves a remote client on UTCP — 1 MB echoed and sha256-checked, and while the connection
+    is open the kernel's table (ss) does not have it, `mstackctl conns` does, and the switch
+    steered its SYN to the program's port."""
+    rh = remote_host
     site = next((venv / "lib").glob("python3*/site-packages"))
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == str(site / "mstack/data/libmstack.so")
-    assert "libmstack: loaded" in r.stderr  # the packaged shim ran in the program
+    shim = site / "mstack/data/libmstack.so"
+    policy = venv_daemon / "policy.toml"
+    policy.write_text(f'[apps.t]\nlisten = ["{rh.host_ip}:{WHEEL_PORT}"]\n')
+    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "MSTACK_RUN_DIR": str(venv_daemon),
+           "MSTACK_VERBOSE": "1", "PYTHONUNBUFFERED": "1"}  # fmt: skip
+
+    def ctl_json(*args: str) -> Any:
+        r = subprocess.run([str(venv / "bin/mstackctl"), *args, "--json"], env=env,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    before = ctl_json("stats")["ingress"]["to_port_new"]
+    argv = [
+        str(venv / "bin/mstack-run"),
+        "--strict",
+        "--policy",
+        str(policy),
+        "--app",
+        "t",
+        "--",
+        str(venv / "bin/python"),
+        "-c",
+        WHEEL_SERVER,
+        rh.host_ip,
+        str(WHEEL_PORT),
+    ]
+    srv = subprocess.Popen(argv, cwd=venv_daemon, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_line(srv, "ready", 30)
+        maps = Path(f"/proc/{srv.pid}/maps").read_text()
+        assert str(shim) in maps, "the wheel's shim is not loaded in the program"
+        rport = WHEEL_CLIENT_PORT
+        cli = rh.python_popen(WHEEL_CLIENT, rh.host_ip, str(WHEEL_PORT), str(1 << 20),
+                              str(rport), ready="holding", ready_timeout=30,
+                              stdin=subprocess.PIPE)  # fmt: skip
+        try:
+            mine: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 5  # the stack publishes every 250 ms
+            while not mine and time.monotonic() < deadline:
+                mine = [c for c in ctl_json("conns")
+                        if c.get("remote") == f"{rh.remote_ip}:{rport}"]  # fmt: skip
+                time.sleep(0.1)
+            assert mine and mine[0]["pid"] == srv.pid and mine[0]["state"] == "ESTABLISHED", mine
+            ss = subprocess.run(["ss", "-tnH", "state", "established", "dst", rh.remote_ip],
+                                capture_output=True, text=True, timeout=10, check=True)  # fmt: skip
+            assert ss.stdout.strip() == "", f"the kernel holds it: {ss.stdout}"
+            assert cli.stdin is not None
+            cli.stdin.write("go\n")
+            cli.stdin.flush()
+            out, err = cli.communicate(timeout=60)
+            assert cli.returncode == 0 and "ok" in out, out + err
+        finally:
+            stop_process(cli)
+        out, err = srv.communicate(timeout=30)
+        assert srv.returncode == 0 and "served" in out, out + err
+        assert f"preload {shim}" in out  # mstack-run put the wheel's shim first
+        assert "UTCP" in err and "stays on the kernel" not in err, err
+        assert ctl_json("stats")["ingress"]["to_port_new"] > before
+    finally:
+        stop_process(srv)
     # The daemon's data came from the wheel too, never from this checkout.
     r = subprocess.run([str(venv / "bin/python"), "-c", "from mstackd import paths; "
                         "print(paths.bpf_object('switch_port.bpf.o'), paths.abi_header())"],
