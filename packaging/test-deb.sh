@@ -6,8 +6,9 @@
 #      standard Debian 12 system, but not running);
 #   3. the demo's scenario against the installed files only (packaging/installed_demo.py:
 #      mstackd from the unit's ExecStart line attached to a test-bed link, mstack-responder
-#      serving a remote client, nginx through mstack-run with the packaged shim, mstackctl
-#      doctor);
+#      serving a remote client, the root's nginx under the installed mstack-run --strict with
+#      its listener on UTCP — files fetched by a remote host, sha256-checked, proven off the
+#      kernel by ss, mstackctl conns and the switch counters —, mstackctl doctor);
 #   4. a daemon started by hand is stopped by the package's prerm when systemd is not running;
 #   5. `apt remove` leaves nothing but the conffiles (and deb-systemd-helper's state, if that
 #      is installed), `apt purge` removes those too.
