@@ -23,9 +23,12 @@ pytestmark = [pytest.mark.unit, pytest.mark.long]
 
 FUZZ_DIR = REPO / "utcp_c" / "fuzz"
 CORPUS = FUZZ_DIR / "corpus"
-# Inputs that found a bug not fixed yet, named <target>-<what>: replayed below, kept out of the
-# seed corpus (where they would fail every run) until the fix lands; then moved into it.
+# Inputs that found a bug not fixed yet, named <target>-<what>: replayed below as expected
+# failures, kept out of the corpus (where they would fail every run) until the fix lands; then
+# moved to regressions/<target>/, which every run starts from beside the seeds (mkseeds
+# rewrites corpus/, never regressions/).
 REPRODUCERS = FUZZ_DIR / "reproducers"
+REGRESSIONS = FUZZ_DIR / "regressions"
 FULL = os.environ.get("MSTACK_FULL") == "1"
 # Seconds per target: the frame-input targets get most of the budget.
 SECONDS = {"fuzz_stack": 20, "fuzz_peer": 20, "fuzz_wire": 10}
@@ -91,6 +94,8 @@ def test_fuzz_target_runs_clean(target: str, fuzzers: Path, tmp_path: Path) -> N
         "-rss_limit_mb=2048", "-print_final_stats=1", f"-artifact_prefix={artifacts}/{target}-",
         str(work), str(CORPUS / target),
     ]  # fmt: skip
+    if (REGRESSIONS / target).is_dir():
+        argv.append(str(REGRESSIONS / target))
     env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
            "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}  # fmt: skip
     proc = subprocess.run(
@@ -124,8 +129,8 @@ def test_fuzz_target_runs_clean(target: str, fuzzers: Path, tmp_path: Path) -> N
 )
 def test_known_reproducers(path: Path, fuzzers: Path) -> None:
     """Replays each reproducer of a known, still open bug once: an expected failure while the
-    bug is there (named in the output), a pass once it is fixed — then move the input into
-    corpus/<target>/ so that it guards against the bug's return."""
+    bug is there (named in the output), a pass once it is fixed — then move the input to
+    regressions/<target>/ so that it guards against the bug's return."""
     target = path.name.split("-", 1)[0]
     proc = subprocess.run(
         [str(fuzzers / target), f"-timeout={PER_INPUT_TIMEOUT}", "-runs=1", str(path)],
@@ -134,4 +139,4 @@ def test_known_reproducers(path: Path, fuzzers: Path) -> None:
     if proc.returncode != 0:
         summary = [ln for ln in proc.stderr.splitlines() if "ERROR" in ln or "SUMMARY" in ln]
         pytest.xfail(f"{path.name} still fails: {' / '.join(summary[:2])}")
-    print(f"{path.name} passes now: move it into {CORPUS / target}")
+    print(f"{path.name} passes now: move it to {REGRESSIONS / target}")

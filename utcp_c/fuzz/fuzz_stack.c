@@ -25,8 +25,10 @@ static int sink_kick(void *c)
 	(void)c;
 	return 0;
 }
-static const struct utcp_port_ops sink = {sizeof(struct utcp_port_ops), "sink", sink_rx, sink_rel,
-					  sink_tx, sink_kick};
+static const struct utcp_port_ops sink = {
+	.sz = sizeof(struct utcp_port_ops), .name = "sink", .rx_burst = sink_rx,
+	.rx_release = sink_rel, .tx_burst = sink_tx, .kick = sink_kick,
+};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -49,8 +49,10 @@ static int cap_kick(void *c)
 	(void)c;
 	return 0;
 }
-static const struct utcp_port_ops cap_ops = {sizeof(struct utcp_port_ops), "capture", cap_rx,
-					     cap_rel, cap_tx, cap_kick};
+static const struct utcp_port_ops cap_ops = {
+	.sz = sizeof(struct utcp_port_ops), .name = "capture", .rx_burst = cap_rx,
+	.rx_release = cap_rel, .tx_burst = cap_tx, .kick = cap_kick,
+};
 
 /* What the stack last sent to a peer port: its SND.NXT-ish numbers and timestamp. */
 struct seen {
