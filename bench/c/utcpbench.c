@@ -387,12 +387,14 @@ static void stats_json(struct tr *t, char *out, size_t cap)
 					      utcp_drop_str((enum utcp_drop)i), (unsigned long long)s->drops[i]);
 	}
 	snprintf(out, cap,
-		 "{\"conns_in_use\": %llu, \"stack_memory\": %zu, \"conn_memory\": %zu, \"rss_kb\": %ld, "
+		 "{\"conns_in_use\": %llu, \"time_wait_in_use\": %llu, \"time_wait_recycled\": %llu, "
+		 "\"stack_memory\": %zu, \"conn_memory\": %zu, \"rss_kb\": %ld, "
 		 "\"active_opens\": %llu, \"passive_opens\": %llu, \"established\": %llu, "
 		 "\"resets\": %llu, \"timeouts\": %llu, \"rst_in\": %llu, \"rst_out\": %llu, "
 		 "\"retransmits\": %llu, \"segs_in\": %llu, \"segs_out\": %llu, \"drops\": %llu, "
 		 "\"tx_dropped\": %llu, \"drop_reasons\": {%s}}",
-		 (unsigned long long)s->conns_in_use, utcp_stack_memory(t->u.st), utcp_conn_memory(t->u.st),
+		 (unsigned long long)s->conns_in_use, (unsigned long long)s->time_wait_in_use,
+		 (unsigned long long)s->time_wait_recycled, utcp_stack_memory(t->u.st), utcp_conn_memory(t->u.st),
 		 rss_kb(), (unsigned long long)s->active_opens, (unsigned long long)s->passive_opens,
 		 (unsigned long long)s->established, (unsigned long long)s->resets,
 		 (unsigned long long)s->timeouts, (unsigned long long)s->rst_in,
@@ -401,9 +403,15 @@ static void stats_json(struct tr *t, char *out, size_t cap)
 		 (unsigned long long)drops, (unsigned long long)s->tx_dropped, why);
 }
 
+/* Connections the stack still holds: control blocks and TIME-WAIT entries. */
 static uint64_t in_use(struct tr *t)
 {
-	return t->kind == 1 ? utcp_get_stats(t->u.st)->conns_in_use : 0;
+	const struct utcp_stats *s;
+
+	if (t->kind != 1)
+		return 0;
+	s = utcp_get_stats(t->u.st);
+	return s->conns_in_use + s->time_wait_in_use;
 }
 
 /* ---- the server and the client loops ---- */
@@ -672,7 +680,8 @@ static void on_signal(int sig)
 	stop = 1;
 }
 
-/* Waits (pumping) until the stack's connections are back to `base` or ms have passed. */
+/* Waits (pumping) until the stack's connections (blocks and TIME-WAIT entries) are back to
+ * `base` or ms have passed. */
 static void settle(struct tr *t, struct server *srv, struct client *cli, uint64_t base, uint32_t ms)
 {
 	uint64_t end = mono_us() + (uint64_t)ms * 1000u;

@@ -1,8 +1,10 @@
 """10,000 short connections in a row between UTCP and the Linux kernel (issue 4's acceptance),
 UTCP in both roles, each connection a 64-byte request, a 64-byte response and a close by UTCP,
-so that every one of them passes through UTCP's TIME-WAIT. Once TIME-WAIT has expired (10 ms
-in the stack's config here), the stack's control blocks in use are back to their baseline, the
-memory it allocated is unchanged, and the process's RSS has not grown beyond a small bound.
+so that every one of them passes through UTCP's TIME-WAIT. Once TIME-WAIT has expired (10 ms in
+the stack's config here), the stack's control blocks in use and its TIME-WAIT entries (a
+connection entering TIME-WAIT leaves a compact entry and frees its block) are back to their
+baseline, none was recycled early, the memory the stack allocated is unchanged, and the
+process's RSS has not grown beyond a small bound.
 
 Over `tap`, not `xdp`: this criterion is about UTCP's own bookkeeping, and a TAP device in the
 test bed's remote namespace puts UTCP face to face with the kernel without mstackd's bindings,
@@ -92,13 +94,16 @@ def check_back_to_baseline(
     role: str, base: dict[str, Any], warm: dict[str, Any], end: dict[str, Any], baseline: int
 ) -> None:
     print(
-        f"UTCP as {role}: conns_in_use {base['conns_in_use']} -> {end['conns_in_use']} "
+        f"UTCP as {role}: conns_in_use {base['conns_in_use']} -> {end['conns_in_use']}, "
+        f"TIME-WAIT entries {base['time_wait_in_use']} -> {end['time_wait_in_use']} "
         f"(baseline {baseline}); stack memory {base['stack_memory']} -> {end['stack_memory']} B "
         f"({end['conn_memory']} B per connection); RSS {base['rss_kb']} kB before, "
         f"{warm['rss_kb']} kB after the warm-up, {end['rss_kb']} kB after {COUNT}; "
         f"drops {end['drop_reasons']}, RSTs in {end['rst_in']} out {end['rst_out']}"
     )
-    assert end["conns_in_use"] == baseline, end
+    assert end["conns_in_use"] == base["conns_in_use"], end
+    assert end["conns_in_use"] + end["time_wait_in_use"] == baseline, end
+    assert end["time_wait_recycled"] == 0, end
     assert end["stack_memory"] == base["stack_memory"], (base, end)
     assert end["rss_kb"] - warm["rss_kb"] <= RSS_SLACK_KB, (warm, end)
     assert end["rss_kb"] - base["rss_kb"] <= base["stack_memory"] // 1024 + RSS_SLACK_KB, (
