@@ -257,8 +257,11 @@ def test_wheel_builds_from_the_sdist_alone(tmp_path: Path) -> None:
     with tarfile.open(sdist) as t:
         names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
         t.extractall(tmp_path / "src", filter="data")
+    # the shim links UTCP's sources in: the core, the socket layer, port, control, xdp backend
     for n in ["setup.py", "daemon/bpf/switch_port.bpf.c", "daemon/bpf/mstack_abi.h",
-              "shim/shim.c", "shim/Makefile", "utcp_c/include/mstack_proto.h"]:  # fmt: skip
+              "shim/shim.c", "shim/Makefile", "utcp_c/include/mstack_proto.h",
+              "utcp_c/src/stack.c", "utcp_c/src/sock/sock.c", "utcp_c/port/open.c",
+              "utcp_c/ctl/ctl.c", "utcp_c/stats/stats.c", "utcp_c/xdp/xdp_port.c"]:  # fmt: skip
         assert n in names, n
     assert not any(n.startswith("build/") for n in names)
     src = next((tmp_path / "src").iterdir())
