@@ -2,8 +2,8 @@
 policy file (--app, or the executable's name) and hands the shim its one-line form
 (MSTACK_POLICY), checks that mstackd is reachable and that the shim can reach the program at all
 (a static binary or a Go program cannot be), and says up front whatever will keep sockets on the
-kernel. UTCP is not linked into the shim yet: listed sockets stay on the kernel and the shim
-reports each one. --strict turns every such warning into a refusal."""
+kernel. The shim then carries the listed sockets on UTCP (docs/shim.md), and says why for any
+listed socket that stays on the kernel. --strict turns every such warning into a refusal."""
 
 from __future__ import annotations
 
