@@ -533,13 +533,9 @@ __attribute__((destructor)) static void proc_fini(void)
 
 		end = start + 60000000u;
 		while (shim_now_us() < end && shim_now_us() - progress_at < 5000000u) {
-			long left = 0;
+			/* every connection: also those the application already closed */
+			long left = (long)utcp_stack_unacked(P.st);
 
-			for (int sk = utcp_sk_next(P.ss, -1); sk >= 0; sk = utcp_sk_next(P.ss, sk))
-				if (!utcp_sk_is_listener(P.ss, sk)) {
-					int q = utcp_sk_outq(P.ss, sk);
-					left += q > 0 ? q : 0;
-				}
 			if (!left)
 				break;
 			if (last < 0 || left < last)

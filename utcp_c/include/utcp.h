@@ -254,6 +254,12 @@ int utcp_listen_release(struct utcp_stack *st, int listener);
  * offered there is the one the peer may fill before anything else is said). */
 int utcp_listen_bufcap(struct utcp_stack *st, int listener, uint32_t snd, uint32_t rcv);
 
+/* What the stack still owes its peers: bytes queued and not yet acknowledged on every
+ * connection, held by the application or not, plus one for each FIN not yet acknowledged.
+ * 0 when everything written has arrived (a process about to exit waits for it, as the
+ * kernel's orphaned sockets keep sending). */
+size_t utcp_stack_unacked(const struct utcp_stack *st);
+
 /* strerror-style text for a negative errno returned by this library. */
 const char *utcp_strerror(int err);
 

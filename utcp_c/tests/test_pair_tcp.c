@@ -269,6 +269,25 @@ static void check_all_freed_after_time_wait(struct world *w)
 	CHECK_EQ(utcp_get_stats(w->b)->time_wait_in_use, 0);
 	CHECK(utcp_next_deadline(w->a) == UINT64_MAX);
 	CHECK(utcp_next_deadline(w->b) == UINT64_MAX);
+	CHECK_EQ(utcp_stack_unacked(w->a), 0);
+	CHECK_EQ(utcp_stack_unacked(w->b), 0);
+}
+
+TEST(test_pair_stack_unacked_counts_what_is_owed)
+{
+	struct world w;
+	static uint8_t buf[3000];
+
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = pattern(i, 0);
+	world_init(&w, 1, NULL, NULL, NULL);
+	start_client(&w);
+	/* queued before the handshake completes: owed, then delivered */
+	CHECK_EQ(utcp_send(w.a, w.fa.c, buf, sizeof(buf), w.now), (ssize_t)sizeof(buf));
+	CHECK(utcp_stack_unacked(w.a) >= sizeof(buf));
+	run(&w, NULL, 2000000);
+	CHECK_EQ(utcp_stack_unacked(w.a), 0);
+	world_free(&w);
 }
 
 TEST(test_pair_handshake_negotiates_all_options)

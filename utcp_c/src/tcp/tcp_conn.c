@@ -814,3 +814,31 @@ int utcp_set_wakeup(struct utcp_stack *st, utcp_cid c, uint64_t at)
 		tcp_timer_update(st, tcb);
 	return 0;
 }
+
+size_t utcp_stack_unacked(const struct utcp_stack *st)
+{
+	size_t owed = 0;
+
+	for (uint32_t i = 0; i < st->cfg.max_conns; i++) {
+		const struct utcp_tcb *tcb = &st->tcbs[i];
+
+		if (!utcp_conntab_used(&st->ct, i))
+			continue;
+		switch (tcb->state) {
+		case UTCP_FIN_WAIT_1:
+		case UTCP_CLOSING:
+		case UTCP_LAST_ACK:
+			owed += 1;
+			/* fall through */
+		case UTCP_ESTABLISHED:
+		case UTCP_CLOSE_WAIT:
+		case UTCP_SYN_SENT:
+		case UTCP_SYN_RECEIVED:
+			owed += tcb->sbuf.len;
+			break;
+		default:
+			break;
+		}
+	}
+	return owed;
+}
