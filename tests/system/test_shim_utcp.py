@@ -498,3 +498,73 @@ def test_the_shim_goes_on_through_a_restart_of_mstackd(
         assert "mstackd connection re-established" in log, log
     finally:
         stop_process(srv)
+
+
+BUSY_SERVER = r"""
+import select, socket, sys, time
+ip, port = sys.argv[1], int(sys.argv[2])
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind((ip, port))
+ls.listen(8)
+select.select([ls], [], [], 0)
+print("ready", flush=True)
+c, _ = ls.accept()
+print("accepted", flush=True)
+sys.stdin.readline()           # busy elsewhere: no socket call until told
+n = 0
+while True:
+    d = c.recv(65536)
+    if not d:
+        break
+    n += len(d)
+print("read", n, flush=True)
+"""
+
+ACKED = r"""
+import socket, struct, sys, time
+ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.create_connection((ip, port), timeout=20)
+s.sendall(b"x" * n)
+# struct tcp_info: tcpi_bytes_acked is the u64 at offset 120 (Linux 4.1+)
+deadline = time.monotonic() + 10
+acked = 0
+while time.monotonic() < deadline:
+    info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    acked = struct.unpack_from("=Q", info, 120)[0]
+    if acked >= n:
+        break
+    time.sleep(0.05)
+print("acked", acked, flush=True)
+s.close()
+"""
+
+
+def test_connections_progress_while_the_application_is_busy(
+    remote_host: RemoteHost, mstackd: Mstackd
+) -> None:
+    """The application accepts and then makes no socket call for a while: its process's stack
+    still acknowledges what the peer sends (the helper thread), so the peer's data is all
+    acknowledged before the application reads any of it."""
+    rh = remote_host
+    n = 200 * 1024  # less than the receive buffer: no window needs to open
+    policy = f'[apps.t]\nlisten = ["{rh.host_ip}:{PORT}"]\n'
+    srv = subprocess.Popen(
+        [sys.executable, "-c", BUSY_SERVER, rh.host_ip, str(PORT)],
+        env=shim_env("normal", mstackd, policy),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert srv.stdin is not None
+    try:
+        wait_line(srv, "ready", 30)
+        out = rh.python(ACKED, rh.host_ip, str(PORT), str(n), timeout=60).stdout
+        assert f"acked {n + 1}" in out or f"acked {n}" in out, out
+        srv.stdin.write("go\n")
+        srv.stdin.flush()
+        log = finish(srv)
+        assert f"read {n}" in log, log
+    finally:
+        stop_process(srv)
