@@ -493,9 +493,11 @@ static void sc_sockopt_tcp_level(void)
 
 static void sc_tcp_info_states(void)
 {
-	peer_cmd("listen %d w5,fin,ra", env.port);
+	/* the peer waits for the go: its data and FIN must not race the first TCP_INFO */
+	peer_cmd("listen %d g,w5,fin,ra", env.port);
 	int s = tcp_connect(0);
 	expect(tcp_state(s) == TCP_ESTABLISHED, "ESTABLISHED after connect");
+	peer_go();
 	expect(wait_ev(s, POLLRDHUP, 10000) & POLLRDHUP, "the peer's FIN arrives");
 	expect(tcp_state(s) == TCP_CLOSE_WAIT, "CLOSE_WAIT after the peer's FIN");
 	drain(s, 100);
