@@ -206,6 +206,28 @@ TEST(test_time_wait_syn_with_newer_timestamp_reuses_rfc6191)
 	h_free(h);
 }
 
+TEST(test_time_wait_syn_with_equal_timestamp_and_higher_seq_reuses_rfc6191)
+{
+	struct h *h = h_ts();
+	struct utcp_tcp_opts o;
+	struct h_seg s;
+
+	ts_to_time_wait(h);
+	/* the same timestamp (the peer's clock did not tick) and a sequence number not above
+	 * RCV.NXT proves nothing: an ACK */
+	o = ts_opt(300, 0);
+	h_send_opts(h, SYN, 500, 0, W, NULL, 0, &o);
+	EXPECT(h, ACK, h->iss + 2, 1002, 0);
+	CHECK_EQ(utcp_get_stats(h->st)->time_wait_in_use, 1);
+	/* the same timestamp with a sequence number above RCV.NXT is new (RFC 6191 section 2) */
+	h_send_opts(h, SYN, 90000, 0, W, NULL, 0, &o);
+	CHECK(h_pop(h, &s));
+	CHECK_EQ(s.th.flags, SYN | ACK);
+	CHECK_U32(s.th.ack, 90001);
+	CHECK_EQ(utcp_get_stats(h->st)->time_wait_in_use, 0);
+	h_free(h);
+}
+
 TEST(test_time_wait_active_open_does_not_reuse_tuple)
 {
 	struct utcp_config c;

@@ -213,13 +213,17 @@ static void send_challenge_ack(struct utcp_stack *st, uint32_t i, uint64_t now)
 }
 
 /* RFC 6191: a SYN may reuse a 4-tuple in TIME-WAIT if it is provably new: with
- * timestamps, its TSval is above TS.Recent; without, its SEQ is above RCV.NXT. */
+ * timestamps, its TSval is above TS.Recent, or equal to it with its SEQ above RCV.NXT (a
+ * peer that reuses the port within one tick of its timestamp clock: Linux's 1 ms);
+ * without timestamps, its SEQ is above RCV.NXT. */
 static bool syn_reopens(const struct utcp_tw *w, const struct utcp_tcp *th)
 {
 	if ((th->flags & (UTCP_TH_SYN | UTCP_TH_ACK | UTCP_TH_RST)) != UTCP_TH_SYN)
 		return false;
-	if (w->ts_ok && th->opt.has_ts)
-		return (int32_t)(th->opt.tsval - w->ts_recent) > 0;
+	if (w->ts_ok && th->opt.has_ts) {
+		int32_t d = (int32_t)(th->opt.tsval - w->ts_recent);
+		return d > 0 || (d == 0 && seq_gt(seq_of(th->seq), w->rcv_nxt));
+	}
 	if (w->ts_ok)
 		return false;   /* timestamps were in use: a SYN without them proves nothing */
 	return seq_gt(seq_of(th->seq), w->rcv_nxt);
