@@ -65,6 +65,8 @@ static struct proc {
 	bool thread_on, stopping;
 	int nudge;                       /* eventfd: wakes the helper thread */
 	uint64_t helper_wake_at;         /* when the helper thread looks again at the latest */
+	unsigned inline_waiters;         /* application threads in epoll_wait running the stack */
+	bool helper_port;                /* the helper thread's poll includes the port */
 	struct mstack_stats_writer stats;
 	uint64_t published_us;
 	unsigned published_slots;
@@ -244,11 +246,17 @@ static void publish(uint64_t now)
 
 /* ---- the helper thread ---- */
 
+/* While an application thread waits in epoll_wait it runs the stack itself on the frames that
+ * woke it (proc_run_inline): no hand-off through the helper thread, whose poll then leaves
+ * the port out and only keeps the timers — looking at the port again at least every
+ * INLINE_IDLE_MS, so connections keep moving if the application stops waiting. */
+#define INLINE_IDLE_MS 50
+
 static void *helper_main(void *arg)
 {
 	REAL(poll);
-	struct pollfd pf[2] = { { .fd = mstack_port_fd(P.port), .events = POLLIN },
-				{ .fd = P.nudge, .events = POLLIN } };
+	struct pollfd pf[2] = { { .fd = P.nudge, .events = POLLIN },
+				{ .fd = mstack_port_fd(P.port), .events = POLLIN } };
 
 	(void)arg;
 	shim_lock();
@@ -262,11 +270,14 @@ static void *helper_main(void *arg)
 		publish(now);
 		next = utcp_next_deadline(P.st);
 		tmo = next <= now ? 0 : next - now > 250000 ? 250 : (int)((next - now + 999) / 1000);
+		P.helper_port = P.inline_waiters == 0;
+		if (!P.helper_port && tmo > INLINE_IDLE_MS)
+			tmo = INLINE_IDLE_MS;
 		P.helper_wake_at = now + (uint64_t)tmo * 1000u;
 		shim_unlock();
 		pf[0].revents = pf[1].revents = 0;
-		real_poll(pf, 2, tmo);
-		if (pf[1].revents & POLLIN) {
+		real_poll(pf, P.helper_port ? 2 : 1, tmo);
+		if (pf[0].revents & POLLIN) {
 			uint64_t v;
 			(void)!read(P.nudge, &v, sizeof(v));
 		}
@@ -274,6 +285,49 @@ static void *helper_main(void *arg)
 	}
 	shim_unlock();
 	return NULL;
+}
+
+int proc_port_fd(void)
+{
+	return P.port && P.pid == getpid() ? mstack_port_fd(P.port) : -1;
+}
+
+void proc_run_inline(void)
+{
+	uint64_t now;
+
+	if (!P.st || P.pid != getpid())
+		return;
+	now = shim_now_us();
+	utcp_poll(P.st, now);
+	if (utcp_socks_process(P.ss, now) > 0)
+		wait_wake_threads();
+}
+
+void proc_inline_enter(void)
+{
+	if (!P.st || P.pid != getpid())
+		return;
+	if (P.inline_waiters++ == 0 && P.helper_port && P.nudge >= 0)
+		(void)!eventfd_write(P.nudge, 1); /* it is polling the port: let it stop */
+}
+
+void proc_inline_leave(void)
+{
+	if (P.st && P.pid == getpid() && P.inline_waiters > 0)
+		P.inline_waiters--;
+}
+
+bool proc_inline_nobody(void)
+{
+	/* no thread runs the stack inline, and the helper thread is not watching the port */
+	return P.st && P.pid == getpid() && P.inline_waiters == 0 && !P.helper_port;
+}
+
+void proc_nudge(void)
+{
+	if (P.nudge >= 0)
+		(void)!eventfd_write(P.nudge, 1);
 }
 
 static int start_helper(void)

@@ -142,6 +142,8 @@ struct sepoll {
 	int efd;
 	int refs;                 /* fds naming it */
 	bool signalled;           /* efd holds a count */
+	int port_fd;              /* the process's port, in the kernel epoll (tagged); -1: not */
+	pid_t port_pid;
 	struct dl entries;
 	struct dl kernel;
 	struct dl ready;
@@ -192,6 +194,17 @@ struct mstack_ctl *proc_ctl_conn(void);
 uint32_t proc_port_id(void);
 uint32_t proc_local_ip(void);
 bool proc_has_lease(void);
+/* The port's fd (-1 without a stack in this process); run the stack on what arrived; an
+ * application thread starts / stops waiting in epoll_wait with the port in its set (the
+ * helper thread then leaves the port to it).  Lock held. */
+int proc_port_fd(void);
+void proc_run_inline(void);
+void proc_inline_enter(void);
+void proc_inline_leave(void);
+/* Nobody watches the port (no inline waiter, helper thread not polling it): a thread about
+ * to block elsewhere wakes the helper with proc_nudge(). */
+bool proc_inline_nobody(void);
+void proc_nudge(void);
 /* Send what API calls queued (with the lock held). */
 void proc_flush(void);
 /* Register / unregister the socket id -> usock mapping used by notifications. */

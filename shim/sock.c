@@ -446,6 +446,8 @@ void usock_put(int fd, struct usock *us)
 		if (us->pid == getpid() && ss && us->sk >= 0) {
 			int linger = -1;
 
+			proc_run_inline(); /* data that arrived decides between FIN and RST */
+
 			utcp_sk_getopt(ss, us->sk, UTCP_SO_LINGER, &linger);
 			if (linger > 0 && !us->nonblock) {
 				/* SO_LINGER: close waits (bounded) until the peer has the data. */
@@ -627,7 +629,10 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 		int w;
 
 		if (usock_listener_ready(us) == 0) {
-			int sk = utcp_sk_accept(proc_socks(), us->sk, &peer);
+			int sk;
+
+			proc_run_inline();
+			sk = utcp_sk_accept(proc_socks(), us->sk, &peer);
 			if (sk >= 0) {
 				k = adopt_accepted(us, sk, &peer, addr, alen, flags);
 				wait_recheck(us);
@@ -846,7 +851,8 @@ SHIM_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
 		usock_say_foreign(fd, us);                                                  \
 		shim_unlock();                                                              \
 		return fail(EBADFD);                                                        \
-	}
+	}                                                                                   \
+	proc_run_inline() /* what arrived since: the call sees the stack as the kernel would */
 
 static ssize_t sigpipe(int flags)
 {
@@ -1371,6 +1377,7 @@ SHIM_EXPORT int getsockopt(int fd, int level, int name, void *val, socklen_t *le
 		shim_unlock();
 		return real_getsockopt(fd, level, name, val, len);
 	}
+	proc_run_inline();
 	r = utcp_getsockopt(us, level, name, val, len);
 	shim_unlock();
 	return r == 1 ? real_getsockopt(fd, level, name, val, len) : r;
@@ -1601,6 +1608,7 @@ SHIM_EXPORT int ioctl(int fd, unsigned long req, ...)
 			us->nonblock = on != 0;
 	} else if ((req == FIONREAD || req == SIOCOUTQ) && us->kind == US_CONN && arg &&
 		   !usock_foreign(us) && proc_socks()) {
+		proc_run_inline();
 		r = req == FIONREAD ? utcp_sk_nread(proc_socks(), us->sk)
 				    : utcp_sk_outq(proc_socks(), us->sk);
 		if (r >= 0) {

@@ -37,7 +37,8 @@ static __thread int t_efd = -1;
 static struct dl threads = { &threads, &threads };
 static bool notified;
 
-#define EP_TAG ((uint64_t)1)
+#define EP_TAG ((uint64_t)1)   /* data of the instance's eventfd (pointers are aligned) */
+#define PORT_TAG ((uint64_t)3) /* data of the process's port in the instance */
 #define EP_POLLBITS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLERR | EPOLLHUP)
 
 static int thread_efd(void)
@@ -170,6 +171,8 @@ int wait_block(int kfd, short kevents, uint64_t deadline)
 	int r, e;
 
 	dl_add_tail(&threads, &w.link);
+	if (proc_inline_nobody())
+		proc_nudge(); /* the helper thread must watch the port while this thread blocks */
 	shim_unlock();
 	r = real_poll(pf, kfd >= 0 ? 2 : 1, ms_until(deadline));
 	e = errno;
@@ -211,6 +214,9 @@ static int mixed_poll(struct pollfd *fds, nfds_t n, uint64_t deadline, const sig
 		int ready = 0, r, e, tmo;
 
 		shim_lock();
+		proc_run_inline();
+		if (proc_inline_nobody())
+			proc_nudge();
 		for (nfds_t i = 0; i < n; i++) {
 			struct usock *us = fd_usock(fds[i].fd);
 
@@ -434,6 +440,7 @@ static struct sepoll *sepoll_of(int epfd)
 		return NULL;
 	ep->epfd = epfd;
 	ep->refs = 1;
+	ep->port_fd = -1;
 	dl_init(&ep->entries);
 	dl_init(&ep->ready);
 	dl_init(&ep->kernel);
@@ -777,6 +784,8 @@ static int fix_kernel_events(struct sepoll *ep, struct epoll_event *ev, int have
 			ep->signalled = true; /* it was; collect() decides again */
 			continue;
 		}
+		if (v == ((uint64_t)(uintptr_t)ep | PORT_TAG))
+			continue; /* frames: the next round runs the stack on them */
 		for (struct dl *n = ep->kernel.next; n != &ep->kernel && (v & EP_TAG); n = n->next) {
 			struct ep_entry *e = dl_entry(n, struct ep_entry, on_kernel);
 			if (v == ((uint64_t)(uintptr_t)e | EP_TAG)) {
@@ -803,6 +812,25 @@ static int fix_kernel_events(struct sepoll *ep, struct epoll_event *ev, int have
 	return out;
 }
 
+/* The process's port in this epoll instance: frames wake the waiting thread directly. */
+static bool ep_port(struct sepoll *ep)
+{
+	REAL(epoll_ctl);
+	int fd = proc_port_fd();
+	struct epoll_event ev = { .events = EPOLLIN,
+				  .data.u64 = (uint64_t)(uintptr_t)ep | PORT_TAG };
+
+	if (fd < 0)
+		return false;
+	if (ep->port_fd == fd && ep->port_pid == getpid())
+		return true;
+	if (real_epoll_ctl(ep->epfd, EPOLL_CTL_ADD, fd, &ev) && errno != EEXIST)
+		return false;
+	ep->port_fd = fd;
+	ep->port_pid = getpid();
+	return true;
+}
+
 static int sepoll_wait(int epfd, struct epoll_event *ev, int max, uint64_t deadline,
 		       const sigset_t *mask)
 {
@@ -815,6 +843,7 @@ static int sepoll_wait(int epfd, struct epoll_event *ev, int max, uint64_t deadl
 	for (;;) {
 		struct sepoll *ep;
 		int n, k, total, e;
+		bool inline_wait = false;
 
 		shim_lock();
 		ep = fd_sepoll(epfd);
@@ -822,6 +851,8 @@ static int sepoll_wait(int epfd, struct epoll_event *ev, int max, uint64_t deadl
 			shim_unlock();
 			return real_epoll_pwait(epfd, ev, max, ms_until(deadline), mask);
 		}
+		if (ep_port(ep))
+			proc_run_inline(); /* what arrived while the application was busy */
 		/* waiting on a listener puts this process in its listen group (again, after fork) */
 		for (struct dl *l = ep->kernel.next; l != &ep->kernel; l = l->next) {
 			struct usock *lus = dl_entry(l, struct ep_entry, on_kernel)->us;
@@ -829,12 +860,20 @@ static int sepoll_wait(int epfd, struct epoll_event *ev, int max, uint64_t deadl
 				(void)usock_listener_ready(lus);
 		}
 		n = collect(ep, ev, max);
+		if (!n && ep->port_fd >= 0) {
+			proc_inline_enter();
+			inline_wait = true;
+		}
 		shim_unlock();
 		k = n == max ? 0 : real_epoll_pwait(epfd, ev + n, max - n, n ? 0 : ms_until(deadline), mask);
 		e = errno;
-		if (k < 0)
-			return n ? n : (errno = e, -1);
 		shim_lock();
+		if (inline_wait)
+			proc_inline_leave();
+		if (k < 0) {
+			shim_unlock();
+			return n ? n : (errno = e, -1);
+		}
 		ep = fd_sepoll(epfd);
 		total = ep ? fix_kernel_events(ep, ev, n, k) : n + k;
 		shim_unlock();
