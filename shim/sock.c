@@ -139,21 +139,30 @@ void fdtab_set(int fd, uintptr_t v)
 	atomic_store_explicit(&shim_fds[fd], v, memory_order_release);
 }
 
+/* fd no longer names what the table says (closed, or a dup2 target): drop its reference to
+ * the usock or epoll instance and any epoll registration noted for it.  Lock held. */
+static void fd_forget(int fd)
+{
+	uintptr_t v = fd_raw(fd);
+
+	if (v) {
+		fdtab_set(fd, 0);
+		if (v & FD_TAG_EPOLL)
+			wait_sepoll_put(fd, (struct sepoll *)(v & ~FD_TAG_EPOLL));
+		else
+			usock_put(fd, (struct usock *)v);
+	}
+	wait_forget_kernel_regs(fd);
+}
+
 /* A descriptor the kernel just handed out cannot be ours: drop what a close that went past
  * the shim (libc-internal) left behind. */
 void fd_fresh(int fd)
 {
-	uintptr_t v = fd_raw(fd);
-
-	if (!v)
+	if (!fd_raw(fd) && !wait_kernel_regs_hint(fd))
 		return;
 	shim_lock();
-	v = fd_raw(fd);
-	if (v & FD_TAG_EPOLL)
-		wait_sepoll_put(fd, (struct sepoll *)(v & ~FD_TAG_EPOLL));
-	else if (v)
-		usock_put(fd, (struct usock *)v);
-	fdtab_set(fd, 0);
+	fd_forget(fd);
 	shim_unlock();
 }
 
@@ -215,46 +224,53 @@ static void set_kernel_nonblock(int fd)
 		real_fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
-static int fd_of_listener(const struct usock *us)
+/* Socket options UTCP keeps itself.  `carried`: set on the kernel socket before listen() or
+ * connect() decided for UTCP, they are copied over (buffer sizes are not: the kernel reports
+ * its own defaults, doubled, which would cap UTCP's buffers; TCP_MAXSEG is read-only). */
+static const struct sk_opt {
+	int level, name;
+	enum utcp_sk_opt opt;
+	bool carried;
+} sk_opts[] = {
+	{ SOL_SOCKET, SO_KEEPALIVE, UTCP_SO_KEEPALIVE, true },
+	{ SOL_SOCKET, SO_RCVBUF, UTCP_SO_RCVBUF, false },
+	{ SOL_SOCKET, SO_SNDBUF, UTCP_SO_SNDBUF, false },
+	{ IPPROTO_TCP, TCP_NODELAY, UTCP_TCP_NODELAY, true },
+	{ IPPROTO_TCP, TCP_CORK, UTCP_TCP_CORK, true },
+	{ IPPROTO_TCP, TCP_KEEPIDLE, UTCP_TCP_KEEPIDLE, true },
+	{ IPPROTO_TCP, TCP_KEEPINTVL, UTCP_TCP_KEEPINTVL, true },
+	{ IPPROTO_TCP, TCP_KEEPCNT, UTCP_TCP_KEEPCNT, true },
+	{ IPPROTO_TCP, TCP_DEFER_ACCEPT, UTCP_TCP_DEFER_ACCEPT, true },
+	{ IPPROTO_TCP, TCP_MAXSEG, UTCP_TCP_MAXSEG, false },
+};
+
+static const struct sk_opt *opt_of(int level, int name)
 {
-	return us->fd;
+	for (unsigned i = 0; i < sizeof(sk_opts) / sizeof(sk_opts[0]); i++)
+		if (sk_opts[i].level == level && sk_opts[i].name == name)
+			return &sk_opts[i];
+	return NULL;
 }
 
 /* Carry the options set on the kernel socket before the decision over to the UTCP socket. */
 static void copy_options(int fd, struct utcp_socks *ss, int sk)
 {
-	static const struct {
-		int level, name;
-		enum utcp_sk_opt opt;
-	} map[] = {
-		{ SOL_SOCKET, SO_KEEPALIVE, UTCP_SO_KEEPALIVE },
-		{ IPPROTO_TCP, TCP_NODELAY, UTCP_TCP_NODELAY },
-		{ IPPROTO_TCP, TCP_CORK, UTCP_TCP_CORK },
-		{ IPPROTO_TCP, TCP_KEEPIDLE, UTCP_TCP_KEEPIDLE },
-		{ IPPROTO_TCP, TCP_KEEPINTVL, UTCP_TCP_KEEPINTVL },
-		{ IPPROTO_TCP, TCP_KEEPCNT, UTCP_TCP_KEEPCNT },
-		{ IPPROTO_TCP, TCP_DEFER_ACCEPT, UTCP_TCP_DEFER_ACCEPT },
-	};
 	struct linger lg = { 0 };
 	socklen_t len = sizeof(lg);
 	char cc[16] = "";
 
-	for (unsigned i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
-		int v = sockopt_int(fd, map[i].level, map[i].name);
+	for (unsigned i = 0; i < sizeof(sk_opts) / sizeof(sk_opts[0]); i++) {
+		int v = sk_opts[i].carried ? sockopt_int(fd, sk_opts[i].level, sk_opts[i].name) : 0;
 		if (v > 0)
-			utcp_sk_setopt(ss, sk, map[i].opt, v);
+			utcp_sk_setopt(ss, sk, sk_opts[i].opt, v);
 	}
 	if (!kgetsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &len) && lg.l_onoff)
 		utcp_sk_setopt(ss, sk, UTCP_SO_LINGER, lg.l_linger);
-	/* Buffers the application sized itself (the kernel reports twice what was set). */
+	/* An explicit "reno" is UTCP's NewReno; any other name may be the kernel's default and
+	 * says nothing the policy does not say better. */
 	len = sizeof(cc);
-	if (!kgetsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, &len)) {
-		cc[sizeof(cc) - 1] = 0;
-		if (!strcmp(cc, "cubic") && !(shim.have_policy && shim.policy.cc == MSTACK_CC_CUBIC))
-			; /* the kernel's default says nothing about what the application wants */
-		else if (!strcmp(cc, "reno"))
-			utcp_sk_set_cc(ss, sk, "newreno");
-	}
+	if (!kgetsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, &len) && !strncmp(cc, "reno", 5))
+		utcp_sk_set_cc(ss, sk, "newreno");
 }
 
 static void put_addr(int family, uint32_t addr, uint16_t port, struct sockaddr *sa,
@@ -349,6 +365,15 @@ static const char *ctl_detail(void)
 
 static int listener_setup(struct usock *us, bool waiting);
 
+/* A registered listener that cannot get its UTCP side says why, under its policy entry. */
+static void listener_fallback(const struct usock *us, const char *why)
+{
+	int e = first_match(shim.policy.listen, shim.policy.n_listen, us->laddr, us->lport,
+			    us->laddr == 0);
+
+	fallback(shim.warned_listen, e < 0 ? 0 : e, "listener", us->laddr, us->lport, why);
+}
+
 int usock_listener_ready(struct usock *us)
 {
 	return listener_setup(us, true);
@@ -380,15 +405,13 @@ static int listener_setup(struct usock *us, bool waiting)
 		return -ENOENT;
 	rc = proc_stack(why, sizeof(why));
 	if (rc) {
-		fallback(shim.warned_listen, first_match(shim.policy.listen, shim.policy.n_listen,
-							  us->laddr, us->lport, us->laddr == 0),
-			 "listener", us->laddr, us->lport, why);
+		listener_fallback(us, why);
 		return rc;
 	}
 	ss = proc_socks();
 	if (us->laddr && us->laddr != proc_local_ip()) {
 		snprintf(why, sizeof(why), "its address is not the attached NIC's first address");
-		fallback(shim.warned_listen, 0, "listener", us->laddr, us->lport, why);
+		listener_fallback(us, why);
 		return -EADDRNOTAVAIL;
 	}
 	if (us->sk < 0) {
@@ -396,12 +419,12 @@ static int listener_setup(struct usock *us, bool waiting)
 
 		if (sk < 0)
 			return sk;
-		copy_options(fd_of_listener(us), ss, sk);
+		copy_options(us->fd, ss, sk);
 		rc = utcp_sk_listen(ss, sk, us->lport, us->backlog ? us->backlog : 511);
 		if (rc < 0) {
 			utcp_sk_close(ss, sk, shim_now_us());
 			snprintf(why, sizeof(why), "UTCP cannot listen on it: %s", strerror(-rc));
-			fallback(shim.warned_listen, 0, "listener", us->laddr, us->lport, why);
+			listener_fallback(us, why);
 			return rc;
 		}
 		us->sk = sk;
@@ -419,7 +442,7 @@ static int listener_setup(struct usock *us, bool waiting)
 		if (rc) {
 			snprintf(why, sizeof(why), "mstackd refused the listen group: %s: %s",
 				 strerror(-rc), ctl_detail());
-			fallback(shim.warned_listen, 0, "listener", us->laddr, us->lport, why);
+			listener_fallback(us, why);
 			return rc;
 		}
 		us->joined = true;
@@ -427,6 +450,37 @@ static int listener_setup(struct usock *us, bool waiting)
 			  IP4(us->laddr), us->lport, proc_port_id());
 	}
 	return 0;
+}
+
+/* fd becomes one of ours: what the application set on the kernel socket (O_NONBLOCK, its
+ * timeouts) read back, a listener's shadow made non-blocking, epoll registrations made while
+ * it was the kernel's moved into the shim's lists.  Lock held. */
+static void usock_install(int fd, struct usock *us)
+{
+	us->fd = fd;
+	us->nonblock = kernel_nonblock(fd);
+	us->rcvtimeo_us = tv_us(fd, SO_RCVTIMEO);
+	us->sndtimeo_us = tv_us(fd, SO_SNDTIMEO);
+	if (us->kind == US_LISTENER)
+		set_kernel_nonblock(fd);
+	if (us->sk >= 0)
+		proc_map(us->sk, us);
+	fdtab_set(fd, (uintptr_t)us);
+	wait_adopt_kernel_regs(fd, us);
+}
+
+/* This process's port leaves the listener's group (when: said in verbose mode, or NULL). */
+static void listener_leave(struct usock *us, const char *when)
+{
+	struct reg_arg a = { .binding = us->binding, .port_id = proc_port_id() };
+
+	if (!us->joined)
+		return;
+	proc_ctl_retry(leave_fn, &a);
+	us->joined = false;
+	if (when)
+		shim_vlog("listener %u.%u.%u.%u:%u: left its listen group %s (joins again on the "
+			  "next wait)", IP4(us->laddr), us->lport, when);
 }
 
 static void usock_free(struct usock *us)
@@ -470,8 +524,7 @@ void usock_put(int fd, struct usock *us)
 		struct reg_arg a = { .binding = us->binding, .port_id = proc_port_id() };
 
 		if (us->pid == getpid() && ss && us->sk >= 0) {
-			if (us->joined)
-				proc_ctl_retry(leave_fn, &a);
+			listener_leave(us, NULL);
 			proc_unmap(us->sk);
 			utcp_sk_close(ss, us->sk, shim_now_us());
 			proc_flush();
@@ -551,13 +604,7 @@ SHIM_EXPORT int listen(int fd, int backlog)
 	us->laddr = addr;
 	us->lport = port;
 	us->backlog = backlog;
-	us->nonblock = kernel_nonblock(fd);
-	us->rcvtimeo_us = tv_us(fd, SO_RCVTIMEO);
-	us->sndtimeo_us = tv_us(fd, SO_SNDTIMEO);
-	us->fd = fd;
-	set_kernel_nonblock(fd);
-	fdtab_set(fd, (uintptr_t)us);
-	wait_adopt_kernel_regs(fd, us);
+	usock_install(fd, us);
 	shim_vlog("listener %u.%u.%u.%u:%u: UTCP (binding %lld)", IP4(addr), port,
 		  (long long)a.binding);
 	/* A listening process is expected to accept: it joins the listen group now, so that
@@ -587,13 +634,7 @@ static int adopt_accepted(struct usock *l, int sk, const struct utcp_sk_name *pe
 		proc_flush();
 		return fail(e);
 	}
-	if (fd_raw(fd)) { /* left behind by a close that went past the shim */
-		uintptr_t v = fd_raw(fd);
-		if (v & FD_TAG_EPOLL)
-			wait_sepoll_put(fd, (struct sepoll *)(v & ~FD_TAG_EPOLL));
-		else
-			usock_put(fd, (struct usock *)v);
-	}
+	fd_forget(fd); /* what a close that went past the shim left behind */
 	us->sk = sk;
 	us->nonblock = flags & SOCK_NONBLOCK;
 	us->rcvtimeo_us = l->rcvtimeo_us;
@@ -813,12 +854,7 @@ SHIM_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
 	}
 	us->binding = a.binding;
 	us->sk = sk;
-	us->nonblock = kernel_nonblock(fd);
-	us->rcvtimeo_us = tv_us(fd, SO_RCVTIMEO);
-	us->sndtimeo_us = tv_us(fd, SO_SNDTIMEO);
-	proc_map(sk, us);
-	fdtab_set(fd, (uintptr_t)us);
-	wait_adopt_kernel_regs(fd, us);
+	usock_install(fd, us);
 	proc_flush();
 	shim_vlog("connection to %u.%u.%u.%u:%u: UTCP", IP4(addr), port);
 	if (us->nonblock) {
@@ -1244,32 +1280,6 @@ kernel:
 	return real_getpeername(fd, addr, alen);
 }
 
-static int opt_of(int level, int name, enum utcp_sk_opt *opt)
-{
-	static const struct {
-		int level, name;
-		enum utcp_sk_opt opt;
-	} map[] = {
-		{ SOL_SOCKET, SO_KEEPALIVE, UTCP_SO_KEEPALIVE },
-		{ SOL_SOCKET, SO_RCVBUF, UTCP_SO_RCVBUF },
-		{ SOL_SOCKET, SO_SNDBUF, UTCP_SO_SNDBUF },
-		{ IPPROTO_TCP, TCP_NODELAY, UTCP_TCP_NODELAY },
-		{ IPPROTO_TCP, TCP_CORK, UTCP_TCP_CORK },
-		{ IPPROTO_TCP, TCP_KEEPIDLE, UTCP_TCP_KEEPIDLE },
-		{ IPPROTO_TCP, TCP_KEEPINTVL, UTCP_TCP_KEEPINTVL },
-		{ IPPROTO_TCP, TCP_KEEPCNT, UTCP_TCP_KEEPCNT },
-		{ IPPROTO_TCP, TCP_DEFER_ACCEPT, UTCP_TCP_DEFER_ACCEPT },
-		{ IPPROTO_TCP, TCP_MAXSEG, UTCP_TCP_MAXSEG },
-	};
-
-	for (unsigned i = 0; i < sizeof(map) / sizeof(map[0]); i++)
-		if (map[i].level == level && map[i].name == name) {
-			*opt = map[i].opt;
-			return 1;
-		}
-	return 0;
-}
-
 static uint8_t linux_state(int s)
 {
 	switch (s) {
@@ -1316,7 +1326,7 @@ static void fill_tcp_info(const struct utcp_conn_info *ci, struct tcp_info *ti)
 static int utcp_getsockopt(struct usock *us, int level, int name, void *val, socklen_t *len)
 {
 	struct utcp_socks *ss = proc_socks();
-	enum utcp_sk_opt opt;
+	const struct sk_opt *o;
 	int v;
 
 	if (!val || !len)
@@ -1350,8 +1360,8 @@ static int utcp_getsockopt(struct usock *us, int level, int name, void *val, soc
 		memcpy(val, &lg, *len < sizeof(lg) ? *len : sizeof(lg));
 		*len = *len < sizeof(lg) ? *len : (socklen_t)sizeof(lg);
 		return 0;
-	} else if (opt_of(level, name, &opt)) {
-		if (utcp_sk_getopt(ss, us->sk, opt, &v))
+	} else if ((o = opt_of(level, name))) {
+		if (utcp_sk_getopt(ss, us->sk, o->opt, &v))
 			return 1;
 	} else {
 		return 1;
@@ -1390,7 +1400,7 @@ SHIM_EXPORT int setsockopt(int fd, int level, int name, const void *val, socklen
 	REAL(setsockopt);
 	struct utcp_socks *ss;
 	struct usock *us = fd_usock(fd);
-	enum utcp_sk_opt opt;
+	const struct sk_opt *o;
 	int r, v, e;
 
 	if (!us)
@@ -1427,10 +1437,10 @@ SHIM_EXPORT int setsockopt(int fd, int level, int name, const void *val, socklen
 		r = utcp_sk_set_cc(ss, us->sk, strcmp(cc, "reno") ? cc : "newreno");
 		if (r)
 			shim_vlog("fd %d: UTCP has no congestion control \"%s\"", fd, cc);
-	} else if (opt_of(level, name, &opt) && opt != UTCP_TCP_MAXSEG && len >= sizeof(int)) {
+	} else if ((o = opt_of(level, name)) && o->opt != UTCP_TCP_MAXSEG && len >= sizeof(int)) {
 		memcpy(&v, val, sizeof(int));
-		r = utcp_sk_setopt(ss, us->sk, opt, v);
-		if (opt == UTCP_TCP_CORK || opt == UTCP_TCP_NODELAY)
+		r = utcp_sk_setopt(ss, us->sk, o->opt, v);
+		if (o->opt == UTCP_TCP_CORK || o->opt == UTCP_TCP_NODELAY)
 			proc_flush(); /* uncorking sends what was held */
 	}
 	shim_unlock();
@@ -1442,17 +1452,9 @@ SHIM_EXPORT int setsockopt(int fd, int level, int name, const void *val, socklen
 SHIM_EXPORT int close(int fd)
 {
 	REAL(close);
-	uintptr_t v = fd_raw(fd);
-
-	if (v || wait_kernel_regs_hint(fd)) {
+	if (fd_raw(fd) || wait_kernel_regs_hint(fd)) {
 		shim_lock();
-		v = fd_raw(fd);
-		fdtab_set(fd, 0);
-		if (v & FD_TAG_EPOLL)
-			wait_sepoll_put(fd, (struct sepoll *)(v & ~FD_TAG_EPOLL));
-		else if (v)
-			usock_put(fd, (struct usock *)v);
-		wait_forget_kernel_regs(fd);
+		fd_forget(fd);
 		shim_unlock();
 	}
 	return real_close(fd);
@@ -1464,16 +1466,8 @@ SHIM_EXPORT int close_range(unsigned first, unsigned last, int flags)
 
 	if (!(flags & CLOSE_RANGE_CLOEXEC) && shim_fds) {
 		shim_lock();
-		for (unsigned fd = first; fd <= last && (int)fd <= fd_hi; fd++) {
-			uintptr_t v = fd_raw((int)fd);
-			if (!v)
-				continue;
-			fdtab_set((int)fd, 0);
-			if (v & FD_TAG_EPOLL)
-				wait_sepoll_put((int)fd, (struct sepoll *)(v & ~FD_TAG_EPOLL));
-			else
-				usock_put((int)fd, (struct usock *)v);
-		}
+		for (unsigned fd = first; fd <= last && (int)fd <= fd_hi; fd++)
+			fd_forget((int)fd);
 		shim_unlock();
 	}
 	return real_close_range(first, last, flags);
@@ -1482,15 +1476,7 @@ SHIM_EXPORT int close_range(unsigned first, unsigned last, int flags)
 /* A new descriptor for the same socket (dup and friends); the lock is held by the caller. */
 static void dup_to(int newfd, uintptr_t v)
 {
-	uintptr_t old = fd_raw(newfd);
-
-	if (old) { /* dup2 over one of ours closed it */
-		fdtab_set(newfd, 0);
-		if (old & FD_TAG_EPOLL)
-			wait_sepoll_put(newfd, (struct sepoll *)(old & ~FD_TAG_EPOLL));
-		else
-			usock_put(newfd, (struct usock *)old);
-	}
+	fd_forget(newfd); /* dup2 over one of ours closed it */
 	if (!v)
 		return;
 	if (v & FD_TAG_EPOLL)
@@ -1693,10 +1679,26 @@ static void listeners_kernel_flags(bool app_view)
 	}
 }
 
+/* Out of every listen group this process waits in (it joins again on its next wait). */
+static void leave_groups(const char *when)
+{
+	for (int fd = 0; fd <= fd_hi; fd++) {
+		struct usock *us = fd_usock(fd);
+
+		if (us && us->kind == US_LISTENER && us->joined && us->pid == getpid())
+			listener_leave(us, when);
+	}
+}
+
+void sock_after_fork_parent(void)
+{
+	leave_groups("at fork");
+}
+
 void sock_before_exec(void)
 {
 	shim_lock();
-	sock_after_fork_parent(); /* the new image joins with a port of its own */
+	leave_groups("before exec"); /* the new image joins with a port of its own */
 	listeners_kernel_flags(true);
 	shim_unlock();
 }
@@ -1706,23 +1708,6 @@ void sock_exec_failed(void)
 	shim_lock();
 	listeners_kernel_flags(false);
 	shim_unlock();
-}
-
-void sock_after_fork_parent(void)
-{
-	for (int fd = 0; fd <= fd_hi; fd++) {
-		struct usock *us = fd_usock(fd);
-		struct reg_arg a;
-
-		if (!us || us->kind != US_LISTENER || !us->joined || us->pid != getpid())
-			continue;
-		a.binding = us->binding;
-		a.port_id = proc_port_id();
-		proc_ctl_retry(leave_fn, &a);
-		us->joined = false;
-		shim_vlog("listener %u.%u.%u.%u:%u: left its listen group at fork (joins again on "
-			  "the next wait)", IP4(us->laddr), us->lport);
-	}
 }
 
 /* After exec: listening sockets the program inherited (nginx's binary upgrade passes them
@@ -1773,16 +1758,9 @@ void sock_adopt_inherited(void)
 		us->laddr = addr;
 		us->lport = port;
 		us->backlog = 511;
-		us->nonblock = kernel_nonblock(fds[i]);
-		us->rcvtimeo_us = tv_us(fds[i], SO_RCVTIMEO);
-		us->sndtimeo_us = tv_us(fds[i], SO_SNDTIMEO);
-		us->fd = fds[i];
-		set_kernel_nonblock(fds[i]);
-		fdtab_set(fds[i], (uintptr_t)us);
-		shim_unlock();
+		usock_install(fds[i], us);
 		shim_vlog("inherited listener %u.%u.%u.%u:%u (fd %d): UTCP (binding %lld)", IP4(addr),
 			  port, fds[i], (long long)a.binding);
-		shim_lock();
 		(void)usock_listener_join_paused(us);
 		shim_unlock();
 	}

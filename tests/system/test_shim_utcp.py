@@ -60,6 +60,19 @@ def shim_env(variant: str, daemon: Mstackd, policy_toml: str, **extra: str) -> d
     return env
 
 
+def py_under_shim(script: str, *args: object, env: dict[str, str]) -> subprocess.Popen[str]:
+    """A Python snippet on this host with the shim's environment; stdin, stdout and stderr
+    are text pipes."""
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *map(str, args)],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def kernel_conns(peer_ip: str) -> list[str]:
     cp = subprocess.run(
         ["ss", "-tnH", "state", "established", "dst", peer_ip],
@@ -227,12 +240,8 @@ def test_a_listed_listener_serves_remote_clients_on_utcp(
 ) -> None:
     rh = remote_host
     policy = f'[apps.t]\nlisten = ["{rh.host_ip}:{PORT}"]\n'
-    srv = subprocess.Popen(
-        [sys.executable, "-c", SERVER, rh.host_ip, str(PORT), mode, str(clients)],
-        env=shim_env(variant, mstackd, policy),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    srv = py_under_shim(
+        SERVER, rh.host_ip, str(PORT), mode, str(clients), env=shim_env(variant, mstackd, policy)
     )
     try:
         wait_line(srv, "ready", 30)
@@ -317,12 +326,12 @@ def test_a_listed_destination_is_reached_over_utcp(
     rh = remote_host
     srv = rh.python_popen(ECHO, rh.remote_ip, str(REMOTE_PORT), ready="ready")
     policy = f'[apps.t]\nconnect = ["{rh.remote_ip}/32:{REMOTE_PORT}"]\n'
-    cli = subprocess.Popen(
-        [sys.executable, "-c", LOCAL_CLIENT, rh.remote_ip, str(REMOTE_PORT), str(2 * MB)],
+    cli = py_under_shim(
+        LOCAL_CLIENT,
+        rh.remote_ip,
+        str(REMOTE_PORT),
+        str(2 * MB),
         env=shim_env(variant, mstackd, policy),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
     )
     log = finish(cli, timeout=60)
     assert "ok " in log, log
@@ -345,13 +354,7 @@ def test_without_mstackd_a_listed_listener_says_why_and_serves_on_the_kernel(
         run_dir = tmp_path
 
     env = shim_env("normal", NoDaemon, policy)  # type: ignore[arg-type]
-    srv = subprocess.Popen(
-        [sys.executable, "-c", SERVER, rh.host_ip, str(PORT), "blocking", "1"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    srv = py_under_shim(SERVER, rh.host_ip, str(PORT), "blocking", "1", env=env)
     try:
         wait_line(srv, "ready", 30)
         out = rh.python(CLIENT, rh.host_ip, str(PORT), "1", "1000", input="go\n", timeout=60)
@@ -388,14 +391,7 @@ def test_a_dual_stack_listener_carries_its_ipv4_clients_on_utcp(
     and are reported as ::ffff:a.b.c.d, as the kernel reports them."""
     rh = remote_host
     policy = f'[apps.t]\nlisten = ["*:{PORT}"]\n'
-    srv = subprocess.Popen(
-        [sys.executable, "-c", DUAL, str(PORT)],
-        env=shim_env("normal", mstackd, policy),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    srv = py_under_shim(DUAL, str(PORT), env=shim_env("normal", mstackd, policy))
     try:
         wait_line(srv, "ready", 30)
         cli = rh.python_popen(
@@ -466,13 +462,8 @@ def test_the_shim_goes_on_through_a_restart_of_mstackd(
     rh = remote_host
     b = PORT + 10
     policy = f'[apps.t]\nlisten = ["{rh.host_ip}:{PORT}", "{rh.host_ip}:{b}"]\n'
-    srv = subprocess.Popen(
-        [sys.executable, "-c", RESTART_SERVER, rh.host_ip, str(PORT), str(b)],
-        env=shim_env("normal", mstackd, policy),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    srv = py_under_shim(
+        RESTART_SERVER, rh.host_ip, str(PORT), str(b), env=shim_env("normal", mstackd, policy)
     )
     assert srv.stdin is not None
     try:
@@ -549,14 +540,7 @@ def test_connections_progress_while_the_application_is_busy(
     rh = remote_host
     n = 200 * 1024  # less than the receive buffer: no window needs to open
     policy = f'[apps.t]\nlisten = ["{rh.host_ip}:{PORT}"]\n'
-    srv = subprocess.Popen(
-        [sys.executable, "-c", BUSY_SERVER, rh.host_ip, str(PORT)],
-        env=shim_env("normal", mstackd, policy),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    srv = py_under_shim(BUSY_SERVER, rh.host_ip, str(PORT), env=shim_env("normal", mstackd, policy))
     assert srv.stdin is not None
     try:
         wait_line(srv, "ready", 30)
