@@ -9,7 +9,7 @@ import statistics
 from collections.abc import Iterable
 from typing import Any
 
-from bench.schema import _check_keys
+from bench.schema import _check_keys, median_or_none
 
 SCHEMA_ID = "mstack-bench-http/1"
 
@@ -137,9 +137,7 @@ CONFIG_KEYS = (
 )
 
 
-def _median(xs: Iterable[float]) -> float | None:
-    v = list(xs)
-    return float(statistics.median(v)) if v else None
+_median = median_or_none
 
 
 def summarize(

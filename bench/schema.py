@@ -102,6 +102,12 @@ def _median(xs: Iterable[float]) -> float:
     return float(statistics.median(list(xs)))
 
 
+def median_or_none(xs: Iterable[float]) -> float | None:
+    """The median, or None for no values (a system whose every run failed)."""
+    v = list(xs)
+    return float(statistics.median(v)) if v else None
+
+
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (direction, system, size, ports attached, ports used): the repetitions,
     their median, and ratios to the limit line measured in the same phase (same direction,

@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ TESTS = REPO / "tests"
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
+from bench.schema import _check_keys, median_or_none  # noqa: E402
 from bench.switch import BenchError, Tool, system_info  # noqa: E402
 from mstack_testkit import Mstackd, start_mstackd  # noqa: E402
 from testbed.netns import (  # noqa: E402
@@ -103,8 +103,7 @@ CONFIG_KEYS = (
 )  # fmt: skip
 
 
-def _median(xs: Sequence[float]) -> float | None:
-    return float(statistics.median(xs)) if xs else None
+_median = median_or_none
 
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -116,7 +115,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         k = (r["bed"], r["system"], r["role"], r["metric"])
         if k not in keys:
             keys.append(k)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for bed, system, role, metric in keys:
         rs = [
             r
@@ -139,23 +138,6 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if row["median"] is not None:
                 row["ratio_to_kernel"] = row["median"] / ref[0]["median"]
     return rows
-
-
-def _check_keys(obj: Any, keys: dict[str, T], where: str, errors: list[str]) -> None:
-    if not isinstance(obj, dict):
-        errors.append(f"{where}: not an object")
-        return
-    for k, t in keys.items():
-        if k not in obj:
-            errors.append(f"{where}: missing {k!r}")
-            continue
-        v = obj[k]
-        if isinstance(v, bool) and t is not bool and not (isinstance(t, tuple) and bool in t):
-            errors.append(f"{where}.{k}: bool where {t} was expected")
-        elif t is float and isinstance(v, int):
-            continue  # JSON writes 3.0 as 3.0, but a hand-made document may say 3
-        elif not isinstance(v, t):
-            errors.append(f"{where}.{k}: {type(v).__name__} where {t} was expected")
 
 
 def _check_point(obj: dict[str, Any], where: str, errors: list[str]) -> None:
