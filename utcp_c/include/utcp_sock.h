@@ -172,6 +172,38 @@ int utcp_sk_name(struct utcp_socks *ss, int sk, struct utcp_sk_name *out);
 int utcp_sk_info(struct utcp_socks *ss, int sk, struct utcp_conn_info *info);
 bool utcp_sk_is_listener(struct utcp_socks *ss, int sk);
 
+/* ---- moving unaccepted connections to another stack (nginx reload) ----
+ * A listener's connections not yet accepted are frozen and described in a blob; another
+ * stack adopts them into its own listener's accept queue; the first stack then releases
+ * them silently.  Record format: docs/utcp-sockets.md, "Moving connections". */
+
+/* A connection's 4-tuple, host byte order. */
+struct utcp_mig_flow { uint32_t laddr, raddr; uint16_t lport, rport; };
+
+/* Freeze up to `max` of listening socket sk's connections not yet accepted — half-open
+ * (SYN-RCVD) ones and queued ones (ESTABLISHED, or CLOSE-WAIT if the peer's FIN came) — and
+ * describe them in buf (cap bytes).  Returns the number frozen (0: none left), their 4-tuples
+ * in flows[0..n), and *len, the bytes of buf used.  -ENOSPC if not even one fits in cap,
+ * -EINVAL if sk does not listen, -EBUSY if a batch is already frozen and not done.
+ * A frozen connection drops every segment silently, sends nothing, runs no timers and can
+ * no longer be accepted, until utcp_sk_migrate_done. */
+int utcp_sk_migrate_out(struct utcp_socks *ss, int sk, struct utcp_mig_flow *flows, int max,
+			void *buf, size_t cap, size_t *len, uint64_t now_us);
+/* Ends the frozen batch: the first `moved` connections live in another stack now and are
+ * released silently (no RST, no TIME-WAIT entry, counted in the stack's stats); the others are
+ * reset, as closing the listener would have done. */
+void utcp_sk_migrate_done(struct utcp_socks *ss, int sk, int moved, uint64_t now_us);
+/* Adopts the connections a migrate_out of any stack described (buf, len) into listening
+ * socket sk's accept queue, in order, stopping at the first one it cannot take (accept queue
+ * full, no free control block, 4-tuple already in use here).  Returns the number adopted;
+ * -EBADMSG if buf is malformed, truncated or of another format version (nothing adopted),
+ * -EINVAL if sk does not listen or a record's local port/address is not the listener's.
+ * Adopted connections inherit the listener's socket options and notify it (POLLIN) as a
+ * newly established connection would; an adopted half-open connection behaves as a SYN-RCVD
+ * child (its SYN-ACK retransmission timer runs). Nothing is sent at adoption itself. */
+int utcp_sk_migrate_in(struct utcp_socks *ss, int sk, const void *buf, size_t len,
+		       uint64_t now_us);
+
 /* Iteration over sockets in use: the first id after `after` (-1: from the start), or -1. */
 int utcp_sk_next(struct utcp_socks *ss, int after);
 
