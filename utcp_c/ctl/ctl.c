@@ -626,3 +626,45 @@ int mstack_ctl_unlease(struct mstack_ctl *ctl, uint32_t lease_id)
 
 	return ctl_simple(ctl, MSTACK_MSG_UNLEASE, &msg, sizeof(msg), -1);
 }
+
+/* ---- Connection hand-off (stubs until implemented) ------------------------------------- */
+
+int mstack_ctl_blob_memfd(const void *buf, size_t len)
+{
+	(void)buf;
+	(void)len;
+	return -EOPNOTSUPP;
+}
+
+int mstack_ctl_handoff(struct mstack_ctl *ctl, uint32_t binding_id, uint32_t port_id,
+		       const struct mstack_handoff_flow *flows, uint32_t n, int memfd,
+		       uint32_t *target_port)
+{
+	(void)ctl, (void)binding_id, (void)port_id, (void)flows, (void)n, (void)memfd;
+	if (target_port)
+		*target_port = 0;
+	return -EOPNOTSUPP;
+}
+
+int mstack_ctl_inbox_open(struct mstack_ctl **out, const char *run_dir, uint32_t port_id)
+{
+	(void)run_dir, (void)port_id;
+	if (out)
+		*out = NULL;
+	return -EOPNOTSUPP;
+}
+
+int mstack_ctl_inbox_recv(struct mstack_ctl *ib, struct mstack_ctl_import *out)
+{
+	(void)ib;
+	if (out)
+		out->memfd = -1;
+	return -EOPNOTSUPP;
+}
+
+int mstack_ctl_inbox_reply(struct mstack_ctl *ib, uint32_t seq, int32_t status,
+			   uint32_t n_imported)
+{
+	(void)ib, (void)seq, (void)status, (void)n_imported;
+	return -EOPNOTSUPP;
+}

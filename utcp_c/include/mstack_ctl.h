@@ -7,6 +7,7 @@
 #ifndef MSTACK_CTL_H
 #define MSTACK_CTL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "mstack_port.h"
@@ -137,6 +138,51 @@ int mstack_ctl_lease(struct mstack_ctl *ctl, uint32_t port_id, uint32_t count, u
 
 /* UNLEASE: give a block back (it also ends with its port). */
 int mstack_ctl_unlease(struct mstack_ctl *ctl, uint32_t lease_id);
+
+/* ---- Connection hand-off within a listen group (README.md, "Hand-off") ---------------- */
+
+/* A sealed memfd (MFD_ALLOW_SEALING|MFD_CLOEXEC; F_SEAL_WRITE|F_SEAL_GROW|F_SEAL_SHRINK|
+ * F_SEAL_SEAL) holding len bytes of buf: the blob HANDOFF carries.  Returns the fd (the
+ * caller's) or -errno (-EMSGSIZE over MSTACK_HANDOFF_MAX_BLOB). */
+int mstack_ctl_blob_memfd(const void *buf, size_t len);
+
+/* HANDOFF: hand flows[0..n) (network byte order, 1 <= n <= MSTACK_HANDOFF_MAX_FLOWS) of the
+ * listening binding binding_id, owned by this process's port port_id, with their serialized
+ * state in memfd (sent, not consumed), to another member of the binding's listen group.
+ * Returns n_moved >= 0 (flows[0..n_moved) now belong to *target_port: release them; the rest
+ * stay this port's; 0 when no member took them) or -errno.  The daemon may take up to
+ * MSTACK_HANDOFF_TIMEOUT_MS to answer: the call waits at least that long plus a margin,
+ * whatever the connection's timeout.  target_port may be NULL. */
+int mstack_ctl_handoff(struct mstack_ctl *ctl, uint32_t binding_id, uint32_t port_id,
+		       const struct mstack_handoff_flow *flows, uint32_t n, int memfd,
+		       uint32_t *target_port);
+
+/* An IMPORT the daemon pushed on an inbox: adopt flows[0..n) from the blob in memfd (the
+ * caller's, close-on-exec; close it when done), then answer with mstack_ctl_inbox_reply(). */
+struct mstack_ctl_import {
+	uint32_t seq;
+	uint32_t binding_id;
+	uint32_t port_id;
+	uint32_t n;
+	struct mstack_handoff_flow flows[MSTACK_HANDOFF_MAX_FLOWS];
+	int memfd;
+};
+
+/* A second connection to <run_dir>/app.sock (as mstack_ctl_connect) made port_id's inbox
+ * (HELLO, then INBOX): the daemon pushes IMPORTs on it.  port_id must be a port this process
+ * opened on its main connection.  mstack_ctl_fd() gives its fd to poll for POLLIN; close it
+ * with mstack_ctl_close() (the inbox also ends with its port). */
+int mstack_ctl_inbox_open(struct mstack_ctl **out, const char *run_dir, uint32_t port_id);
+
+/* Non-blocking: 1 and *out filled if an IMPORT was waiting (out->memfd is the caller's), 0 if
+ * none, -ECONNRESET if the daemon went away, -EPROTO if it sent something malformed (any fd
+ * it carried is closed; out->memfd is -1 whenever the return is not 1). */
+int mstack_ctl_inbox_recv(struct mstack_ctl *ib, struct mstack_ctl_import *out);
+
+/* Answer IMPORT seq: status 0 and flows[0..n_imported) adopted, or a negative errno (then
+ * n_imported must be 0).  -EINVAL for a bad combination. */
+int mstack_ctl_inbox_reply(struct mstack_ctl *ib, uint32_t seq, int32_t status,
+			   uint32_t n_imported);
 
 #ifdef __cplusplus
 }

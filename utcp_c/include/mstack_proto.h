@@ -33,7 +33,16 @@
 #define MSTACK_MSG_STATS_REGION 9
 #define MSTACK_MSG_LEASE        10
 #define MSTACK_MSG_UNLEASE      11
+#define MSTACK_MSG_HANDOFF      12
+#define MSTACK_MSG_INBOX        13
+#define MSTACK_MSG_IMPORT       14      /* daemon -> app, on an inbox connection */
 #define MSTACK_MSG_REPLY        32768
+
+/* Connection hand-off (HANDOFF, INBOX, IMPORT below). */
+#define MSTACK_HANDOFF_MAX_FLOWS    32
+#define MSTACK_HANDOFF_MAX_BLOB     16777216    /* bytes of the sealed memfd: 16 MiB */
+#define MSTACK_IMPORT_TIMEOUT_MS    500         /* the daemon waits this long per target */
+#define MSTACK_HANDOFF_TIMEOUT_MS   1500        /* and this long for the whole hand-off */
 
 /* Binding kinds of a REGISTER (the same values as the switch's, mstack_abi.h). */
 #define MSTACK_REG_LISTEN       1
@@ -177,6 +186,72 @@ struct mstack_lease_reply {
 struct mstack_unlease {
     struct mstack_msg_hdr hdr;
     uint32_t lease_id;
+    uint32_t pad;
+};
+
+/* ---- Connection hand-off within a listen group (docs/mstackd.md, "Hand-off") ----------
+ * A process that closes its listener (nginx's old worker on reload) hands its not yet
+ * accepted connections to another member of the binding's listen group instead of resetting
+ * them. Order: the target adopts (IMPORT), then the daemon re-points the switch's flows to
+ * the target's port, then the sender releases its copies (after HANDOFF's reply). */
+
+/* One connection, as the switch's flow table names it; network byte order. */
+struct mstack_handoff_flow {
+    uint32_t laddr;
+    uint32_t raddr;
+    uint16_t lport;
+    uint16_t rport;
+};
+
+/* HANDOFF (app -> daemon, on the process's connection): carries 1 fd, a memfd holding the
+ * stacks' opaque serialized connections, sealed F_SEAL_WRITE|F_SEAL_GROW|F_SEAL_SHRINK, at
+ * most MSTACK_HANDOFF_MAX_BLOB bytes (the daemon checks that and never reads it). binding_id:
+ * the listening binding (the sender still claims it; it may have left the group); port_id:
+ * the sender's port, which must own every flow; 1 <= n_flows <= MSTACK_HANDOFF_MAX_FLOWS. */
+struct mstack_handoff {
+    struct mstack_msg_hdr hdr;
+    uint32_t binding_id;
+    uint32_t port_id;
+    uint32_t n_flows;
+    uint32_t pad;
+    struct mstack_handoff_flow flows[32];
+};
+
+/* flows[0 .. n_moved) now belong to target_port; the sender releases them. n_moved 0 with
+ * status 0: no member could take them (target_port 0); status < 0: a bad request. The reply
+ * may take up to MSTACK_HANDOFF_TIMEOUT_MS. */
+struct mstack_handoff_reply {
+    struct mstack_reply r;
+    uint32_t target_port;
+    uint32_t n_moved;
+};
+
+/* INBOX (app -> daemon, on a second connection the process opens after HELLO on it): makes
+ * that connection port_id's inbox, where the daemon pushes IMPORTs. The peer's pid must own
+ * the port; one inbox per port; it ends with its connection or its port. No fd. Reply: a
+ * plain mstack_reply. Nothing but IMPORT replies may follow on an inbox. */
+struct mstack_inbox {
+    struct mstack_msg_hdr hdr;
+    uint32_t port_id;
+    uint32_t pad;
+};
+
+/* IMPORT (daemon -> app, pushed on port_id's inbox with the daemon's own seq): carries 1 fd,
+ * the sender's memfd passed through unchanged. The app adopts what it can and answers with
+ * an mstack_import_reply (type MSTACK_MSG_IMPORT | MSTACK_MSG_REPLY, the same seq) within
+ * MSTACK_IMPORT_TIMEOUT_MS: it adopted flows[0 .. n_imported). */
+struct mstack_import {
+    struct mstack_msg_hdr hdr;
+    uint32_t binding_id;
+    uint32_t port_id;                /* the target: the inbox's port */
+    uint32_t n_flows;
+    uint32_t pad;
+    struct mstack_handoff_flow flows[32];
+};
+
+struct mstack_import_reply {
+    struct mstack_reply r;           /* status 0, or a negative errno (then n_imported 0) */
+    uint32_t n_imported;             /* <= the IMPORT's n_flows */
     uint32_t pad;
 };
 
