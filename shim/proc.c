@@ -210,6 +210,20 @@ void proc_unmap(int sk)
 	}
 }
 
+struct usock *proc_listener_by_binding(uint32_t binding)
+{
+	if (!P.keys || P.pid != getpid())
+		return NULL;
+	for (unsigned i = 0; i < P.cap; i++) {
+		struct usock *us = P.vals[i];
+
+		if (P.keys[i] >= 0 && us && us->kind == US_LISTENER && us->binding == (int64_t)binding &&
+		    us->sk >= 0)
+			return us;
+	}
+	return NULL;
+}
+
 static void on_notify(void *arg, int sk, unsigned ready)
 {
 	struct usock *us = lookup(sk);
@@ -255,7 +269,10 @@ static void publish(uint64_t now)
 static void *helper_main(void *arg)
 {
 	REAL(poll);
-	struct pollfd pf[2] = { { .fd = P.nudge, .events = POLLIN },
+	/* the nudge, the inbox (-1: none; poll skips it), the port (while not left to the
+	 * application's threads) */
+	struct pollfd pf[3] = { { .fd = P.nudge, .events = POLLIN },
+				{ .fd = -1, .events = POLLIN },
 				{ .fd = mstack_port_fd(P.port), .events = POLLIN } };
 
 	(void)arg;
@@ -264,6 +281,9 @@ static void *helper_main(void *arg)
 		uint64_t now = shim_now_us(), next;
 		int tmo;
 
+		if (pf[1].revents)
+			handoff_inbox_drain();
+		pf[1].fd = handoff_inbox_fd();
 		utcp_poll(P.st, now);
 		if (utcp_socks_process(P.ss, now) > 0)
 			wait_wake_threads();
@@ -275,8 +295,8 @@ static void *helper_main(void *arg)
 			tmo = INLINE_IDLE_MS;
 		P.helper_wake_at = now + (uint64_t)tmo * 1000u;
 		shim_unlock();
-		pf[0].revents = pf[1].revents = 0;
-		real_poll(pf, P.helper_port ? 2 : 1, tmo);
+		pf[0].revents = pf[1].revents = pf[2].revents = 0;
+		real_poll(pf, P.helper_port ? 3 : 2, tmo);
 		if (pf[0].revents & POLLIN) {
 			uint64_t v;
 			(void)!read(P.nudge, &v, sizeof(v));
@@ -378,6 +398,7 @@ static void stack_fail(char *why, size_t whylen, const char *what, int rc)
 
 static void stack_teardown(void)
 {
+	handoff_inbox_close();
 	if (P.ss)
 		utcp_socks_destroy(P.ss, shim_now_us());
 	if (P.st)
@@ -505,6 +526,7 @@ int proc_stack(char *why, size_t whylen)
 		mstack_stats_close(&P.stats);
 		P.stats.fd = -1;
 	}
+	handoff_inbox_open(P.info.port_id);
 	P.nudge = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	rc = P.nudge < 0 ? -errno : start_helper();
 	if (rc) {
@@ -550,6 +572,7 @@ static void atfork_child(void)
 		close(mstack_ctl_fd(P.ctl)); /* not mstack_ctl_close: it is the parent's */
 	if (P.nudge >= 0)
 		close(P.nudge);
+	handoff_after_fork_child();
 	memset(&P, 0, sizeof(P));
 	P.nudge = -1;
 	P.stats.fd = -1;

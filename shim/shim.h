@@ -53,6 +53,8 @@ struct shim_state {
 extern struct shim_state shim;
 
 void shim_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* An IPv4 address in host order as the four arguments of "%u.%u.%u.%u". */
+#define IP4(a) (a) >> 24, (a) >> 16 & 255, (a) >> 8 & 255, (a) & 255
 #define shim_vlog(...)                                                                      \
 	do {                                                                                \
 		if (shim.verbose)                                                           \
@@ -212,6 +214,22 @@ void proc_map(int sk, struct usock *us);
 void proc_unmap(int sk);
 /* A mstackd request that reconnects once when the daemon went away (restart). */
 int proc_ctl_retry(int (*fn)(struct mstack_ctl *, void *), void *arg);
+/* This process's UTCP listener of mstackd's binding `binding`, or NULL. */
+struct usock *proc_listener_by_binding(uint32_t binding);
+
+/* ---- moving queued connections between group members (handoff.c) ---- */
+
+/* Before a listener's socket closes (the process has left its group): its queued and half-open
+ * connections go to another member of the group.  Returns how many moved; the stack resets
+ * those that could not.  Lock held. */
+int handoff_listener(struct usock *us);
+/* The inbox: mstackd's pushes of connections handed over by other members.  Opened with the
+ * stack; its fd (-1: none) is watched by the helper thread, which drains it.  Lock held. */
+void handoff_inbox_open(uint32_t port_id);
+int handoff_inbox_fd(void);
+void handoff_inbox_drain(void);
+void handoff_inbox_close(void);
+void handoff_after_fork_child(void);
 
 /* ---- sockets (sock.c) ---- */
 

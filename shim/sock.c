@@ -100,7 +100,6 @@ static int first_match(const struct mstack_policy_ep *eps, unsigned n, uint32_t 
 	return -1;
 }
 
-#define IP4(a) (a) >> 24, (a) >> 16 & 255, (a) >> 8 & 255, (a) & 255
 
 /* A listed socket that stays on the kernel says why, once per policy entry (each time with
  * MSTACK_VERBOSE=1). */
@@ -525,6 +524,7 @@ void usock_put(int fd, struct usock *us)
 
 		if (us->pid == getpid() && ss && us->sk >= 0) {
 			listener_leave(us, NULL);
+			handoff_listener(us);
 			proc_unmap(us->sk);
 			utcp_sk_close(ss, us->sk, shim_now_us());
 			proc_flush();
