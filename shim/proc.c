@@ -598,6 +598,13 @@ __attribute__((destructor)) static void proc_fini(void)
 		shim_unlock();
 		return;
 	}
+	/* listeners the application did not close: their queues go to other members */
+	for (unsigned i = 0; i < P.cap; i++) {
+		struct usock *us = P.vals[i];
+
+		if (P.keys[i] >= 0 && us && us->kind == US_LISTENER && us->sk >= 0)
+			usock_listener_closing(us);
+	}
 	for (int sk = utcp_sk_next(P.ss, -1); sk >= 0; sk = utcp_sk_next(P.ss, sk))
 		if (!utcp_sk_is_listener(P.ss, sk))
 			utcp_sk_shutdown(P.ss, sk, SHUT_WR, shim_now_us());

@@ -238,6 +238,9 @@ void handoff_after_fork_child(void);
 int usock_listener_ready(struct usock *us);
 /* The same from listen(): joined, but paused until the process waits on it. */
 int usock_listener_join_paused(struct usock *us);
+/* A listener about to go (its last close, or the process's exit): it leaves its group and its
+ * queued connections move to another member (handoff.c).  Lock held. */
+void usock_listener_closing(struct usock *us);
 /* Drop one fd's reference (close, dup2 over it); with the lock held. */
 void usock_put(int fd, struct usock *us);
 bool usock_foreign(struct usock *us);

@@ -482,6 +482,12 @@ static void listener_leave(struct usock *us, const char *when)
 			  "next wait)", IP4(us->laddr), us->lport, when);
 }
 
+void usock_listener_closing(struct usock *us)
+{
+	listener_leave(us, NULL);
+	handoff_listener(us);
+}
+
 static void usock_free(struct usock *us)
 {
 	wait_forget_usock(us);
@@ -523,8 +529,7 @@ void usock_put(int fd, struct usock *us)
 		struct reg_arg a = { .binding = us->binding, .port_id = proc_port_id() };
 
 		if (us->pid == getpid() && ss && us->sk >= 0) {
-			listener_leave(us, NULL);
-			handoff_listener(us);
+			usock_listener_closing(us);
 			proc_unmap(us->sk);
 			utcp_sk_close(ss, us->sk, shim_now_us());
 			proc_flush();
