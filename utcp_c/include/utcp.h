@@ -195,6 +195,10 @@ struct utcp_stats {
 	uint64_t dsacks_in, rack_marked_lost, prr_recoveries;   /* RFC 2883, RFC 8985, RFC 6937 */
 	uint64_t time_wait_in_use;   /* TIME-WAIT entries (not counted in conns_in_use) */
 	uint64_t time_wait_recycled; /* TIME-WAIT entries ended early because the table was full */
+	/* moving connections between stacks (utcp_conn_freeze ... utcp_conn_adopt) */
+	uint64_t migrated_out;       /* frozen connections released because another stack has them */
+	uint64_t migrated_in;        /* connections adopted from another stack */
+	uint64_t frozen_drops;       /* segments (and ICMP errors) dropped for a frozen connection */
 };
 const struct utcp_stats *utcp_get_stats(const struct utcp_stack *st);
 
@@ -259,6 +263,61 @@ int utcp_listen_bufcap(struct utcp_stack *st, int listener, uint32_t snd, uint32
  * 0 when everything written has arrived (a process about to exit waits for it, as the
  * kernel's orphaned sockets keep sending). */
 size_t utcp_stack_unacked(const struct utcp_stack *st);
+
+/* ---- moving connections to another stack (utcp_sock.h's utcp_sk_migrate_*) ----
+ * A connection nobody accepted yet is frozen here, described by an image, adopted by a listener
+ * of another stack (same address and port: a listen group), then released here without a word.
+ * All processes use CLOCK_MONOTONIC for now_us, so timestamps and times carry over as they are. */
+
+/* What another stack needs to carry a connection on (sequence numbers as raw 32-bit values). */
+struct utcp_conn_image {
+	enum utcp_state state;       /* UTCP_SYN_RECEIVED, UTCP_ESTABLISHED or UTCP_CLOSE_WAIT */
+	uint32_t laddr, raddr;
+	uint16_t lport, rport;
+	uint8_t rmac[6];             /* next hop towards the peer */
+	uint32_t iss, irs;
+	uint32_t snd_una, snd_nxt, snd_wnd, snd_wl1, snd_wl2;   /* snd_wnd in bytes (scaled) */
+	uint32_t rcv_nxt, rcv_adv;   /* rcv_adv: the right edge of the window we advertised */
+	bool ws_ok, sack_ok, ts_ok, fin_rcvd;
+	uint8_t snd_wscale, rcv_wscale;
+	uint16_t mss;                /* payload per segment in use: the peer's, capped by our MTU */
+	uint32_t ts_recent, ts_offset, last_ack_sent;
+	bool have_rtt;
+	uint32_t srtt_us, rttvar_us;
+	/* SYN-RECEIVED only: SYN,ACK retransmissions so far, the timer's backoff, whether one
+	 * timed out (Karn), and when the first SYN,ACK left (for the handshake's RTT sample) */
+	uint8_t syn_retries, backoff;
+	bool syn_timed_out;
+	uint64_t synack_us;
+	uint32_t data_len;           /* in-order bytes received and not read (utcp_peek them) */
+};
+
+/* Freezes a connection the application holds (ESTABLISHED or CLOSE-WAIT): from now on it
+ * drops every segment silently, sends nothing and runs no timers.  -EINVAL in another state. */
+int utcp_conn_freeze(struct utcp_stack *st, utcp_cid c);
+/* Freezes up to max half-open (SYN-RECEIVED) connections of a listener and hands their
+ * handles out (out[0..n)): the caller holds them from now on.  Returns n.  out NULL: only
+ * counts them (all of them), freezing nothing. */
+int utcp_listen_freeze_half_open(struct utcp_stack *st, int listener, utcp_cid *out, int max);
+/* The image of a frozen connection.  -EINVAL if it is not frozen. */
+int utcp_conn_export(struct utcp_stack *st, utcp_cid c, struct utcp_conn_image *img);
+/* Ends a frozen connection and releases the handle: moved, it goes without a word (no RST, no
+ * TIME-WAIT; counted in migrated_out); otherwise it is reset as utcp_abort() would. */
+int utcp_conn_release(struct utcp_stack *st, utcp_cid c, bool moved, uint64_t now_us);
+/* 0 if this stack can carry on the connection an image describes, -EBADMSG if a field is out
+ * of range or the numbers do not fit together (window scale > 14, MSS outside [88, mtu - 40],
+ * data or advertised window beyond the receive buffer, ...). */
+int utcp_conn_image_check(const struct utcp_stack *st, const struct utcp_conn_image *img,
+			  uint64_t now_us);
+/* Adopts a connection under a listener, with img->data_len bytes of unread data.  Nothing is
+ * sent.  An established connection becomes the caller's (*out, as if accepted; the listener's
+ * utcp_listen_hold count includes it until utcp_listen_release); a half-open one stays the
+ * stack's, its SYN,ACK timer running, and completes with UTCP_EV_ACCEPTED (*out NONE).
+ * -EBADMSG (utcp_conn_image_check), -EINVAL if the image's address or port is not the
+ * listener's, -ENOBUFS if the listener already counts `limit` connections or no control block
+ * is free, -EADDRINUSE if the 4-tuple is in use here (TIME-WAIT included). */
+int utcp_conn_adopt(struct utcp_stack *st, int listener, const struct utcp_conn_image *img,
+		    const void *data, int limit, uint64_t now_us, utcp_cid *out);
 
 /* strerror-style text for a negative errno returned by this library. */
 const char *utcp_strerror(int err);

@@ -11,87 +11,23 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "sock/sock_int.h"
 #include "utcp_sock.h"
-
-#define SK_IDX_BITS 20
-#define SK_IDX_MASK ((1u << SK_IDX_BITS) - 1)
-#define SK_GEN_MASK 0x7ffu      /* ids stay non-negative ints */
-#define NONE UINT32_MAX
-#define BACKLOG_MAX 4096        /* Linux's default somaxconn */
-/* Linux's floors for SO_RCVBUF / SO_SNDBUF (SOCK_MIN_RCVBUF, SOCK_MIN_SNDBUF on x86-64) */
-#define MIN_RCVBUF 2304u
-#define MIN_SNDBUF 4608u
-#define LINUX_MSS_DEFAULT 536   /* TCP_MAXSEG of a socket that is not connected */
-#define TS_OPT_LEN 12           /* the timestamp option in every segment (RFC 7323) */
-
-enum sk_kind { SK_FREE = 0, SK_OPEN, SK_LISTEN, SK_CONN };
-
-struct sk_list {
-	uint32_t head, tail, n;
-};
-
-struct sk {
-	uint8_t kind;
-	uint16_t gen;
-	/* options; an accepted connection starts with its listener's */
-	bool keepalive, nodelay, cork;
-	int linger;                 /* -1: off; else seconds */
-	uint32_t rcvbuf, sndbuf;    /* as getsockopt reports them; 0: never set */
-	uint32_t ka_idle, ka_intvl, ka_cnt;    /* seconds / probes; 0: the stack's */
-	int defer_accept;           /* seconds, rounded as Linux rounds them */
-	const char *cc;             /* NULL: the stack's */
-	int err;                    /* pending error (SO_ERROR), a negative errno */
-	/* a connection */
-	utcp_cid cid;
-	bool connected;             /* reached ESTABLISHED (sock->state SS_CONNECTED) */
-	bool gone;                  /* its connection reached CLOSED; the error went to err */
-	bool shut_rd, shut_wr;      /* shutdown() by the application */
-	bool more;                  /* the last send had MSG_MORE */
-	/* a listener */
-	int lid;                    /* the stack's listener */
-	uint16_t port;
-	int backlog;
-	struct sk_list aq, dq;      /* accept queue; deferred (TCP_DEFER_ACCEPT) connections */
-	/* an unaccepted connection, in its listener's aq or dq (invisible to the caller) */
-	uint32_t parent;
-	uint32_t prev, next;        /* list links; next also links the free list */
-	bool deferred;
-	uint64_t defer_until;
-	bool marked;                /* in this round's notify list */
-};
-
-struct utcp_socks {
-	struct utcp_stack *st;
-	const struct utcp_config *cfg;
-	uint32_t max;
-	struct sk *sk;
-	uint32_t *by_cid;           /* UTCP_CID_INDEX(cid) -> socket */
-	uint32_t *by_lid;           /* stack listener id -> socket */
-	uint32_t nconn, nlid;
-	int *marked;                /* ids to notify this round */
-	uint32_t nmarked;
-	uint32_t free_head;
-	int wake_fd;
-	bool in_process;
-	uint64_t now;               /* the latest time the caller gave (for setopt) */
-	utcp_sk_notify_fn notify;
-	void *notify_arg;
-};
 
 /* ---- ids, lists ---- */
 
-static int id_of(const struct utcp_socks *ss, const struct sk *s)
+int usk_id(const struct utcp_socks *ss, const struct sk *s)
 {
 	return (int)(((uint32_t)(s->gen & SK_GEN_MASK) << SK_IDX_BITS) | (uint32_t)(s - ss->sk));
 }
 
-static uint32_t idx_of(const struct utcp_socks *ss, const struct sk *s)
+uint32_t usk_idx(const struct utcp_socks *ss, const struct sk *s)
 {
 	return (uint32_t)(s - ss->sk);
 }
 
 /* A socket the caller holds: unaccepted connections are not the caller's yet. */
-static struct sk *sk_get(struct utcp_socks *ss, int id)
+struct sk *usk_get(struct utcp_socks *ss, int id)
 {
 	uint32_t idx;
 	struct sk *s;
@@ -108,9 +44,9 @@ static struct sk *sk_get(struct utcp_socks *ss, int id)
 	return s;
 }
 
-static void list_push(struct utcp_socks *ss, struct sk_list *l, struct sk *s)
+void usk_list_push(struct utcp_socks *ss, struct sk_list *l, struct sk *s)
 {
-	uint32_t i = idx_of(ss, s);
+	uint32_t i = usk_idx(ss, s);
 
 	s->next = NONE;
 	s->prev = l->tail;
@@ -122,7 +58,7 @@ static void list_push(struct utcp_socks *ss, struct sk_list *l, struct sk *s)
 	l->n++;
 }
 
-static void list_del(struct utcp_socks *ss, struct sk_list *l, struct sk *s)
+void usk_list_del(struct utcp_socks *ss, struct sk_list *l, struct sk *s)
 {
 	if (s->prev == NONE)
 		l->head = s->next;
@@ -136,13 +72,13 @@ static void list_del(struct utcp_socks *ss, struct sk_list *l, struct sk *s)
 	l->n--;
 }
 
-static void list_init(struct sk_list *l)
+static void usk_list_init(struct sk_list *l)
 {
 	l->head = l->tail = NONE;
 	l->n = 0;
 }
 
-static struct sk *sk_alloc(struct utcp_socks *ss)
+struct sk *usk_alloc(struct utcp_socks *ss)
 {
 	struct sk *s;
 	uint16_t gen;
@@ -161,26 +97,27 @@ static struct sk *sk_alloc(struct utcp_socks *ss)
 	s->cid = UTCP_CID_NONE;
 	s->lid = -1;
 	s->parent = s->prev = s->next = NONE;
-	list_init(&s->aq);
-	list_init(&s->dq);
+	usk_list_init(&s->aq);
+	usk_list_init(&s->dq);
+	usk_list_init(&s->fq);
 	return s;
 }
 
 static void sk_release_cid(struct utcp_socks *ss, struct sk *s)
 {
-	if (s->cid != UTCP_CID_NONE && ss->by_cid[UTCP_CID_INDEX(s->cid)] == idx_of(ss, s))
+	if (s->cid != UTCP_CID_NONE && ss->by_cid[UTCP_CID_INDEX(s->cid)] == usk_idx(ss, s))
 		ss->by_cid[UTCP_CID_INDEX(s->cid)] = NONE;
 	s->cid = UTCP_CID_NONE;
 }
 
-static void sk_free(struct utcp_socks *ss, struct sk *s)
+void usk_free(struct utcp_socks *ss, struct sk *s)
 {
 	sk_release_cid(ss, s);
 	s->kind = SK_FREE;
 	s->gen = (uint16_t)((s->gen + 1) & SK_GEN_MASK);
 	s->marked = false;
 	s->next = ss->free_head;
-	ss->free_head = idx_of(ss, s);
+	ss->free_head = usk_idx(ss, s);
 }
 
 /* ---- table ---- */
@@ -365,12 +302,12 @@ static void apply_conn_opts(struct utcp_socks *ss, struct sk *s, uint64_t now)
 		utcp_set_cork(ss->st, s->cid, true, now);
 }
 
-static void mark(struct utcp_socks *ss, struct sk *s)
+void usk_mark(struct utcp_socks *ss, struct sk *s)
 {
 	if (s->marked || ss->nmarked == ss->max)
 		return;
 	s->marked = true;
-	ss->marked[ss->nmarked++] = id_of(ss, s);
+	ss->marked[ss->nmarked++] = usk_id(ss, s);
 }
 
 /* ---- readiness (Linux's tcp_poll) ---- */
@@ -418,7 +355,7 @@ static int sk_ready(struct utcp_socks *ss, struct sk *s)
 
 int utcp_sk_ready(struct utcp_socks *ss, int id)
 {
-	struct sk *s = sk_get(ss, id);
+	struct sk *s = usk_get(ss, id);
 
 	return s ? sk_ready(ss, s) : -EBADF;
 }
@@ -445,11 +382,11 @@ static void defer_end(struct utcp_socks *ss, struct sk *c)
 {
 	struct sk *l = &ss->sk[c->parent];
 
-	list_del(ss, &l->dq, c);
+	usk_list_del(ss, &l->dq, c);
 	c->deferred = false;
 	utcp_set_wakeup(ss->st, c->cid, 0);
-	list_push(ss, &l->aq, c);
-	mark(ss, l);
+	usk_list_push(ss, &l->aq, c);
+	usk_mark(ss, l);
 }
 
 /* An unaccepted connection that will never be accepted: its slot in the listener's
@@ -458,13 +395,43 @@ static void child_drop(struct utcp_socks *ss, struct sk *c, bool rst, uint64_t n
 {
 	struct sk *l = &ss->sk[c->parent];
 
-	list_del(ss, c->deferred ? &l->dq : &l->aq, c);
+	usk_list_del(ss, c->deferred ? &l->dq : &l->aq, c);
 	utcp_listen_release(ss->st, l->lid);
 	if (rst)
 		utcp_abort(ss->st, c->cid, now);
 	else
 		utcp_close(ss->st, c->cid, now);
-	sk_free(ss, c);
+	usk_free(ss, c);
+}
+
+void usk_child_init(struct utcp_socks *ss, struct sk *l, struct sk *c, utcp_cid cid, uint64_t now)
+{
+	c->kind = SK_CONN;
+	c->keepalive = l->keepalive;
+	c->nodelay = l->nodelay;
+	c->cork = l->cork;
+	c->linger = l->linger;
+	c->rcvbuf = l->rcvbuf;
+	c->sndbuf = l->sndbuf;
+	c->ka_idle = l->ka_idle;
+	c->ka_intvl = l->ka_intvl;
+	c->ka_cnt = l->ka_cnt;
+	c->cc = l->cc;
+	c->cid = cid;
+	c->connected = true;
+	c->parent = usk_idx(ss, l);
+	ss->by_cid[UTCP_CID_INDEX(cid)] = usk_idx(ss, c);
+	apply_conn_opts(ss, c, now);
+	apply_keepalive(ss, c, now);
+	if (l->defer_accept > 0) {
+		c->deferred = true;
+		c->defer_until = now + (uint64_t)l->defer_accept * 1000000u;
+		utcp_set_wakeup(ss->st, c->cid, c->defer_until);
+		usk_list_push(ss, &l->dq, c);
+	} else {
+		usk_list_push(ss, &l->aq, c);
+		usk_mark(ss, l);
+	}
 }
 
 static void on_accepted(struct utcp_socks *ss, const struct utcp_event *ev, uint64_t now)
@@ -477,38 +444,13 @@ static void on_accepted(struct utcp_socks *ss, const struct utcp_event *ev, uint
 		utcp_abort(ss->st, ev->conn, now);      /* its listener is gone */
 		return;
 	}
-	c = sk_alloc(ss);
+	c = usk_alloc(ss);
 	if (!c) {
 		utcp_listen_release(ss->st, l->lid);
 		utcp_abort(ss->st, ev->conn, now);      /* socket table full */
 		return;
 	}
-	c->kind = SK_CONN;
-	c->keepalive = l->keepalive;
-	c->nodelay = l->nodelay;
-	c->cork = l->cork;
-	c->linger = l->linger;
-	c->rcvbuf = l->rcvbuf;
-	c->sndbuf = l->sndbuf;
-	c->ka_idle = l->ka_idle;
-	c->ka_intvl = l->ka_intvl;
-	c->ka_cnt = l->ka_cnt;
-	c->cc = l->cc;
-	c->cid = ev->conn;
-	c->connected = true;
-	c->parent = li;
-	ss->by_cid[UTCP_CID_INDEX(ev->conn)] = idx_of(ss, c);
-	apply_conn_opts(ss, c, now);
-	apply_keepalive(ss, c, now);
-	if (l->defer_accept > 0) {
-		c->deferred = true;
-		c->defer_until = now + (uint64_t)l->defer_accept * 1000000u;
-		utcp_set_wakeup(ss->st, c->cid, c->defer_until);
-		list_push(ss, &l->dq, c);
-	} else {
-		list_push(ss, &l->aq, c);
-		mark(ss, l);
-	}
+	usk_child_init(ss, l, c, ev->conn, now);
 }
 
 static void on_event(struct utcp_socks *ss, const struct utcp_event *ev, uint64_t now)
@@ -523,13 +465,15 @@ static void on_event(struct utcp_socks *ss, const struct utcp_event *ev, uint64_
 	if (i == NONE || ss->sk[i].cid != ev->conn)
 		return;
 	s = &ss->sk[i];
+	if (s->frozen)
+		return;                 /* news from before the freeze: it is moving */
 	if (ev->events & UTCP_EV_CONNECTED) {
 		s->connected = true;
 		apply_keepalive(ss, s, now);
 	}
 	refresh(ss, s, &cs);
 	if (s->parent == NONE) {
-		mark(ss, s);
+		usk_mark(ss, s);
 		return;
 	}
 	/* Not accepted yet: only a deferred connection has news for its listener. */
@@ -543,23 +487,29 @@ static void on_event(struct utcp_socks *ss, const struct utcp_event *ev, uint64_
 		defer_end(ss, s);
 }
 
-int utcp_socks_process(struct utcp_socks *ss, uint64_t now)
+void usk_drain_events(struct utcp_socks *ss, uint64_t now)
 {
 	struct utcp_event ev;
+
+	while (utcp_next_event(ss->st, &ev) == 1)
+		on_event(ss, &ev, now);
+}
+
+int utcp_socks_process(struct utcp_socks *ss, uint64_t now)
+{
 	uint32_t i, n;
 
 	if (ss->in_process)
 		return 0;
 	see_time(ss, now);
 	ss->in_process = true;
-	while (utcp_next_event(ss->st, &ev) == 1)
-		on_event(ss, &ev, now);
+	usk_drain_events(ss, now);
 	/* Callbacks may call back into the table (accept, recv, close): each id is checked
 	 * before its call. */
 	n = ss->nmarked;
 	ss->nmarked = 0;
 	for (i = 0; i < n; i++) {
-		struct sk *s = sk_get(ss, ss->marked[i]);
+		struct sk *s = usk_get(ss, ss->marked[i]);
 
 		if (!s)
 			continue;
@@ -582,9 +532,9 @@ int utcp_socks_process(struct utcp_socks *ss, uint64_t now)
 
 int utcp_sk_open(struct utcp_socks *ss)
 {
-	struct sk *s = sk_alloc(ss);
+	struct sk *s = usk_alloc(ss);
 
-	return s ? id_of(ss, s) : -ENFILE;
+	return s ? usk_id(ss, s) : -ENFILE;
 }
 
 /* Stops listening: queued and deferred connections are reset (Linux's
@@ -594,15 +544,16 @@ static void listener_stop(struct utcp_socks *ss, struct sk *l, uint64_t now)
 	struct sk_list *lists[2] = {&l->aq, &l->dq};
 	int k;
 
+	usk_migrate_abandon(ss, l, now);
 	utcp_unlisten(ss->st, l->lid);
 	ss->by_lid[l->lid] = NONE;
 	for (k = 0; k < 2; k++) {
 		while (lists[k]->head != NONE) {
 			struct sk *c = &ss->sk[lists[k]->head];
 
-			list_del(ss, lists[k], c);
+			usk_list_del(ss, lists[k], c);
 			utcp_abort(ss->st, c->cid, now);
-			sk_free(ss, c);
+			usk_free(ss, c);
 		}
 	}
 	l->kind = SK_OPEN;
@@ -612,7 +563,7 @@ static void listener_stop(struct utcp_socks *ss, struct sk *l, uint64_t now)
 
 int utcp_sk_listen(struct utcp_socks *ss, int id, uint16_t port, int backlog)
 {
-	struct sk *s = sk_get(ss, id);
+	struct sk *s = usk_get(ss, id);
 	int lid;
 
 	if (!s)
@@ -641,7 +592,7 @@ int utcp_sk_listen(struct utcp_socks *ss, int id, uint16_t port, int backlog)
 	s->port = port;
 	s->backlog = backlog;
 	s->err = 0;
-	ss->by_lid[lid] = idx_of(ss, s);
+	ss->by_lid[lid] = usk_idx(ss, s);
 	apply_bufcap(ss, s);
 	/* Linux queues up to backlog + 1 connections before it ignores SYNs. */
 	return utcp_listen_hold(ss->st, lid, backlog + 1);
@@ -649,7 +600,7 @@ int utcp_sk_listen(struct utcp_socks *ss, int id, uint16_t port, int backlog)
 
 int utcp_sk_listen_pause(struct utcp_socks *ss, int id, bool paused)
 {
-	struct sk *s = sk_get(ss, id);
+	struct sk *s = usk_get(ss, id);
 
 	if (!s)
 		return -EBADF;
@@ -681,7 +632,7 @@ static void fill_name(struct utcp_socks *ss, struct sk *s, struct utcp_sk_name *
 
 int utcp_sk_accept(struct utcp_socks *ss, int id, struct utcp_sk_name *peer)
 {
-	struct sk *l = sk_get(ss, id), *c;
+	struct sk *l = usk_get(ss, id), *c;
 
 	if (!l)
 		return -EBADF;
@@ -690,18 +641,18 @@ int utcp_sk_accept(struct utcp_socks *ss, int id, struct utcp_sk_name *peer)
 	if (l->aq.head == NONE)
 		return -EAGAIN;
 	c = &ss->sk[l->aq.head];
-	list_del(ss, &l->aq, c);
+	usk_list_del(ss, &l->aq, c);
 	c->parent = NONE;
 	utcp_listen_release(ss->st, l->lid);
 	if (peer)
 		fill_name(ss, c, peer);
-	return id_of(ss, c);
+	return usk_id(ss, c);
 }
 
 int utcp_sk_connect(struct utcp_socks *ss, int id, uint32_t raddr, uint16_t rport, uint16_t lport,
 		    const uint8_t next_hop[6], uint64_t now)
 {
-	struct sk *s = sk_get(ss, id);
+	struct sk *s = usk_get(ss, id);
 	utcp_cid cid;
 	int rc;
 
@@ -735,7 +686,7 @@ int utcp_sk_connect(struct utcp_socks *ss, int id, uint32_t raddr, uint16_t rpor
 	s->cid = cid;
 	s->connected = s->gone = s->shut_rd = s->shut_wr = s->more = false;
 	s->err = 0;
-	ss->by_cid[UTCP_CID_INDEX(cid)] = idx_of(ss, s);
+	ss->by_cid[UTCP_CID_INDEX(cid)] = usk_idx(ss, s);
 	apply_conn_opts(ss, s, now);
 	return -EINPROGRESS;
 }
@@ -766,7 +717,7 @@ static bool iov_ok(const struct iovec *iov, int iovcnt, size_t *total)
 ssize_t utcp_sk_send(struct utcp_socks *ss, int id, const struct iovec *iov, int iovcnt, int flags,
 		     uint64_t now)
 {
-	struct sk *s = sk_get(ss, id);
+	struct sk *s = usk_get(ss, id);
 	struct utcp_conn_status cs;
 	size_t total, done = 0;
 	bool want_cork;
@@ -819,7 +770,7 @@ ssize_t utcp_sk_send(struct utcp_socks *ss, int id, const struct iovec *iov, int
 ssize_t utcp_sk_recv(struct utcp_socks *ss, int id, const struct iovec *iov, int iovcnt, int flags,
 		     uint64_t now)
 {
-	struct sk *s = sk_get(ss, id);
+	struct sk *s = usk_get(ss, id);
 	struct utcp_conn_status cs;
 	size_t total, done = 0;
 	int i;
@@ -867,7 +818,7 @@ ssize_t utcp_sk_recv(struct utcp_socks *ss, int id, const struct iovec *iov, int
 
 int utcp_sk_shutdown(struct utcp_socks *ss, int id, int how, uint64_t now)
 {
-	struct sk *s = sk_get(ss, id);
+	struct sk *s = usk_get(ss, id);
 	struct utcp_conn_status cs;
 
 	if (!s)
@@ -906,7 +857,7 @@ int utcp_sk_shutdown(struct utcp_socks *ss, int id, int how, uint64_t now)
 
 int utcp_sk_close(struct utcp_socks *ss, int id, uint64_t now)
 {
-	struct sk *s = sk_get(ss, id);
+	struct sk *s = usk_get(ss, id);
 
 	if (!s)
 		return -EBADF;
@@ -920,7 +871,7 @@ int utcp_sk_close(struct utcp_socks *ss, int id, uint64_t now)
 		else
 			utcp_close(ss->st, s->cid, now);
 	}
-	sk_free(ss, s);
+	usk_free(ss, s);
 	return 0;
 }
 
@@ -928,7 +879,7 @@ int utcp_sk_close(struct utcp_socks *ss, int id, uint64_t now)
 
 int utcp_sk_setopt(struct utcp_socks *ss, int id, enum utcp_sk_opt opt, int val)
 {
-	struct sk *s = sk_get(ss, id);
+	struct sk *s = usk_get(ss, id);
 	bool conn;
 
 	if (!s)
@@ -1004,7 +955,7 @@ int utcp_sk_setopt(struct utcp_socks *ss, int id, enum utcp_sk_opt opt, int val)
 
 int utcp_sk_getopt(struct utcp_socks *ss, int id, enum utcp_sk_opt opt, int *val)
 {
-	struct sk *s = sk_get(ss, id);
+	struct sk *s = usk_get(ss, id);
 	const struct utcp_config *c;
 
 	if (!s)
@@ -1061,7 +1012,7 @@ int utcp_sk_getopt(struct utcp_socks *ss, int id, enum utcp_sk_opt opt, int *val
 
 int utcp_sk_set_cc(struct utcp_socks *ss, int id, const char *name)
 {
-	struct sk *s = sk_get(ss, id);
+	struct sk *s = usk_get(ss, id);
 	const char *cc;
 
 	if (!s)
@@ -1077,7 +1028,7 @@ int utcp_sk_set_cc(struct utcp_socks *ss, int id, const char *name)
 
 const char *utcp_sk_get_cc(struct utcp_socks *ss, int id)
 {
-	struct sk *s = sk_get(ss, id);
+	struct sk *s = usk_get(ss, id);
 	struct utcp_conn_info ci;
 
 	if (!s)
@@ -1095,7 +1046,7 @@ const char *utcp_sk_get_cc(struct utcp_socks *ss, int id)
 
 int utcp_sk_error(struct utcp_socks *ss, int id)
 {
-	struct sk *s = sk_get(ss, id);
+	struct sk *s = usk_get(ss, id);
 	struct utcp_conn_status cs;
 
 	if (!s)
@@ -1107,7 +1058,7 @@ int utcp_sk_error(struct utcp_socks *ss, int id)
 
 int utcp_sk_nread(struct utcp_socks *ss, int id)
 {
-	struct sk *s = sk_get(ss, id);
+	struct sk *s = usk_get(ss, id);
 	struct utcp_conn_status cs;
 
 	if (!s)
@@ -1122,7 +1073,7 @@ int utcp_sk_nread(struct utcp_socks *ss, int id)
 
 int utcp_sk_outq(struct utcp_socks *ss, int id)
 {
-	struct sk *s = sk_get(ss, id);
+	struct sk *s = usk_get(ss, id);
 	struct utcp_conn_status cs;
 
 	if (!s)
@@ -1137,7 +1088,7 @@ int utcp_sk_outq(struct utcp_socks *ss, int id)
 
 int utcp_sk_name(struct utcp_socks *ss, int id, struct utcp_sk_name *out)
 {
-	struct sk *s = sk_get(ss, id);
+	struct sk *s = usk_get(ss, id);
 
 	if (!s)
 		return -EBADF;
@@ -1149,7 +1100,7 @@ int utcp_sk_name(struct utcp_socks *ss, int id, struct utcp_sk_name *out)
 
 int utcp_sk_info(struct utcp_socks *ss, int id, struct utcp_conn_info *info)
 {
-	struct sk *s = sk_get(ss, id);
+	struct sk *s = usk_get(ss, id);
 	struct utcp_conn_info ci;
 	size_t sz;
 
@@ -1174,7 +1125,7 @@ int utcp_sk_info(struct utcp_socks *ss, int id, struct utcp_conn_info *info)
 
 bool utcp_sk_is_listener(struct utcp_socks *ss, int id)
 {
-	struct sk *s = sk_get(ss, id);
+	struct sk *s = usk_get(ss, id);
 
 	return s && s->kind == SK_LISTEN;
 }
@@ -1185,6 +1136,6 @@ int utcp_sk_next(struct utcp_socks *ss, int after)
 
 	for (; i < ss->max; i++)
 		if (ss->sk[i].kind != SK_FREE && ss->sk[i].parent == NONE)
-			return id_of(ss, &ss->sk[i]);
+			return usk_id(ss, &ss->sk[i]);
 	return -1;
 }

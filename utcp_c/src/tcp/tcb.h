@@ -37,6 +37,7 @@ struct utcp_tcb {
 	bool passive;            /* came from a listener */
 	int listener;            /* for passive opens */
 	bool nodelay;
+	bool frozen;             /* being moved to another stack (tcp_mig.c): deaf, mute, no timers */
 
 	/* send sequence space (RFC 9293 3.3.1) */
 	utcp_seq iss, snd_una, snd_nxt, snd_max, snd_wl1, snd_wl2;
@@ -227,6 +228,8 @@ void tcp_prr_sent(struct utcp_tcb *tcb, uint32_t bytes);
 void tcp_timer_update(struct utcp_stack *st, struct utcp_tcb *tcb);
 void tcp_timer_fire(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
 void tcp_rtt_sample(struct utcp_tcb *tcb, uint32_t rtt_us, const struct utcp_config *cfg);
+/* RTO from SRTT and RTTVAR (RFC 6298 (2.3)-(2.5)). */
+void tcp_rto_update(struct utcp_tcb *tcb, const struct utcp_config *cfg);
 uint32_t tcp_rto_current(const struct utcp_tcb *tcb, const struct utcp_config *cfg);
 void tcp_arm_rtx(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
 void tcp_arm_tlp(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
@@ -245,6 +248,13 @@ uint32_t tcp_rcv_space(const struct utcp_tcb *tcb);
 /* tcp_output() asks before sending a final partial segment: true holds it (cork), and
  * makes sure a timer sends it when the cork's time bound runs out. */
 bool tcp_cork_holds(struct utcp_tcb *tcb, uint64_t now);
+
+/* Handles: the application's connection of a handle (NULL if stale or not held), the handle of
+ * a connection; a 4-tuple in use by a connection or a TIME-WAIT entry; ABORT (3.10.5). */
+struct utcp_tcb *tcp_tcb_of(struct utcp_stack *st, utcp_cid c);
+utcp_cid tcp_cid_of(const struct utcp_stack *st, const struct utcp_tcb *tcb);
+bool tcp_tuple_taken(const struct utcp_stack *st, const struct utcp_tuple *t);
+void tcp_abort(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
 
 /* isn.c: RFC 6528 */
 uint32_t tcp_isn(const uint8_t key[16], const struct utcp_tuple *t, uint64_t now_us);

@@ -12,12 +12,12 @@
 #define CID_IDX_MASK ((1u << CID_IDX_BITS) - 1)
 _Static_assert(UTCP_CID_INDEX(UINT32_MAX) == CID_IDX_MASK, "UTCP_CID_INDEX matches the handle layout");
 
-static utcp_cid cid_of(const struct utcp_stack *st, const struct utcp_tcb *tcb)
+utcp_cid tcp_cid_of(const struct utcp_stack *st, const struct utcp_tcb *tcb)
 {
 	return ((uint32_t)(st->ct.gen[tcb->idx] & 0xfff) << CID_IDX_BITS) | tcb->idx;
 }
 
-static struct utcp_tcb *tcb_of(struct utcp_stack *st, utcp_cid c)
+struct utcp_tcb *tcp_tcb_of(struct utcp_stack *st, utcp_cid c)
 {
 	uint32_t idx = c & CID_IDX_MASK;
 
@@ -146,7 +146,7 @@ int utcp_next_event(struct utcp_stack *st, struct utcp_event *ev)
 			continue;
 		memset(ev, 0, sizeof(*ev));
 		ev->events = tcb->ev_pending;
-		ev->conn = cid_of(st, tcb);
+		ev->conn = tcp_cid_of(st, tcb);
 		ev->error = tcb->ev_error;
 		ev->listener = tcb->listener;
 		tcb->ev_pending = 0;
@@ -193,7 +193,7 @@ void tcp_enter_time_wait(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t n
 	tcb->rtx_at = 0;
 	tcb->persist = false;
 	tcp_output(st, tcb, now);       /* the ACK of the peer's FIN, if that brought us here */
-	tcp_tw_add(st, tcb, tcb->app_owned ? cid_of(st, tcb) : UTCP_CID_NONE, now);
+	tcp_tw_add(st, tcb, tcb->app_owned ? tcp_cid_of(st, tcb) : UTCP_CID_NONE, now);
 	utcp_conntab_remove(&st->ct, tcb->idx);
 	tcb->delack_at = tcb->tw_at = tcb->ka_at = tcb->tlp_at = tcb->rack_at = 0;
 	tcb->ka_on = false;
@@ -213,14 +213,14 @@ static void release_time_wait(struct utcp_stack *st, struct utcp_tcb *tcb)
 {
 	uint32_t i = tcp_tw_lookup(st, &tcb->t, utcp_conntab_hash(&st->ct, &tcb->t));
 
-	if (i != UTCP_CT_NONE && st->tw.e[i].held == cid_of(st, tcb))
+	if (i != UTCP_CT_NONE && st->tw.e[i].held == tcp_cid_of(st, tcb))
 		st->tw.e[i].held = UTCP_CID_NONE;
 	tcb_free(st, tcb);
 }
 
 void tcp_time_wait_over(struct utcp_stack *st, utcp_cid held)
 {
-	struct utcp_tcb *tcb = tcb_of(st, held);
+	struct utcp_tcb *tcb = tcp_tcb_of(st, held);
 
 	if (tcb && tcb->state == UTCP_TIME_WAIT)
 		tcp_tcb_closed(st, tcb, 0);
@@ -345,7 +345,7 @@ int stack_find_listener(struct utcp_stack *st, uint16_t port)
 
 /* A 4-tuple in use by a connection or in TIME-WAIT (RFC 9293 3.6.1: not reused by an
  * active open while TIME-WAIT lasts). */
-static bool tuple_taken(const struct utcp_stack *st, const struct utcp_tuple *t)
+bool tcp_tuple_taken(const struct utcp_stack *st, const struct utcp_tuple *t)
 {
 	uint32_t h = utcp_conntab_hash(&st->ct, t);
 
@@ -362,7 +362,7 @@ int utcp_connect(struct utcp_stack *st, uint32_t raddr, uint16_t rport, uint16_t
 	if (!raddr || !rport)
 		return -EINVAL;
 	if (lport) {
-		if (tuple_taken(st, &t))
+		if (tcp_tuple_taken(st, &t))
 			return -EADDRINUSE;
 		tcb = tcp_tcb_new(st, &t, now);
 		if (!tcb)
@@ -373,7 +373,7 @@ int utcp_connect(struct utcp_stack *st, uint32_t raddr, uint16_t rport, uint16_t
 
 		for (i = 0; i < span; i++) {
 			t.lport = (uint16_t)(st->cfg.ephemeral_lo + (st->next_ephemeral + i) % span);
-			if (!tuple_taken(st, &t))
+			if (!tcp_tuple_taken(st, &t))
 				break;
 		}
 		if (i == span)
@@ -392,7 +392,7 @@ int utcp_connect(struct utcp_stack *st, uint32_t raddr, uint16_t rport, uint16_t
 	tcb->rtt_start = now;
 	tcp_arm_rtx(st, tcb, now);
 	tcp_timer_update(st, tcb);
-	*out = cid_of(st, tcb);
+	*out = tcp_cid_of(st, tcb);
 	return 0;
 }
 
@@ -444,7 +444,7 @@ bool tcp_cork_holds(struct utcp_tcb *tcb, uint64_t now)
 
 ssize_t utcp_send(struct utcp_stack *st, utcp_cid c, const void *buf, size_t len, uint64_t now)
 {
-	struct utcp_tcb *tcb = tcb_of(st, c);
+	struct utcp_tcb *tcb = tcp_tcb_of(st, c);
 	uint32_t n, room;
 
 	if (!tcb)
@@ -466,7 +466,7 @@ ssize_t utcp_send(struct utcp_stack *st, utcp_cid c, const void *buf, size_t len
 
 ssize_t utcp_recv(struct utcp_stack *st, utcp_cid c, void *buf, size_t len, uint64_t now)
 {
-	struct utcp_tcb *tcb = tcb_of(st, c);
+	struct utcp_tcb *tcb = tcp_tcb_of(st, c);
 	uint32_t n, before, after;
 
 	if (!tcb)
@@ -524,7 +524,7 @@ static int do_shutdown(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now
 
 int utcp_shutdown(struct utcp_stack *st, utcp_cid c, uint64_t now)
 {
-	struct utcp_tcb *tcb = tcb_of(st, c);
+	struct utcp_tcb *tcb = tcp_tcb_of(st, c);
 
 	if (!tcb)
 		return -EBADF;
@@ -533,7 +533,7 @@ int utcp_shutdown(struct utcp_stack *st, utcp_cid c, uint64_t now)
 	return do_shutdown(st, tcb, now);
 }
 
-static void do_abort(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
+void tcp_abort(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 {
 	/* 3.10.5: RST in SYN-RECEIVED and the synchronized states except the closing ones */
 	if (tcb->state == UTCP_SYN_RECEIVED || tcb->state == UTCP_ESTABLISHED ||
@@ -549,7 +549,7 @@ static void do_abort(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 
 int utcp_close(struct utcp_stack *st, utcp_cid c, uint64_t now)
 {
-	struct utcp_tcb *tcb = tcb_of(st, c);
+	struct utcp_tcb *tcb = tcp_tcb_of(st, c);
 
 	if (!tcb)
 		return -EBADF;
@@ -564,7 +564,7 @@ int utcp_close(struct utcp_stack *st, utcp_cid c, uint64_t now)
 	/* Unread data at close: reset rather than pretend an orderly close
 	 * (RFC 2525 2.17, what Linux does). */
 	if (tcb->rbuf.len > 0) {
-		do_abort(st, tcb, now);
+		tcp_abort(st, tcb, now);
 		return 0;
 	}
 	tcb->app_owned = false;
@@ -584,20 +584,20 @@ int utcp_close(struct utcp_stack *st, utcp_cid c, uint64_t now)
 
 int utcp_abort(struct utcp_stack *st, utcp_cid c, uint64_t now)
 {
-	struct utcp_tcb *tcb = tcb_of(st, c);
+	struct utcp_tcb *tcb = tcp_tcb_of(st, c);
 
 	if (!tcb)
 		return -EBADF;
 	if (tcb->state == UTCP_TIME_WAIT)
 		release_time_wait(st, tcb);     /* nothing to reset: the entry answers on */
 	else
-		do_abort(st, tcb, now);
+		tcp_abort(st, tcb, now);
 	return 0;
 }
 
 int utcp_set_nodelay(struct utcp_stack *st, utcp_cid c, bool on)
 {
-	struct utcp_tcb *tcb = tcb_of(st, c);
+	struct utcp_tcb *tcb = tcp_tcb_of(st, c);
 
 	if (!tcb)
 		return -EBADF;
@@ -607,7 +607,7 @@ int utcp_set_nodelay(struct utcp_stack *st, utcp_cid c, bool on)
 
 int utcp_set_keepalive(struct utcp_stack *st, utcp_cid c, bool on, uint64_t now)
 {
-	struct utcp_tcb *tcb = tcb_of(st, c);
+	struct utcp_tcb *tcb = tcp_tcb_of(st, c);
 
 	if (!tcb)
 		return -EBADF;
@@ -623,7 +623,7 @@ int utcp_set_keepalive(struct utcp_stack *st, utcp_cid c, bool on, uint64_t now)
 
 int utcp_set_cc(struct utcp_stack *st, utcp_cid c, const char *name)
 {
-	struct utcp_tcb *tcb = tcb_of(st, c);
+	struct utcp_tcb *tcb = tcp_tcb_of(st, c);
 	const struct utcp_cc_ops *ops = name ? utcp_cc_find(name) : NULL;
 
 	if (!tcb)
@@ -640,7 +640,7 @@ int utcp_set_cc(struct utcp_stack *st, utcp_cid c, const char *name)
 
 int utcp_conn_ready(struct utcp_stack *st, utcp_cid c)
 {
-	struct utcp_tcb *tcb = tcb_of(st, c);
+	struct utcp_tcb *tcb = tcp_tcb_of(st, c);
 	int m = 0;
 
 	if (!tcb)
@@ -659,7 +659,7 @@ int utcp_conn_ready(struct utcp_stack *st, utcp_cid c)
 
 int utcp_conn_info(struct utcp_stack *st, utcp_cid c, struct utcp_conn_info *info)
 {
-	struct utcp_tcb *tcb = tcb_of(st, c);
+	struct utcp_tcb *tcb = tcp_tcb_of(st, c);
 	struct utcp_conn_info ci;
 	size_t sz;
 
@@ -719,7 +719,7 @@ const char *utcp_cc_lookup(const char *name)
 
 int utcp_conn_status(struct utcp_stack *st, utcp_cid c, struct utcp_conn_status *out)
 {
-	struct utcp_tcb *tcb = tcb_of(st, c);
+	struct utcp_tcb *tcb = tcp_tcb_of(st, c);
 
 	if (!tcb)
 		return -EBADF;
@@ -736,7 +736,7 @@ int utcp_conn_status(struct utcp_stack *st, utcp_cid c, struct utcp_conn_status 
 
 ssize_t utcp_peek(struct utcp_stack *st, utcp_cid c, void *buf, size_t len, size_t off)
 {
-	struct utcp_tcb *tcb = tcb_of(st, c);
+	struct utcp_tcb *tcb = tcp_tcb_of(st, c);
 	const uint8_t *p1, *p2;
 	uint32_t l1, l2, n;
 
@@ -757,7 +757,7 @@ ssize_t utcp_peek(struct utcp_stack *st, utcp_cid c, void *buf, size_t len, size
 int utcp_set_keepalive_timing(struct utcp_stack *st, utcp_cid c, uint64_t idle_us,
 			      uint64_t intvl_us, uint32_t probes, uint64_t now)
 {
-	struct utcp_tcb *tcb = tcb_of(st, c);
+	struct utcp_tcb *tcb = tcp_tcb_of(st, c);
 
 	if (!tcb)
 		return -EBADF;
@@ -779,7 +779,7 @@ int utcp_set_keepalive_timing(struct utcp_stack *st, utcp_cid c, uint64_t idle_u
 
 int utcp_set_cork(struct utcp_stack *st, utcp_cid c, bool on, uint64_t now)
 {
-	struct utcp_tcb *tcb = tcb_of(st, c);
+	struct utcp_tcb *tcb = tcp_tcb_of(st, c);
 
 	if (!tcb)
 		return -EBADF;
@@ -794,7 +794,7 @@ int utcp_set_cork(struct utcp_stack *st, utcp_cid c, bool on, uint64_t now)
 
 int utcp_set_bufcap(struct utcp_stack *st, utcp_cid c, uint32_t snd, uint32_t rcv)
 {
-	struct utcp_tcb *tcb = tcb_of(st, c);
+	struct utcp_tcb *tcb = tcp_tcb_of(st, c);
 
 	if (!tcb)
 		return -EBADF;
@@ -805,7 +805,7 @@ int utcp_set_bufcap(struct utcp_stack *st, utcp_cid c, uint32_t snd, uint32_t rc
 
 int utcp_set_wakeup(struct utcp_stack *st, utcp_cid c, uint64_t at)
 {
-	struct utcp_tcb *tcb = tcb_of(st, c);
+	struct utcp_tcb *tcb = tcp_tcb_of(st, c);
 
 	if (!tcb)
 		return -EBADF;

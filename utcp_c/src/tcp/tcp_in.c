@@ -691,6 +691,11 @@ void tcp_input(struct utcp_stack *st, const struct utcp_seg *seg)
 		return;
 	}
 	tcb = &st->tcbs[idx];
+	if (tcb->frozen) {
+		/* Being moved to another stack: the peer retransmits to its new owner. */
+		st->stats.frozen_drops++;
+		return;
+	}
 	tcb->last_rcv = seg->now;               /* liveness, for keepalive */
 	if (tcb->state == UTCP_SYN_SENT)
 		syn_sent_state(st, tcb, seg);
@@ -715,6 +720,10 @@ void tcp_icmp_input(struct utcp_stack *st, const struct utcp_icmp *ic, uint64_t 
 		return;
 	}
 	tcb = &st->tcbs[idx];
+	if (tcb->frozen) {
+		st->stats.frozen_drops++;
+		return;
+	}
 	/* RFC 5927 4.1: the quoted sequence number must be in SND.UNA..SND.NXT-1. */
 	if (!seq_in(seq_of(ic->q_seq), tcb->snd_una, tcb->snd_max)) {
 		drop(st, UTCP_DROP_ICMP_STALE);

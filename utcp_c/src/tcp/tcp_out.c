@@ -51,6 +51,10 @@ uint32_t tcp_rcv_window(const struct utcp_tcb *tcb)
 	step = tcb->rbuf.cap / 2 < tcb->mss ? tcb->rbuf.cap / 2 : tcb->mss;
 	if (space > cur && space - cur < step)
 		return cur;
+	/* Never shrink the window (3.8.6.2.2) while the ring can hold it: a smaller SO_RCVBUF,
+	 * or a connection adopted from another stack with the window that stack offered. */
+	if (space < cur && cur <= ring_free(&tcb->rbuf))
+		return cur;
 	return space;
 }
 
@@ -134,6 +138,8 @@ int tcp_send_segment(struct utcp_stack *st, struct utcp_tcb *tcb, utcp_seq seq, 
 	uint32_t l1 = 0, l2 = 0, wnd = 0, field;
 	int rc;
 
+	if (tcb->frozen)
+		return 0;               /* being moved: its flow may belong to another stack already */
 	segment_options(st, tcb, flags, now, &o);
 	if (data_len)
 		ring_peek(&tcb->sbuf, data_off, data_len, &p1, &l1, &p2, &l2);

@@ -21,7 +21,7 @@ void tcp_timer_update(struct utcp_stack *st, struct utcp_tcb *tcb)
 	uint64_t at = min_nz(min_nz(min_nz(tcb->rtx_at, tcb->delack_at), min_nz(tcb->tw_at, tcb->ka_at)),
 			     min_nz(min_nz(tcb->tlp_at, tcb->wake_at), tcb->rack_at));
 
-	if (!at)
+	if (!at || tcb->frozen)
 		utcp_wheel_cancel(&st->wheel, &tcb->timer);
 	else if (!utcp_timer_armed(&tcb->timer) ||
 		 tcb->timer.tick != (at + st->wheel.tick_us - 1) / st->wheel.tick_us)
@@ -110,8 +110,6 @@ static void tlp_expired(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t no
 /* RFC 6298 section 2, with alpha = 1/8, beta = 1/4, K = 4, G = the timer tick. */
 void tcp_rtt_sample(struct utcp_tcb *tcb, uint32_t r, const struct utcp_config *cfg)
 {
-	uint64_t rto, var4;
-
 	if (!r)
 		r = 1;
 	if (!tcb->have_rtt) {
@@ -126,7 +124,13 @@ void tcp_rtt_sample(struct utcp_tcb *tcb, uint32_t r, const struct utcp_config *
 		tcb->rttvar_us = (3 * tcb->rttvar_us + delta) / 4;
 		tcb->srtt_us = (7 * (uint64_t)tcb->srtt_us + r) / 8;
 	}
-	var4 = 4 * (uint64_t)tcb->rttvar_us;
+	tcp_rto_update(tcb, cfg);
+}
+
+void tcp_rto_update(struct utcp_tcb *tcb, const struct utcp_config *cfg)
+{
+	uint64_t rto, var4 = 4 * (uint64_t)tcb->rttvar_us;
+
 	if (var4 < cfg->timer_tick_us)
 		var4 = cfg->timer_tick_us;
 	rto = tcb->srtt_us + var4;
