@@ -32,6 +32,7 @@ from mstackd import __version__, proto, sockcheck, statsregion
 from mstackd.abi import consts
 from mstackd.config import Config
 from mstackd.dataplane import AttachError, Dataplane, Port
+from mstackd.handoff import Handoffs, Inbox, Timers
 from mstackd.leases import LeaseError, LeaseManager
 from mstackd.registry import Registry, RegistryError
 from mstackd.switch import INGRESS_COUNTERS, ip_be, ip_text, mac_bytes
@@ -52,6 +53,7 @@ class Conn:
     hello: bool = False
     ports: dict[int, Port] = field(default_factory=dict)
     stats: dict[int, mmap.mmap] = field(default_factory=dict)
+    inbox: Inbox | None = None  # this connection is a port's inbox (hand-off)
 
 
 def peercred(sock: socket.socket) -> tuple[int, int, int]:
@@ -96,6 +98,11 @@ class Daemon:
         self.dp = Dataplane(bpf_dir, ports_netns, port_prefix)
         self.registry = Registry(self.dp.maps, self.local_addrs, sockcheck.netns_cookie_of_self())
         self.leases = LeaseManager(self.dp.maps)
+        self.timers = Timers()
+        self.handoffs = Handoffs(
+            self.registry, self.dp.maps.flows, self.local_addrs, self.timers, self._reply,
+            lambda c: self._drop_conn(c.sock.fileno()),
+        )  # fmt: skip
         self.conns: dict[int, Conn] = {}
         self.pidfds: dict[int, int] = {}  # pid -> pidfd
         self.sel = selectors.DefaultSelector()
@@ -175,12 +182,13 @@ class Daemon:
             log.info("mstackd %s serving %s", __version__, self.run_dir)
             next_sweep = time.monotonic() + self.cfg.sweep_interval
             while not self.stopping:
-                timeout = max(0.0, next_sweep - time.monotonic())
-                for key, _ in self.sel.select(timeout):
+                wake = min(next_sweep, self.timers.next_deadline() or next_sweep)
+                for key, _ in self.sel.select(max(0.0, wake - time.monotonic())):
                     fn, args = key.data
                     fn(*args)
                     if self.stopping:
                         break
+                self.timers.run_due()
                 if time.monotonic() >= next_sweep:
                     self._sweep()
                     next_sweep = time.monotonic() + self.cfg.sweep_interval
@@ -196,6 +204,7 @@ class Daemon:
         for name in ("app.sock", "admin.sock", "mstackd.pid", "state.json"):
             with contextlib.suppress(FileNotFoundError):
                 (self.run_dir / name).unlink()
+        self.handoffs.close()
         for fd in list(self.conns):
             self._drop_conn(fd)
         for pid in list(self.pidfds):
@@ -317,6 +326,7 @@ class Daemon:
         if conn is None:
             return
         self._remove_reader(fd)
+        self.handoffs.conn_gone(conn)
         for port_id in list(conn.ports):
             self._close_port(conn, port_id)
         conn.sock.close()
@@ -326,6 +336,7 @@ class Daemon:
         region = conn.stats.pop(port_id, None)
         if region is not None:
             region.close()
+        self.handoffs.port_gone(port_id)
         self.registry.port_gone(port_id)
         self.leases.port_gone(port_id)
         self.dp.delete_port(port_id)
@@ -373,6 +384,9 @@ class Daemon:
             return
         if not data and not fds:
             self._drop_conn(fd)  # orderly close
+            return
+        if conn.inbox is not None:  # nothing but IMPORT replies comes in on an inbox
+            self.handoffs.inbox_datagram(conn.inbox, data, fds, truncated)
             return
         try:
             req = proto.decode(data, fds, truncated)
@@ -510,6 +524,12 @@ class Daemon:
                 raise proto.ProtoError(errno.ENOENT, f"no lease {b.lease_id} of this process")
             self.leases.release(b.lease_id)
             self._reply(conn, req.type, req.seq)
+        elif req.type == consts.MSTACK_MSG_HANDOFF:
+            self.handoffs.start(conn, req)  # answered when a member adopted them, or none did
+        elif req.type == consts.MSTACK_MSG_INBOX:
+            holder = next((c.pid for c in self.conns.values() if b.port_id in c.ports), None)
+            self.handoffs.open_inbox(conn, int(b.port_id), holder)
+            self._reply(conn, req.type, req.seq)
 
     def _port_open(self, conn: Conn, req: proto.Request) -> None:
         if len(conn.ports) >= self.cfg.max_ports_per_process:
@@ -633,6 +653,7 @@ class Daemon:
             "ports": len(self.dp.ports),
             "bindings": len(self.registry.bindings),
             "processes": sorted(self.pidfds),
+            "handoff": self.handoffs.stats(),
         }
 
     def ports_view(self) -> list[dict[str, Any]]:
@@ -711,6 +732,7 @@ class Daemon:
             "egress": eg,
             "flows": sum(1 for _ in self.dp.maps.flows.each_key()),
             "ports": {p["port_id"]: p["counters"] for p in self.ports_view()},
+            "handoff": self.handoffs.stats(),
         }
 
 
