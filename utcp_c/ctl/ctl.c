@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -40,6 +41,9 @@ struct mstack_ctl {
 	uint32_t unanswered;    /* oldest seq whose reply may still arrive (timeouts) */
 	uint32_t daemon_version;
 	uint32_t max_ports;
+	int is_inbox;           /* an inbox connection: IMPORTs come in, no requests go out */
+	uint32_t inbox_port;
+	uint32_t last_import;   /* seq of the last IMPORT received (the daemon's seqs increase) */
 	char detail[MSTACK_DETAIL_LEN];
 };
 
@@ -245,6 +249,10 @@ static int ctl_call(struct mstack_ctl *ctl, uint16_t type, void *req, size_t req
 	if (getpid() != ctl->pid) {
 		ctl_set_detail(ctl, "connection inherited from another process: connect anew");
 		return -EBADFD;
+	}
+	if (ctl->is_inbox) {
+		ctl_set_detail(ctl, "an inbox carries no requests");
+		return -EINVAL;
 	}
 	deadline = now_ms() + ctl->timeout_ms;
 	uint32_t seq = ctl->next_seq;
@@ -627,44 +635,212 @@ int mstack_ctl_unlease(struct mstack_ctl *ctl, uint32_t lease_id)
 	return ctl_simple(ctl, MSTACK_MSG_UNLEASE, &msg, sizeof(msg), -1);
 }
 
-/* ---- Connection hand-off (stubs until implemented) ------------------------------------- */
+
+/* ---- Connection hand-off within a listen group ------------------------------------------- */
+
+_Static_assert(sizeof(struct mstack_handoff) <= MSTACK_MSG_MAX, "HANDOFF fits a message");
+_Static_assert(sizeof(struct mstack_import) <= MSTACK_MSG_MAX, "IMPORT fits a message");
+_Static_assert(sizeof(((struct mstack_handoff *)0)->flows) ==
+		       MSTACK_HANDOFF_MAX_FLOWS * sizeof(struct mstack_handoff_flow),
+	       "flows length");
+
+#define CTL_BLOB_SEALS (F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK)
+/* On top of the daemon's own bound on a hand-off: the reply's way back, a loaded daemon. */
+#define CTL_HANDOFF_MARGIN_MS 2000
 
 int mstack_ctl_blob_memfd(const void *buf, size_t len)
 {
-	(void)buf;
-	(void)len;
-	return -EOPNOTSUPP;
+	const char *p = buf;
+	size_t done = 0;
+	int fd, err;
+
+	if (!buf && len)
+		return -EINVAL;
+	if (len > MSTACK_HANDOFF_MAX_BLOB)
+		return -EMSGSIZE;
+	fd = memfd_create("mstack-handoff", MFD_ALLOW_SEALING | MFD_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	while (done < len) {
+		ssize_t n = write(fd, p + done, len - done);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			goto fail;
+		}
+		done += (size_t)n;
+	}
+	if (fcntl(fd, F_ADD_SEALS, CTL_BLOB_SEALS | F_SEAL_SEAL) < 0)
+		goto fail;
+	return fd;
+fail:
+	err = errno;
+	close(fd);
+	return -err;
 }
 
 int mstack_ctl_handoff(struct mstack_ctl *ctl, uint32_t binding_id, uint32_t port_id,
 		       const struct mstack_handoff_flow *flows, uint32_t n, int memfd,
 		       uint32_t *target_port)
 {
-	(void)ctl, (void)binding_id, (void)port_id, (void)flows, (void)n, (void)memfd;
+	struct mstack_handoff msg;
+	struct mstack_handoff_reply rep;
+	int rc, saved;
+
 	if (target_port)
 		*target_port = 0;
-	return -EOPNOTSUPP;
+	if (!ctl || !flows || n == 0 || n > MSTACK_HANDOFF_MAX_FLOWS)
+		return -EINVAL;
+	if (memfd < 0)
+		return -EBADF;
+	memset(&msg, 0, sizeof(msg));
+	msg.binding_id = binding_id;
+	msg.port_id = port_id;
+	msg.n_flows = n;
+	memcpy(msg.flows, flows, n * sizeof(*flows));
+	/* The daemon answers once a member adopted the flows or none could: up to
+	 * MSTACK_HANDOFF_TIMEOUT_MS.  A shorter per-request timeout would give up on a reply
+	 * that is still coming — and the flows it moved. */
+	saved = ctl->timeout_ms;
+	if (ctl->timeout_ms < MSTACK_HANDOFF_TIMEOUT_MS + CTL_HANDOFF_MARGIN_MS)
+		ctl->timeout_ms = MSTACK_HANDOFF_TIMEOUT_MS + CTL_HANDOFF_MARGIN_MS;
+	rc = ctl_call(ctl, MSTACK_MSG_HANDOFF, &msg, sizeof(msg), memfd, &rep, sizeof(rep), 0,
+		      NULL);
+	ctl->timeout_ms = saved;
+	if (rc)
+		return rc;
+	if (rep.n_moved > n || rep.target_port > INT32_MAX ||
+	    (rep.n_moved && (rep.target_port == 0 || rep.target_port == port_id))) {
+		ctl_set_detail(ctl, "reply: %u of %u flows moved to port %u", rep.n_moved, n,
+			       rep.target_port);
+		return -EPROTO;
+	}
+	if (target_port)
+		*target_port = rep.n_moved ? rep.target_port : 0;
+	return (int)rep.n_moved;
 }
 
 int mstack_ctl_inbox_open(struct mstack_ctl **out, const char *run_dir, uint32_t port_id)
 {
-	(void)run_dir, (void)port_id;
-	if (out)
-		*out = NULL;
-	return -EOPNOTSUPP;
+	struct mstack_ctl *ib;
+	struct mstack_inbox msg = { .port_id = port_id };
+	int rc;
+
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	rc = mstack_ctl_connect(&ib, run_dir);
+	if (rc)
+		return rc;
+	rc = ctl_simple(ib, MSTACK_MSG_INBOX, &msg, sizeof(msg), -1);
+	if (rc) {
+		mstack_ctl_close(ib);
+		return rc;
+	}
+	ib->is_inbox = 1;
+	ib->inbox_port = port_id;
+	*out = ib;
+	return 0;
+}
+
+/* Is fd a sealed memfd as HANDOFF requires (the daemon checked; trust nothing)? */
+static int is_sealed_blob(int fd)
+{
+	struct stat st;
+	int seals;
+
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > MSTACK_HANDOFF_MAX_BLOB)
+		return 0;
+	seals = fcntl(fd, F_GET_SEALS);
+	return seals >= 0 && (seals & CTL_BLOB_SEALS) == CTL_BLOB_SEALS;
 }
 
 int mstack_ctl_inbox_recv(struct mstack_ctl *ib, struct mstack_ctl_import *out)
 {
-	(void)ib;
-	if (out)
-		out->memfd = -1;
-	return -EOPNOTSUPP;
+	struct mstack_import imp;
+	struct ctl_msg m;
+	int rc;
+
+	if (!ib || !out)
+		return -EINVAL;
+	out->memfd = -1;
+	ib->detail[0] = '\0';
+	if (getpid() != ib->pid) {
+		ctl_set_detail(ib, "connection inherited from another process: connect anew");
+		return -EBADFD;
+	}
+	if (!ib->is_inbox) {
+		ctl_set_detail(ib, "not an inbox");
+		return -EINVAL;
+	}
+	rc = recv_msg(ib, &m, now_ms()); /* a deadline already past: never waits */
+	if (rc == -ETIMEDOUT) {
+		ib->detail[0] = '\0';
+		return 0;
+	}
+	if (rc)
+		goto bad;
+	rc = -EPROTO;
+	if (m.len != sizeof(imp)) {
+		ctl_set_detail(ib, "IMPORT: %zu bytes, %zu expected", m.len, sizeof(imp));
+		goto bad;
+	}
+	memcpy(&imp, m.u.b, sizeof(imp));
+	if (imp.hdr.magic != MSTACK_PROTO_MAGIC || imp.hdr.version != MSTACK_PROTO_VERSION ||
+	    imp.hdr.type != MSTACK_MSG_IMPORT || imp.hdr.len != m.len) {
+		ctl_set_detail(ib, "IMPORT: bad header (type %u, version %u, len %u)", imp.hdr.type,
+			       imp.hdr.version, imp.hdr.len);
+		goto bad;
+	}
+	if (imp.hdr.seq - ib->last_import - 1 > INT32_MAX) { /* not after the last one */
+		ctl_set_detail(ib, "IMPORT: seq %u after %u", imp.hdr.seq, ib->last_import);
+		goto bad;
+	}
+	if (imp.n_flows == 0 || imp.n_flows > MSTACK_HANDOFF_MAX_FLOWS ||
+	    imp.port_id != ib->inbox_port) {
+		ctl_set_detail(ib, "IMPORT: %u flows for port %u", imp.n_flows, imp.port_id);
+		goto bad;
+	}
+	if (m.nfds != 1 || !is_sealed_blob(m.fds[0])) {
+		ctl_set_detail(ib, "IMPORT: %u fds, not one sealed memfd", m.nfds);
+		goto bad;
+	}
+	ib->last_import = imp.hdr.seq;
+	memset(out, 0, sizeof(*out));
+	out->seq = imp.hdr.seq;
+	out->binding_id = imp.binding_id;
+	out->port_id = imp.port_id;
+	out->n = imp.n_flows;
+	memcpy(out->flows, imp.flows, imp.n_flows * sizeof(imp.flows[0]));
+	out->memfd = m.fds[0];
+	return 1;
+bad:
+	close_fds(m.fds, m.nfds);
+	return rc;
 }
 
 int mstack_ctl_inbox_reply(struct mstack_ctl *ib, uint32_t seq, int32_t status,
 			   uint32_t n_imported)
 {
-	(void)ib, (void)seq, (void)status, (void)n_imported;
-	return -EOPNOTSUPP;
+	struct mstack_import_reply rep;
+
+	if (!ib)
+		return -EINVAL;
+	ib->detail[0] = '\0';
+	if (getpid() != ib->pid) {
+		ctl_set_detail(ib, "connection inherited from another process: connect anew");
+		return -EBADFD;
+	}
+	if (!ib->is_inbox || status > 0 || status < -4095 || (status < 0 && n_imported) ||
+	    n_imported > MSTACK_HANDOFF_MAX_FLOWS)
+		return -EINVAL;
+	memset(&rep, 0, sizeof(rep));
+	rep.r.hdr.magic = MSTACK_PROTO_MAGIC;
+	rep.r.hdr.version = MSTACK_PROTO_VERSION;
+	rep.r.hdr.type = (uint16_t)(MSTACK_MSG_IMPORT | MSTACK_MSG_REPLY);
+	rep.r.hdr.len = sizeof(rep);
+	rep.r.hdr.seq = seq;
+	rep.r.status = status;
+	rep.n_imported = n_imported;
+	return send_req(ib, &rep, sizeof(rep), -1, now_ms() + ib->timeout_ms);
 }

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <stdlib.h>
@@ -1010,6 +1011,331 @@ static void test_connect_path(void)
 	CHECK_EQ(count_fds(), n0);
 }
 
+/* -- connection hand-off --------------------------------------------------------------------- */
+
+#define BLOB_SEALS (F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK)
+static const char blob_text[] = "three serialized connections";
+
+static void test_blob_memfd(void)
+{
+	int n0 = count_fds();
+	int fd = mstack_ctl_blob_memfd(blob_text, sizeof(blob_text));
+	char buf[64] = { 0 };
+	struct stat st;
+	char link[64] = { 0 }, path[64];
+
+	CHECK(fd >= 0);
+	CHECK(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	CHECK(fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == sizeof(blob_text));
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	CHECK(readlink(path, link, sizeof(link) - 1) > 0 && !strncmp(link, "/memfd:", 7));
+	CHECK_EQ(pread(fd, buf, sizeof(buf), 0), sizeof(blob_text));
+	CHECK(!strcmp(buf, blob_text));
+	CHECK_EQ(fcntl(fd, F_GET_SEALS), BLOB_SEALS | F_SEAL_SEAL);
+	CHECK_EQ(pwrite(fd, "x", 1, 0), -1);
+	CHECK_EQ(ftruncate(fd, 1), -1);
+	close(fd);
+	fd = mstack_ctl_blob_memfd(NULL, 0); /* an empty blob is a blob */
+	CHECK(fd >= 0 && fstat(fd, &st) == 0 && st.st_size == 0);
+	close(fd);
+	CHECK_EQ(mstack_ctl_blob_memfd(NULL, 1), -EINVAL);
+	CHECK_EQ(mstack_ctl_blob_memfd(blob_text, (size_t)MSTACK_HANDOFF_MAX_BLOB + 1), -EMSGSIZE);
+	CHECK_EQ(count_fds(), n0);
+}
+
+static struct mstack_handoff_flow hflows[MSTACK_HANDOFF_MAX_FLOWS];
+
+static void make_hflows(void)
+{
+	for (unsigned i = 0; i < MSTACK_HANDOFF_MAX_FLOWS; i++) {
+		hflows[i].laddr = htonl(0x0a000001);
+		hflows[i].raddr = htonl(0x0a000002 + i);
+		hflows[i].lport = htons(80);
+		hflows[i].rport = htons((uint16_t)(40000 + i));
+	}
+}
+
+/* Expect a HANDOFF of n flows from port 3 of binding 9 with the blob; answer with reply. */
+static void fexpect_handoff(int fd, struct req *r, uint32_t n)
+{
+	struct mstack_handoff m;
+	char buf[64] = { 0 };
+
+	fexpect(fd, r, MSTACK_MSG_HANDOFF, sizeof(m), 1);
+	memcpy(&m, r->u.b, sizeof(m));
+	CHILD_ASSERT(m.binding_id == 9 && m.port_id == 3 && m.n_flows == n && m.pad == 0);
+	CHILD_ASSERT(!memcmp(m.flows, hflows, n * sizeof(hflows[0])));
+	for (unsigned i = n; i < MSTACK_HANDOFF_MAX_FLOWS; i++)
+		CHILD_ASSERT(m.flows[i].laddr == 0 && m.flows[i].rport == 0);
+	CHILD_ASSERT(fcntl(r->fds[0], F_GET_SEALS) & BLOB_SEALS);
+	CHILD_ASSERT(pread(r->fds[0], buf, sizeof(buf), 0) == sizeof(blob_text));
+	CHILD_ASSERT(!strcmp(buf, blob_text));
+	close(r->fds[0]);
+}
+
+static void freply_handoff(int fd, const struct req *r, uint32_t target, uint32_t n_moved)
+{
+	struct mstack_handoff_reply rep;
+
+	memset(&rep, 0, sizeof(rep));
+	rep.target_port = target;
+	rep.n_moved = n_moved;
+	freply(fd, r, &rep, sizeof(rep), NULL, 0);
+}
+
+static void fake_handoffs(int fd)
+{
+	struct req r;
+
+	fexpect_handoff(fd, &r, 3);
+	usleep(600 * 1000); /* longer than the connection's timeout: the hand-off waits */
+	freply_handoff(fd, &r, 7, 2);
+	fexpect_handoff(fd, &r, MSTACK_HANDOFF_MAX_FLOWS);
+	freply_handoff(fd, &r, 0, 0); /* nobody took them */
+	fexpect_handoff(fd, &r, 1);
+	freply_err(fd, &r, -EPERM, "flow 0 belongs to port 5");
+	/* malformed: more than asked, moved to nobody, moved to the sender, a bare reply */
+	fexpect_handoff(fd, &r, 2);
+	freply_handoff(fd, &r, 7, 3);
+	fexpect_handoff(fd, &r, 2);
+	freply_handoff(fd, &r, 0, 1);
+	fexpect_handoff(fd, &r, 2);
+	freply_handoff(fd, &r, 3, 1);
+	fexpect_handoff(fd, &r, 2);
+	freply_ok(fd, &r);
+	fserve_port_close(fd, 3); /* the connection's own timeout is back */
+}
+
+static void test_handoff(void)
+{
+	struct fake f;
+	uint32_t target = 99;
+	int blob = mstack_ctl_blob_memfd(blob_text, sizeof(blob_text));
+
+	make_hflows();
+	fake_start(&f, fake_handoffs);
+	CHECK_EQ(mstack_ctl_set_timeout(f.ctl, 100), 0);
+	CHECK_EQ(mstack_ctl_handoff(f.ctl, 9, 3, hflows, 3, blob, &target), 2);
+	CHECK_EQ(target, 7);
+	CHECK_EQ(mstack_ctl_handoff(f.ctl, 9, 3, hflows, MSTACK_HANDOFF_MAX_FLOWS, blob, &target), 0);
+	CHECK_EQ(target, 0);
+	CHECK_EQ(mstack_ctl_handoff(f.ctl, 9, 3, hflows, 1, blob, NULL), -EPERM);
+	CHECK(!strcmp(mstack_ctl_last_detail(f.ctl), "flow 0 belongs to port 5"));
+	for (int i = 0; i < 4; i++) {
+		target = 99;
+		CHECK_EQ(mstack_ctl_handoff(f.ctl, 9, 3, hflows, 2, blob, &target), -EPROTO);
+		CHECK_EQ(target, 0);
+	}
+	/* arguments checked before anything is sent */
+	CHECK_EQ(mstack_ctl_handoff(f.ctl, 9, 3, hflows, 0, blob, &target), -EINVAL);
+	CHECK_EQ(mstack_ctl_handoff(f.ctl, 9, 3, hflows, MSTACK_HANDOFF_MAX_FLOWS + 1, blob, NULL),
+		 -EINVAL);
+	CHECK_EQ(mstack_ctl_handoff(f.ctl, 9, 3, NULL, 1, blob, NULL), -EINVAL);
+	CHECK_EQ(mstack_ctl_handoff(f.ctl, 9, 3, hflows, 1, -1, NULL), -EBADF);
+	CHECK_EQ(mstack_ctl_port_close(f.ctl, 3), 0);
+	CHECK(fcntl(blob, F_GETFD) >= 0); /* sent, not consumed */
+	fake_finish(&f);
+	close(blob);
+}
+
+/* The inbox: a daemon at a path (inbox_open connects by path) that pushes IMPORTs. */
+
+static int fake_blob(int seals)
+{
+	int fd = memfd_create("blob", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	CHILD_ASSERT(fd >= 0);
+	CHILD_ASSERT(write(fd, blob_text, sizeof(blob_text)) == sizeof(blob_text));
+	if (seals)
+		CHILD_ASSERT(fcntl(fd, F_ADD_SEALS, seals) == 0);
+	return fd;
+}
+
+static void fpush(int fd, uint32_t seq, uint32_t port, uint32_t n, uint16_t type, size_t len,
+		  const int *fds, unsigned nfds)
+{
+	struct mstack_import m;
+	uint8_t buf[MSTACK_MSG_MAX] = { 0 }; /* room for an oversized one */
+
+	memset(&m, 0, sizeof(m));
+	m.hdr.magic = MSTACK_PROTO_MAGIC;
+	m.hdr.version = MSTACK_PROTO_VERSION;
+	m.hdr.type = type;
+	m.hdr.len = (uint32_t)len;
+	m.hdr.seq = seq;
+	m.binding_id = 9;
+	m.port_id = port;
+	m.n_flows = n;
+	memcpy(m.flows, hflows, (n < MSTACK_HANDOFF_MAX_FLOWS ? n : MSTACK_HANDOFF_MAX_FLOWS) *
+					sizeof(hflows[0]));
+	memcpy(buf, &m, sizeof(m));
+	CHILD_ASSERT(len <= sizeof(buf));
+	fsend(fd, buf, len, fds, nfds);
+}
+
+static void fexpect_import_reply(int fd, uint32_t seq, int32_t status, uint32_t n)
+{
+	struct req r;
+	struct mstack_import_reply rep;
+
+	CHILD_ASSERT(frecv(fd, &r));
+	CHILD_ASSERT(r.len == sizeof(rep) && r.nfds == 0);
+	memcpy(&rep, r.u.b, sizeof(rep));
+	CHILD_ASSERT(rep.r.hdr.magic == MSTACK_PROTO_MAGIC);
+	CHILD_ASSERT(rep.r.hdr.version == MSTACK_PROTO_VERSION);
+	CHILD_ASSERT(rep.r.hdr.type == (MSTACK_MSG_IMPORT | MSTACK_MSG_REPLY));
+	CHILD_ASSERT(rep.r.hdr.len == sizeof(rep) && rep.r.hdr.seq == seq);
+	CHILD_ASSERT(rep.r.status == status && rep.n_imported == n && rep.pad == 0);
+}
+
+static void fake_inbox(int fd)
+{
+	struct req r;
+	struct mstack_inbox m;
+	const size_t len = sizeof(struct mstack_import);
+	int good = fake_blob(BLOB_SEALS), bad[2];
+
+	fexpect(fd, &r, MSTACK_MSG_INBOX, sizeof(m), 0);
+	memcpy(&m, r.u.b, sizeof(m));
+	CHILD_ASSERT(m.port_id == 42);
+	freply_ok(fd, &r);
+	usleep(200 * 1000); /* the client finds nothing waiting first */
+	fpush(fd, 1, 42, 3, MSTACK_MSG_IMPORT, len, &good, 1);
+	fexpect_import_reply(fd, 1, 0, 2);
+	/* malformed, each answered -EPROTO by the client with its fds closed */
+	fpush(fd, 2, 42, 3, MSTACK_MSG_IMPORT, len, NULL, 0);            /* no memfd */
+	bad[0] = fake_blob(0);
+	fpush(fd, 3, 42, 3, MSTACK_MSG_IMPORT, len, bad, 1);             /* not sealed */
+	close(bad[0]);
+	bad[0] = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	fpush(fd, 4, 42, 3, MSTACK_MSG_IMPORT, len, bad, 1);             /* not a memfd */
+	close(bad[0]);
+	bad[0] = fake_blob(BLOB_SEALS);
+	bad[1] = fake_blob(BLOB_SEALS);
+	fpush(fd, 5, 42, 3, MSTACK_MSG_IMPORT, len, bad, 2);             /* two fds */
+	close(bad[0]);
+	close(bad[1]);
+	fpush(fd, 6, 41, 3, MSTACK_MSG_IMPORT, len, &good, 1);           /* another port */
+	fpush(fd, 7, 42, 0, MSTACK_MSG_IMPORT, len, &good, 1);           /* no flows */
+	fpush(fd, 8, 42, 33, MSTACK_MSG_IMPORT, len, &good, 1);          /* too many */
+	fpush(fd, 1, 42, 3, MSTACK_MSG_IMPORT, len, &good, 1);           /* an old seq */
+	fpush(fd, 9, 42, 3, MSTACK_MSG_IMPORT | MSTACK_MSG_REPLY, len, &good, 1); /* a reply */
+	fpush(fd, 10, 42, 3, MSTACK_MSG_IMPORT, len - 4, &good, 1);      /* short */
+	fpush(fd, 11, 42, 3, MSTACK_MSG_IMPORT, len + 4, &good, 1);      /* long */
+	/* and a good one again: the inbox still works */
+	fpush(fd, 12, 42, MSTACK_HANDOFF_MAX_FLOWS, MSTACK_MSG_IMPORT, len, &good, 1);
+	fexpect_import_reply(fd, 12, -ENOMEM, 0);
+	close(good);
+	/* then the daemon goes away */
+}
+
+#define INBOX_MALFORMED 11
+
+static void fake_inbox_listener(int lfd)
+{
+	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+
+	CHILD_ASSERT(fd >= 0);
+	fserve_hello(fd);
+	{ /* an inbox refused (another has the port) */
+		struct req r;
+		fexpect(fd, &r, MSTACK_MSG_INBOX, sizeof(struct mstack_inbox), 0);
+		freply_err(fd, &r, -EBUSY, "port 42 has an inbox already");
+	}
+	close(fd);
+	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	CHILD_ASSERT(fd >= 0);
+	fserve_hello(fd);
+	fake_inbox(fd);
+	close(fd);
+}
+
+/* Wait until something can be read on the inbox (or 2 s). */
+static void inbox_wait(struct mstack_ctl *ib)
+{
+	struct pollfd p = { .fd = mstack_ctl_fd(ib), .events = POLLIN };
+
+	CHECK_EQ(poll(&p, 1, 2000), 1);
+}
+
+static void test_inbox(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct mstack_ctl *ib = (struct mstack_ctl *)(uintptr_t)1; /* must come back NULL */
+	struct mstack_ctl_import imp;
+	struct fake f;
+	char buf[64] = { 0 };
+	int n0 = count_fds();
+
+	make_hflows();
+	snprintf(run_dir, sizeof(run_dir), "/tmp/msctl-test.XXXXXX");
+	CHECK(mkdtemp(run_dir) != NULL);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/app.sock", run_dir);
+	int lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	CHECK_EQ(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	CHECK_EQ(listen(lfd, 4), 0);
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		fake_inbox_listener(lfd);
+		_exit(0);
+	}
+	CHECK_EQ(mstack_ctl_inbox_open(&ib, run_dir, 42), -EBUSY);
+	CHECK(ib == NULL);
+	CHECK_EQ(mstack_ctl_inbox_open(&ib, run_dir, 42), 0);
+	if (!ib)
+		goto out;
+	CHECK_EQ(mstack_ctl_inbox_recv(ib, &imp), 0); /* nothing yet */
+	CHECK_EQ(imp.memfd, -1);
+	CHECK_EQ(mstack_ctl_port_close(ib, 1), -EINVAL); /* an inbox carries no requests */
+	inbox_wait(ib);
+	CHECK_EQ(mstack_ctl_inbox_recv(ib, &imp), 1);
+	CHECK_EQ(imp.seq, 1);
+	CHECK_EQ(imp.binding_id, 9);
+	CHECK_EQ(imp.port_id, 42);
+	CHECK_EQ(imp.n, 3);
+	CHECK(!memcmp(imp.flows, hflows, 3 * sizeof(hflows[0])));
+	CHECK(fcntl(imp.memfd, F_GETFD) & FD_CLOEXEC);
+	CHECK_EQ(pread(imp.memfd, buf, sizeof(buf), 0), sizeof(blob_text));
+	CHECK(!strcmp(buf, blob_text));
+	close(imp.memfd);
+	CHECK_EQ(mstack_ctl_inbox_reply(ib, 1, 1, 0), -EINVAL);
+	CHECK_EQ(mstack_ctl_inbox_reply(ib, 1, -EIO, 2), -EINVAL);
+	CHECK_EQ(mstack_ctl_inbox_reply(ib, 1, 0, MSTACK_HANDOFF_MAX_FLOWS + 1), -EINVAL);
+	CHECK_EQ(mstack_ctl_inbox_reply(ib, 1, 0, 2), 0);
+	int nfd = count_fds();
+	for (int i = 0; i < INBOX_MALFORMED; i++) {
+		inbox_wait(ib);
+		CHECK_EQ(mstack_ctl_inbox_recv(ib, &imp), -EPROTO);
+		CHECK_EQ(imp.memfd, -1);
+		CHECK(strlen(mstack_ctl_last_detail(ib)) > 0);
+		CHECK_EQ(count_fds(), nfd);
+	}
+	inbox_wait(ib);
+	CHECK_EQ(mstack_ctl_inbox_recv(ib, &imp), 1);
+	CHECK_EQ(imp.seq, 12);
+	CHECK_EQ(imp.n, MSTACK_HANDOFF_MAX_FLOWS);
+	close(imp.memfd);
+	CHECK_EQ(mstack_ctl_inbox_reply(ib, 12, -ENOMEM, 0), 0);
+	inbox_wait(ib);
+	CHECK_EQ(mstack_ctl_inbox_recv(ib, &imp), -ECONNRESET);
+	CHECK_EQ(imp.memfd, -1);
+	mstack_ctl_close(ib);
+out:;
+	int st = 0;
+	CHECK_EQ(waitpid(pid, &st, 0), pid);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	close(lfd);
+	unlink(sa.sun_path);
+	rmdir(run_dir);
+	CHECK_EQ(count_fds(), n0);
+	/* an ordinary connection is no inbox */
+	fake_start(&f, fake_nothing);
+	CHECK_EQ(mstack_ctl_inbox_recv(f.ctl, &imp), -EINVAL);
+	CHECK_EQ(mstack_ctl_inbox_reply(f.ctl, 1, 0, 0), -EINVAL);
+	fake_finish(&f);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct check_case cases[] = {
@@ -1026,6 +1352,9 @@ int main(int argc, char **argv)
 		CHECK_CASE(test_peer_closes),
 		CHECK_CASE(test_fork_child_refused),
 		CHECK_CASE(test_connect_path),
+		CHECK_CASE(test_blob_memfd),
+		CHECK_CASE(test_handoff),
+		CHECK_CASE(test_inbox),
 	};
 
 	/* SIGPIPE stays fatal: the library must never raise it */
