@@ -4,9 +4,9 @@
  * (utcp_conn_image, tcp_mig.c); this file keeps the frozen batch on the listener and writes
  * the images as a versioned little-endian blob (docs/utcp-sockets.md, "Moving connections").
  *
- * Blob, version 1: a 16-byte header, then `count` records, each 96 bytes + its data.
+ * Blob, version 1: a 16-byte header, then `count` records, each 100 bytes + its data.
  *   header: magic "UTMG", u16 version (1), u16 header length (16), u32 count, u32 total length
- *   record: u32 record length (96 + data_len), u8 state, u8 flags, u8 snd_wscale,
+ *   record: u32 record length (100 + data_len), u8 state, u8 flags, u8 snd_wscale,
  *           u8 rcv_wscale, u32 laddr, u32 raddr, u16 lport, u16 rport, 6 bytes rmac, u16 mss,
  *           u32 iss, irs, snd_una, snd_nxt, snd_wnd, snd_wl1, snd_wl2, rcv_nxt, rcv_adv,
  *           ts_recent, ts_offset, last_ack_sent, srtt_us, rttvar_us, u64 synack_us,
@@ -20,7 +20,7 @@
 #define MIG_MAGIC 0x474d5455u          /* "UTMG" read as a little-endian u32 */
 #define MIG_VERSION 1
 #define MIG_HDR_LEN 16
-#define MIG_REC_LEN 96
+#define MIG_REC_LEN 100
 #define MIG_MAX_BATCH 4096             /* a listener's queue never holds more (backlog cap) */
 
 enum {

@@ -84,6 +84,7 @@ struct utcp_tcb *tcp_tcb_new(struct utcp_stack *st, const struct utcp_tuple *t, 
 	tcb->peer_mss = 536;                        /* RFC 9293 3.7.1 default */
 	tcb->reordering = UTCP_DUPTHRESH;
 	tcb->rxt_hw = tcb->iss;
+	tcb->recover = tcb->iss;                    /* RFC 6582 3.2: "initialized to the ISS" */
 	tcb->ka_idle_us = st->cfg.keepalive_idle_us;
 	tcb->ka_intvl_us = st->cfg.keepalive_intvl_us;
 	tcb->ka_cnt = st->cfg.keepalive_probes;

@@ -149,9 +149,20 @@ int tcp_send_segment(struct utcp_stack *st, struct utcp_tcb *tcb, utcp_seq seq, 
 	if (flags & UTCP_TH_SYN)
 		field = wnd > 0xffff ? 0xffff : wnd;
 	else {
-		field = wnd >> (tcb->ws_ok ? tcb->rcv_wscale : 0);
+		uint8_t sh = tcb->ws_ok ? tcb->rcv_wscale : 0;
+		utcp_seq edge;
+
+		field = wnd >> sh;
 		if (field > 0xffff)
 			field = 0xffff;
+		/* Scaling rounds the window down; round it up instead when that alone would move
+		 * the right edge we advertised to the left (Linux's tcp_select_window does too),
+		 * as long as the ring holds the larger window. */
+		edge = seq_add(tcb->rcv_nxt, (int64_t)field << sh);
+		if (sh && field < 0xffff && seq_lt(edge, tcb->rcv_adv) &&
+		    seq_diff(tcb->rcv_adv, edge) < (1 << sh) &&
+		    ((uint64_t)(field + 1) << sh) <= ring_free(&tcb->rbuf))
+			field++;
 	}
 	rc = emit(st, &tcb->t, tcb->rmac, seq, tcb->rcv_nxt, flags, (uint16_t)field, &o, p1, l1, p2, l2,
 		  now);
