@@ -28,6 +28,8 @@ $(VENV)/.installed: pyproject.toml
 ## build: C parts with -Wall -Wextra -Werror, plus the ASan/UBSan variant under build/asan.
 build: bpf utcp shim benchtools httpd
 	$(MAKE) -C compat_tests compat BUILD=$(BUILD)
+	$(MAKE) -C tests/system/c BUILD=$(BUILD)
+	$(MAKE) -C tests/system/c BUILD=$(BUILD)/asan SAN=1
 
 bpf:
 	$(MAKE) -C daemon/bpf BUILD=$(BUILD)/bpf
