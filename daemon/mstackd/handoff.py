@@ -268,6 +268,10 @@ class Handoffs:
                 )
             if f in flows:
                 raise proto.ProtoError(errno.EINVAL, f"flow {i} ({flow_text(f)}) given twice")
+            if any(f in h.flows for h in self.active):
+                raise proto.ProtoError(
+                    errno.EBUSY, f"flow {i} ({flow_text(f)}) is in a hand-off already"
+                )
             cur: Any = self.flows.lookup(flow_map_key(f))
             if cur is None:
                 raise proto.ProtoError(errno.ENOENT, f"flow {i} ({flow_text(f)}): no such flow")

@@ -179,12 +179,13 @@ def send_handoff(
     c.send_raw(proto.encode_request(HANDOFF, c.seq, fields), [fd] if fd is not None else None)
 
 
-def handoff_reply(c: AppClient) -> tuple[int, int]:
-    """(target_port, n_moved), or ReplyError."""
+def handoff_reply(c: AppClient, seq: int | None = None) -> tuple[int, int]:
+    """(target_port, n_moved) of the reply to seq (default: the last request), or ReplyError."""
     data, fds = c.recv_raw()
     assert fds == []
     mtype, status, msg = proto.decode_reply(data)
-    assert mtype == HANDOFF and msg.r.hdr.seq == c.seq if not status else mtype == HANDOFF
+    hdr = msg.hdr if status else msg.r.hdr
+    assert mtype == HANDOFF and hdr.seq == (c.seq if seq is None else seq)
     if status:
         raise ReplyError(status, proto.ffi.string(msg.detail).decode())
     assert len(data) == proto.ffi.sizeof("struct mstack_handoff_reply")
@@ -413,6 +414,25 @@ def test_every_target_silent_is_bounded(mstackd: Mstackd) -> None:
                     os.close(x)
             except TimeoutError:
                 pass
+
+
+def test_a_flow_already_being_handed_off_is_refused(mstackd: Mstackd) -> None:
+    with scene(mstackd, 8408, n=1) as s:
+        flows = s.add_flows(2)
+        fd = blob()
+        send_handoff(s.sender, s.bid, s.sp, flows, fd)
+        first = s.sender.seq
+        ib = s.inboxes[0]
+        assert ib is not None
+        msg, mfd = recv_import(ib)
+        os.close(mfd)
+        with pytest.raises(ReplyError) as ei:  # answered at once, while the first waits
+            handoff(s.sender, s.bid, s.sp, flows[1:])
+        assert ei.value.errno == errno.EBUSY and "in a hand-off already" in ei.value.detail
+        answer(ib, msg.hdr.seq, 2)
+        assert handoff_reply(s.sender, first) == (s.ports[0], 2)
+        os.close(fd)
+        assert [s.owner(f) for f in flows] == [s.ports[0]] * 2
 
 
 def test_sender_going_away_while_pending(mstackd: Mstackd) -> None:
