@@ -1030,7 +1030,7 @@ static void *cw_closer_main(void *arg)
 }
 
 /* shutdown() from another thread under a blocked recv(): Linux returns 0 from the recv at
- * once, for SHUT_RD as for SHUT_RDWR. SO_RCVTIMEO (5 s) bounds the wait if it does not. */
+ * once, for SHUT_RD as for SHUT_RDWR. SO_RCVTIMEO (3 s) bounds the wait if it does not. */
 struct shut_round {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -1076,7 +1076,7 @@ static void *shut_receiver_main(void *arg)
 
 static void shut_round(int how)
 {
-	struct timeval tmo = { 5, 0 };
+	struct timeval tmo = { 3, 0 };
 	struct timespec ts;
 	uint64_t t0;
 	int fd = connect_to(&cfg.echo);
@@ -1102,7 +1102,7 @@ static void shut_round(int how)
 	while (SR.phase != 3 && pthread_cond_timedwait(&SR.cv, &SR.mu, &ts) == 0)
 		;
 	if (SR.phase != 3) {
-		err_msg("recv still blocked 8 s after shutdown (SO_RCVTIMEO 5 s ignored)");
+		err_msg("recv still blocked 8 s after shutdown (SO_RCVTIMEO 3 s ignored)");
 		SR.quit = true;
 	} else if (SR.r == 0 && SR.at - t0 < 1000000u) {
 		atomic_fetch_add(&shut_ok, 1);

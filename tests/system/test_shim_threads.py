@@ -1,0 +1,411 @@
+"""Threads share a process's stack safely (issue 6): tests/system/c/thread_stress.c, one process
+with about twenty threads on one UTCP stack, under libmstack.so (normal and ASan/UBSan builds),
+while a client in the remote namespace hammers its listener and the program itself opens
+connections to a listed echo server there.
+
+The program serves each connection one of six ways (blocking pool, dup/dup2'ed descriptors,
+EPOLLONESHOT re-armed from another thread, EPOLLET, poll and select over mixed kernel and UTCP
+sets), accepts in two threads blocked on one listener, closes sockets other threads wait on,
+shuts down sockets under another thread's blocked recv, and checks every byte (crc32 of each
+payload on its side; the client compares every echoed byte). The test asserts no error, every
+connection served, no sanitizer report, every thread joined and a clean exit, and the proof
+that UTCP carried both directions (no kernel connection with the remote host in `ss`,
+`mstackctl conns` shows them, the switch counters rose).
+
+The same program also runs without the shim (`kernel`): its own checks pass there, which proves
+the test. Short form (`make test`): 2,000 connections of 0-256 KB, 32 at a time, per build;
+MSTACK_FULL=1: as many as 30 s take (about 20,000).
+
+Three defects of the shim have tests of their own below, marked xfail (strict) until fixed;
+the stress works around the first and tolerates the other two (see each test)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appkit import FULL, Launch, Proof, Watch
+from mstack.policy import compact, loads
+from mstack_testkit import Mstackd
+from testbed.netns import RemoteHost, stop_process, wait_line
+
+pytestmark = pytest.mark.system
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("MSTACK_BUILD_DIR", REPO / "build"))
+VARIANTS = {"normal": BUILD, "asan": BUILD / "asan"}  # the shim's builds (and the program's)
+PORT = 8491
+ECHO_PORT = 8492
+CONNS, MAX_SIZE, CONCURRENCY = (20000, 256 << 10, 32) if FULL else (2000, 256 << 10, 32)
+LOAD_SECS = 30 if FULL else 25  # no new connection after this; the rest still finish
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def libasan() -> str:
+    out = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def stress_argv(variant: str) -> list[str]:
+    binary = VARIANTS.get(variant, BUILD) / "tests" / "system" / "thread_stress"
+    assert binary.exists(), f"{binary} is missing: run make build"
+    return [str(binary)]
+
+
+def shim_env(variant: str, daemon: Mstackd | None, policy_toml: str) -> dict[str, str]:
+    """The shim's environment as mstack-run makes it, with the build's own library (the ASan
+    one needs libasan first in LD_PRELOAD); `kernel`: no shim."""
+    if variant == "kernel":
+        return dict(os.environ)
+    assert daemon is not None
+    lib = VARIANTS[variant] / "lib" / "libmstack.so"
+    assert lib.exists(), f"{lib} is missing: run make build"
+    env = dict(os.environ)
+    env.update(
+        {
+            "LD_PRELOAD": str(lib),
+            "MSTACK_POLICY": compact(loads(policy_toml)["t"]),
+            "MSTACK_RUN_DIR": str(daemon.run_dir),
+            "MSTACK_VERBOSE": "1",
+        }
+    )
+    if variant == "asan":
+        env["LD_PRELOAD"] = f"{libasan()} {lib}"
+        env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=0"
+        env["UBSAN_OPTIONS"] = "halt_on_error=1:print_stacktrace=1"
+    return env
+
+
+def policy_for(rh: RemoteHost) -> str:
+    return (
+        f'[apps.t]\nlisten = ["{rh.host_ip}:{PORT}"]\nconnect = ["{rh.remote_ip}/32:{ECHO_PORT}"]\n'
+    )
+
+
+# An echo server in the remote namespace for the program's outgoing connections, a thread per
+# connection: a u32 length (little endian), then that many bytes echoed back, then it closes
+# first (the program's side then holds no leased port in TIME-WAIT). Resets are expected (the
+# program closes some connections early, with SO_LINGER 0).
+ECHO = r"""
+import socket, struct, sys, threading
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind((sys.argv[1], int(sys.argv[2])))
+ls.listen(256)
+print("ready", flush=True)
+def serve(c):
+    try:
+        head = b""
+        while len(head) < 4:
+            d = c.recv(4 - len(head))
+            if not d:
+                return
+            head += d
+        left = struct.unpack("<I", head)[0]
+        while left:
+            d = c.recv(min(left, 65536))
+            if not d:
+                return
+            c.sendall(d)
+            left -= len(d)
+    except OSError:
+        pass
+    finally:
+        c.close()
+while True:
+    c, _ = ls.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+# The remote client: TOTAL connections, CONC at a time, random sizes; each sends its header
+# (length, crc32), the payload in 64 KB writes while reading the echo, then expects exactly the
+# payload back, "OK!!" and the end of stream. The first connection stops after 10 bytes and is
+# held open ("holding") until a line on stdin, so the test can look at the kernel's table.
+DRIVER = r"""
+import asyncio, json, random, struct, sys, threading, time, zlib
+ip, port, total, conc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+maxsize, secs = int(sys.argv[5]), float(sys.argv[6])
+res = {"ok": 0, "failed": 0, "bytes": 0, "started": 0, "errors": [], "secs": 0.0}
+
+def size_of(rng):
+    k = rng.random()
+    if k < 0.1:
+        return 0
+    if k < 0.3:
+        return rng.randrange(1, 1500)
+    if k < 0.7:
+        return rng.randrange(1500, 65536)
+    return rng.randrange(65536, maxsize + 1)
+
+async def one(i, payload, hold=None):
+    r, w = await asyncio.open_connection(ip, port)
+    w.write(struct.pack("<II", len(payload), zlib.crc32(payload)))
+    async def send():
+        at = 0
+        if hold is not None:
+            w.write(payload[:10])
+            await w.drain()
+            at = 10
+            await hold.wait()
+        while at < len(payload):
+            w.write(payload[at:at + 65536])
+            at += 65536
+            await w.drain()
+        await w.drain()
+    async def recv():
+        if hold is not None:
+            first = await r.readexactly(10)
+            print("holding", flush=True)
+            return first + await r.readexactly(len(payload) - 10 + 4), await r.read()
+        return await r.readexactly(len(payload) + 4), await r.read()
+    try:
+        _, (echo, rest) = await asyncio.wait_for(asyncio.gather(send(), recv()), 90)
+    finally:
+        w.close()
+    if echo[:-4] != payload:
+        at = next((k for k in range(len(payload)) if echo[k] != payload[k]), len(payload))
+        raise AssertionError(f"echo differs from byte {at} of {len(payload)}")
+    if echo[-4:] != b"OK!!" or rest:
+        raise AssertionError(f"trailer {echo[-4:]!r}, then {len(rest)} more bytes")
+
+async def main():
+    loop = asyncio.get_running_loop()
+    hold = asyncio.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), loop.call_soon_threadsafe(hold.set)),
+                     daemon=True).start()
+    sem = asyncio.Semaphore(conc)
+    t0 = time.monotonic()
+    async def run(i, payload, h=None):
+        async with sem:
+            if time.monotonic() - t0 > secs:
+                return
+            res["started"] += 1
+            try:
+                await one(i, payload, h)
+                res["ok"] += 1
+                res["bytes"] += len(payload)
+            except Exception as e:
+                res["failed"] += 1
+                if len(res["errors"]) < 20:
+                    res["errors"].append(f"conn {i} ({len(payload)} B): {e!r}")
+    rng = random.Random(6)
+    held = asyncio.create_task(run(0, rng.randbytes(1000), hold))
+    await hold.wait()
+    await asyncio.gather(held, *(run(i, rng.randbytes(size_of(rng))) for i in range(1, total)))
+    res["secs"] = round(time.monotonic() - t0, 1)
+
+asyncio.run(main())
+print(json.dumps(res), flush=True)
+"""
+
+
+def check_clean(err: str) -> None:
+    for mark in SANITIZER_MARKS:
+        assert mark not in err, err[-20000:]
+
+
+def finish(p: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
+    """Tell the program to stop; its report (the last line on stdout)."""
+    assert p.stdin is not None
+    try:
+        p.stdin.write("stop\n")
+        p.stdin.flush()
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_process(p)
+        pytest.fail(f"thread_stress did not finish in {timeout} s")
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    assert lines, f"no report (exit {p.returncode})\nstdout:\n{out}"
+    return dict(json.loads(lines[-1]))
+
+
+@pytest.fixture
+def echo_server(remote_host: RemoteHost) -> subprocess.Popen[str]:
+    rh = remote_host
+    return rh.python_popen(ECHO, rh.remote_ip, str(ECHO_PORT), ready="ready", ready_timeout=20)
+
+
+def daemon_for(variant: str, request: pytest.FixtureRequest) -> Mstackd | None:
+    return None if variant == "kernel" else request.getfixturevalue("mstackd")
+
+
+@pytest.mark.parametrize("variant", ["kernel", *VARIANTS])
+def test_threads_share_one_stack(
+    remote_host: RemoteHost,
+    echo_server: subprocess.Popen[str],
+    variant: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    rh = remote_host
+    daemon = daemon_for(variant, request)
+    shim = daemon is not None
+    errlog = tmp_path / "stress.err"
+    t0 = time.monotonic()
+    with open(errlog, "w") as errf:
+        p = subprocess.Popen(
+            [*stress_argv(variant), "--listen", f"{rh.host_ip}:{PORT}",
+             "--echo", f"{rh.remote_ip}:{ECHO_PORT}", "--secs", str(LOAD_SECS + 120)],
+            env=shim_env(variant, daemon, policy_for(rh)),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errf, text=True,
+        )  # fmt: skip
+    try:
+        wait_line(p, "ready", 30)
+        launch = Launch("shim" if shim else "kernel", rh, tmp_path, daemon)
+        watches = [
+            Watch("accepted", rh.remote_ip, utcp=shim, local_port=PORT),
+            Watch("outgoing", rh.remote_ip, utcp=shim, remote_port=ECHO_PORT),
+        ]
+        with Proof(launch, watches, [errlog]) as proof:
+            drv = rh.python_popen(
+                DRIVER, rh.host_ip, str(PORT), str(CONNS), str(CONCURRENCY), str(MAX_SIZE),
+                str(LOAD_SECS), ready="holding", ready_timeout=30, stdin=subprocess.PIPE,
+            )  # fmt: skip
+            proof.sample_held()  # the driver's held connection and the program's held one
+            assert drv.stdin is not None
+            drv.stdin.write("go\n")
+            drv.stdin.flush()
+            dout, derr = drv.communicate(timeout=LOAD_SECS + 120)
+            assert drv.returncode == 0, dout + derr
+            load = json.loads(dout.strip().splitlines()[-1])
+            proof.sample()
+            rep = finish(p, timeout=90)
+        err = errlog.read_text(errors="replace")
+        check_clean(err)
+        print(f"{variant}: {time.monotonic() - t0:.1f} s; client {load}; program {rep}")
+
+        errors = [ln for ln in err.splitlines() if ln.startswith("ERROR:")]
+        assert rep["errors"] == 0 and not errors, "\n".join(errors[:40])
+        assert p.returncode == 0, f"exit {p.returncode}\n{err[-5000:]}"
+        assert load["failed"] == 0 and load["ok"] == load["started"], load
+        assert load["ok"] >= min(CONNS, 1000), load  # the load ran (bounded by LOAD_SECS)
+        # every connection the listener took was served and verified, by every way of serving
+        assert rep["accepted"] - rep["accepted_kernel"] == load["started"], (rep, load)
+        assert sum(rep["served"].values()) == rep["accepted"], rep
+        assert all(n > 0 for n in rep["served"].values()), rep["served"]
+        assert rep["local_ok"] == rep["accepted_kernel"] > 0, rep
+        for key in ("out_ok", "out_threads", "dup2_live", "cw_closes", "cw_polls", "shut_ok"):
+            assert rep[key] > 0, (key, rep)
+        assert f"joined {rep['threads']} threads" in err, err[-3000:]
+        # Every descriptor the program made is closed again. Under the shim, each thread that
+        # ended may leave one behind (test_an_ended_thread_leaves_no_descriptor); nothing else.
+        growth = rep["fd_end"] - rep["fd_base"]
+        limit = rep["threads"] + rep["out_threads"] if shim else 0
+        assert 0 <= growth <= limit, (growth, rep)
+        # shut_late: a SHUT_RD that did not wake the blocked recv at once
+        # (test_shutdown_wakes_a_recv_blocked_in_another_thread); the program bounds it.
+        if shim:
+            assert "UTCP" in err and "stays on the kernel" not in err, err[-3000:]
+            assert f"connection to {rh.remote_ip}:{ECHO_PORT}: UTCP" in err, err[-3000:]
+        else:
+            assert rep["shut_late"] == 0, rep
+        proof.verify()
+    except BaseException:
+        if p.poll() is None:
+            p.kill()
+        print(f"program stderr (tail):\n{errlog.read_text(errors='replace')[-10000:]}")
+        raise
+    finally:
+        stop_process(p)
+
+
+def run_only(
+    what: str, rounds: int, variant: str, rh: RemoteHost, daemon: Mstackd | None
+) -> dict[str, Any]:
+    """One part of the program on its own (no listener, no load): its report."""
+    p = subprocess.Popen(
+        [*stress_argv(variant), "--echo", f"{rh.remote_ip}:{ECHO_PORT}", "--only", what,
+         "--rounds", str(rounds)],
+        env=shim_env(variant, daemon, policy_for(rh)),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        out, err = p.communicate(timeout=120)
+    finally:
+        stop_process(p)
+    check_clean(err)
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    assert lines, f"exit {p.returncode}\nstdout:\n{out}\nstderr:\n{err[-5000:]}"
+    if daemon is not None:
+        assert f"connection to {rh.remote_ip}:{ECHO_PORT}: UTCP" in err, err[-3000:]
+    errors = [ln for ln in err.splitlines() if ln.startswith(("ERROR:", "note:"))]
+    rep = dict(json.loads(lines[-1]))
+    rep["said"] = errors
+    return rep
+
+
+def shim_xfail(reason: str) -> list[Any]:
+    """kernel (passes: the test is right), then the shim's normal build (fails: the bug)."""
+    return ["kernel", pytest.param("normal", marks=pytest.mark.xfail(strict=True, reason=reason))]
+
+
+FIRST_ADD = (
+    "shim bug (wait.c, epoll_wait/sepoll_of): a thread that entered epoll_wait while the "
+    "instance had no UTCP member is in the real epoll_wait; the first EPOLL_CTL_ADD of a UTCP "
+    "socket puts the instance's eventfd (data = sepoll pointer | 1) into the kernel epoll and "
+    "signals it, and that thread returns the shim's internal event to the application "
+    "(thread_stress crashed with SIGSEGV on it before its workaround)"
+)
+
+
+@pytest.mark.parametrize("variant", shim_xfail(FIRST_ADD))
+def test_a_thread_already_in_epoll_wait_sees_only_registered_events(
+    remote_host: RemoteHost,
+    echo_server: subprocess.Popen[str],
+    variant: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """An event loop thread waits on an empty epoll instance; another thread adds the first
+    connection (writable at once): the waiter gets exactly that registration's data."""
+    rep = run_only("epoll-first-add", 5, variant, remote_host, daemon_for(variant, request))
+    assert rep["errors"] == 0, "\n".join(rep["said"])
+
+
+THREAD_FD = (
+    "shim bug (wait.c, thread_efd): each thread that blocks once gets an eventfd (__thread "
+    "t_efd) that nothing closes when the thread ends: one descriptor leaked per thread, so a "
+    "thread-per-connection server runs out of descriptors"
+)
+
+
+@pytest.mark.parametrize("variant", shim_xfail(THREAD_FD))
+def test_an_ended_thread_leaves_no_descriptor(
+    remote_host: RemoteHost,
+    echo_server: subprocess.Popen[str],
+    variant: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """30 short-lived threads, each blocked once in recv on one UTCP connection."""
+    rep = run_only("churn", 30, variant, remote_host, daemon_for(variant, request))
+    assert rep["errors"] == 0, "\n".join(rep["said"])
+    assert rep["churn_threads"] == 30, rep
+    assert rep["fd_end"] == rep["fd_base"], f"{rep['fd_end'] - rep['fd_base']} descriptors leaked"
+
+
+SHUT_RD = (
+    "shim/UTCP bug (utcp_c/src/sock/sock.c utcp_sk_shutdown; shim/sock.c shutdown): "
+    "shutdown(SHUT_RD) sets shut_rd without marking the socket, so no notification reaches "
+    "wait_notify/wait_wake_threads: a recv blocked in another thread (wait_block) sleeps on "
+    "until something else happens in the process (here: SO_RCVTIMEO, 3 s), and epoll never "
+    "reports the EPOLLIN|EPOLLRDHUP the kernel would; Linux wakes it at once with 0"
+)
+
+
+@pytest.mark.parametrize("variant", shim_xfail(SHUT_RD))
+def test_shutdown_wakes_a_recv_blocked_in_another_thread(
+    remote_host: RemoteHost,
+    echo_server: subprocess.Popen[str],
+    variant: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Rounds of SHUT_RD and SHUT_RDWR from one thread under another thread's blocked recv on
+    an otherwise quiet process: the recv returns 0 within 1 s."""
+    rep = run_only("shutdown", 4, variant, remote_host, daemon_for(variant, request))
+    assert rep["errors"] == 0, "\n".join(rep["said"])
+    assert rep["shut_ok"] == 4 and rep["shut_late"] == 0, "\n".join(rep["said"])
