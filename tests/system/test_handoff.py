@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import selectors
 import socket
 import subprocess
 import sys
@@ -21,10 +22,12 @@ from typing import Any
 
 import pytest
 
+from ctests import VARIANTS
 from mstack_testkit import AppClient, Mstackd, ReplyError
 from mstackd import libbpf, proto
 from mstackd.abi import consts
 from mstackd.switch import flow_key, ip_be
+from testbed.netns import stop_process
 
 pytestmark = pytest.mark.system
 
@@ -36,6 +39,7 @@ HANDOFF, INBOX, IMPORT = (
 )
 SEALS = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK
 BLOB_NAME = "mst-handoff-blob"
+FLOW_TYPES = ("struct mstack_flow_key", "struct mstack_flow")
 REMOTE_PORT0 = 40000
 TESTS_DIR = Path(__file__).resolve().parents[1]
 
@@ -69,6 +73,16 @@ def daemon_blobs(d: Mstackd) -> int:
     return sum(1 for link in fd_links(d.proc.pid) if link.startswith(f"/memfd:{BLOB_NAME}"))
 
 
+@contextmanager
+def closing_map(d: Mstackd) -> Iterator[libbpf.BpfMap]:
+    """The switch's pinned flow table."""
+    m = libbpf.BpfMap.open_pinned(d.bpf_dir / "flows", *FLOW_TYPES)
+    try:
+        yield m
+    finally:
+        m.close()
+
+
 def open_inbox(d: Mstackd, port_id: int) -> AppClient:
     c = d.client()
     c.hello()
@@ -100,10 +114,7 @@ class Scene:
             self.members.append(c)
             self.ports.append(p)
             self.inboxes.append(self.stack.enter_context(open_inbox(d, p)) if inboxes else None)
-        self.map = libbpf.BpfMap.open_pinned(
-            d.bpf_dir / "flows", "struct mstack_flow_key", "struct mstack_flow"
-        )
-        self.stack.callback(self.map.close)
+        self.map = self.stack.enter_context(closing_map(d))
         self.next_rport = REMOTE_PORT0
 
     def client(self) -> AppClient:
@@ -694,3 +705,71 @@ def test_malformed_import_replies_close_the_inbox(mstackd: Mstackd) -> None:
         c = counters(mstackd)
         assert c["import_errors"] == len(names) and c["failures"] == len(names)
         assert "malformed IMPORT reply" in mstackd.log()
+
+
+# -- the C client (libmsctl) on both sides ----------------------------------------------------
+
+
+def read_line(p: subprocess.Popen[bytes], timeout: float = 15.0) -> str:
+    """One line of p's stdout, bounded in time ("" at EOF or timeout)."""
+    assert p.stdout is not None
+    fd = p.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    line = bytearray()
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while (left := deadline - time.monotonic()) > 0 and sel.select(left):
+            b = os.read(fd, 1)
+            if not b or b == b"\n":
+                break
+            line += b
+    return line.decode(errors="replace")
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_handoff_between_two_c_clients(mstackd: Mstackd, variant: str) -> None:
+    exe = VARIANTS[variant] / "tests" / "ctl" / "handoff_peer"
+    if not exe.exists():
+        pytest.fail(f"{exe} is missing: build utcp_c/ctl first")
+    h = mstackd.host
+    assert h is not None
+    with listener(h.host_ip, 8420) as ls, mstackd.client() as c, ExitStack() as stack:
+        c.hello()
+        bid = c.register(ls, LISTEN)  # the C processes claim it with the socket they inherit
+        fd = ls.fileno()
+
+        def start(*args: str) -> subprocess.Popen[bytes]:
+            p = subprocess.Popen(
+                [str(exe), args[0], str(mstackd.run_dir), str(bid), str(fd), *args[1:]],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                pass_fds=[fd],
+            )  # fmt: skip
+            stack.callback(stop_process, p)
+            return p
+
+        member = start("member", "2")
+        sender = start("sender")
+        mport = int(read_line(member).split()[1])
+        sport = int(read_line(sender).split()[1])
+        m = stack.enter_context(closing_map(mstackd))
+        keys = [flow_key(h.remote_ip, 41000 + i, h.host_ip, 8420) for i in range(3)]
+        for k in keys:
+            m.update(k, {"port_id": sport, "flags": 0, "last_ns": 1})
+        assert sender.stdin is not None and member.stdin is not None
+        sender.stdin.write(f"3 {h.host_ip} 8420 {h.remote_ip} 41000\n".encode())
+        sender.stdin.flush()
+        got = read_line(member)
+        assert got == (
+            f"import seq=1 binding={bid} port={mport} n=3 rport0=41000 "
+            "blob=connections serialized by a C sender"
+        ), got
+        assert read_line(member) == "adopted 2"
+        assert read_line(sender) == f"moved 2 to {mport}"
+        owners = [getattr(m.lookup(k), "port_id", None) for k in keys]
+        assert owners == [mport, mport, sport]
+        for p in (sender, member):
+            assert p.stdin is not None
+            p.stdin.close()
+            assert p.wait(10) == 0, p.stderr.read() if p.stderr else ""
+        assert counters(mstackd)["flows_moved"] == 2
+    assert mstackd.wait_until(lambda: daemon_blobs(mstackd) == 0 and mstackd.admin("ports") == [])
