@@ -3,12 +3,14 @@
  * fuzz_stack drives (fuzz_stack.h): every frame is fed to it as it is written, and the numbers
  * a peer must know (the stack's ISN, timestamps, what is in flight) are read from the frames
  * the stack sends, so handshakes complete and data, SACK, RST and ICMP land in the window.
- * fuzz_wire gets the same frames one per file; fuzz_peer gets scripts in its record format.
+ * fuzz_wire gets the same frames one per file; fuzz_peer gets scripts in its record format;
+ * fuzz_migrate gets what utcp_sk_migrate_out wrote about real connections (fuzz_migrate.h).
  *   mkseeds CORPUS_DIR    (make -C utcp_c/fuzz seeds) */
 #include <errno.h>
 #include <stdio.h>
 #include <sys/stat.h>
 
+#include "fuzz_migrate.h"
 #include "fuzz_stack.h"
 
 static const uint8_t peer_mac[6] = {2, 0, 0, 0, 0, 2};
@@ -659,6 +661,148 @@ static void peer_scripts(void)
 	write_file("fuzz_peer", "keepalive-cubic", keep_odd, sizeof(keep_odd));
 }
 
+/* ---- fuzz_migrate: real migrate_out blobs ---- */
+
+struct mexp {
+	struct fm_ctx x;
+	struct utcp_port port;
+};
+
+static void mexp_begin(struct mexp *m)
+{
+	ncap = 0;
+	m->port = (struct utcp_port){&cap_ops, NULL};
+	fm_setup(&m->x, &m->port);
+}
+
+static void mfeed(struct mexp *m, const struct seg *g)
+{
+	uint8_t f[FS_MAX_FRAME];
+	struct utcp_frame fr = {f, 0, 0};
+
+	fr.len = (uint32_t)tcp_frame(f, g);
+	utcp_input(m->x.st, &fr, 1, m->x.now);
+	utcp_socks_process(m->x.ss, m->x.now);
+}
+
+static void mtime(struct mexp *m, uint64_t us)
+{
+	m->x.now += us;
+	utcp_timers(m->x.st, m->x.now);
+	utcp_socks_process(m->x.ss, m->x.now);
+}
+
+/* A client of the exporting listener: SYN, then (complete) the ACK, data in segments of at most
+ * 1000 bytes, the FIN; with ooo, one segment 2000 bytes ahead first (it does not move). */
+static void mclient(struct mexp *m, uint16_t cport, uint32_t isn, bool opts, bool complete,
+		    size_t dlen, bool fin, bool ooo)
+{
+	static char data[16384];
+	struct seg g = {PEER2, cport, FM_PORT, UTCP_TH_SYN, isn, 0, 65535,
+			opts ? syn_opts(100) : (struct utcp_tcp_opts){0}, NULL, 0};
+	uint32_t seq = isn + 1, ts = 101;
+	struct seen sa;
+	size_t off = 0;
+
+	memset(data, 'q', sizeof(data));
+	mfeed(m, &g);
+	if (!complete)
+		return;
+	sa = last_to(cport);
+	g.flags = UTCP_TH_ACK, g.seq = seq, g.ack = sa.seq + 1, g.wnd = 1024;
+	g.opt = opts ? ts_opts(ts++, sa.tsval) : (struct utcp_tcp_opts){0};
+	mfeed(m, &g);
+	if (ooo) {
+		g.seq = seq + 2000, g.data = data, g.len = 500, g.flags = UTCP_TH_ACK | UTCP_TH_PSH;
+		mfeed(m, &g);
+	}
+	while (off < dlen) {
+		size_t n = dlen - off < 1000 ? dlen - off : 1000;
+
+		g.flags = UTCP_TH_ACK | UTCP_TH_PSH, g.seq = seq + (uint32_t)off, g.data = data + off;
+		g.len = n;
+		g.opt = opts ? ts_opts(ts++, sa.tsval) : (struct utcp_tcp_opts){0};
+		mfeed(m, &g);
+		off += n;
+	}
+	if (fin) {
+		g.flags = UTCP_TH_ACK | UTCP_TH_FIN, g.seq = seq + (uint32_t)dlen, g.data = NULL;
+		g.len = 0;
+		g.opt = opts ? ts_opts(ts++, sa.tsval) : (struct utcp_tcp_opts){0};
+		mfeed(m, &g);
+	}
+	mtime(m, 50000);                        /* delayed ACKs go out */
+}
+
+static void mexp_write(struct mexp *m, const char *name, int expect)
+{
+	static uint8_t blob[1 << 16];
+	struct utcp_mig_flow flows[16];
+	size_t len = 0;
+	int n = utcp_sk_migrate_out(m->x.ss, m->x.l, flows, 16, blob, sizeof(blob), &len, m->x.now);
+
+	if (n != expect) {
+		fprintf(stderr, "mkseeds: %s: migrate_out %d, expected %d\n", name, n, expect);
+		exit(1);
+	}
+	printf("  %-40s %d connection(s), %zu bytes\n", name, n, len);
+	write_file("fuzz_migrate", name, blob, len);
+	utcp_sk_migrate_done(m->x.ss, m->x.l, n, m->x.now);
+	fm_teardown(&m->x);
+}
+
+static void migrate_seeds(void)
+{
+	struct mexp m;
+
+	mexp_begin(&m);
+	mclient(&m, 40001, 1000, true, true, 0, false, false);
+	mexp_write(&m, "established-empty", 1);
+
+	mexp_begin(&m);
+	mclient(&m, 40001, 1000, true, true, 60, false, false);
+	mexp_write(&m, "established-request", 1);
+
+	mexp_begin(&m);
+	mclient(&m, 40001, 0xfffffff0u, true, true, 60, true, false);   /* sequence wrap */
+	mexp_write(&m, "close-wait-request-fin", 1);
+
+	mexp_begin(&m);
+	mclient(&m, 40001, 1000, true, false, 0, false, false);
+	mexp_write(&m, "half-open", 1);
+
+	mexp_begin(&m);
+	mclient(&m, 40001, 1000, true, false, 0, false, false);
+	mtime(&m, 1500000);                     /* the SYN,ACK went again: retries, backoff */
+	mexp_write(&m, "half-open-synack-retransmitted", 1);
+
+	mexp_begin(&m);
+	mclient(&m, 40001, 77, false, true, 300, false, false);
+	mexp_write(&m, "established-no-options", 1);
+
+	mexp_begin(&m);
+	mclient(&m, 40001, 77, false, false, 0, false, false);
+	mexp_write(&m, "half-open-no-options", 1);
+
+	mexp_begin(&m);
+	mclient(&m, 40001, 1000, true, true, 6000, false, false);
+	mexp_write(&m, "established-window-filled", 1);
+
+	mexp_begin(&m);
+	mclient(&m, 40001, 1000, true, true, 1000, false, true);
+	mexp_write(&m, "established-out-of-order-dropped", 1);
+
+	mexp_begin(&m);
+	mclient(&m, 40001, 1000, true, true, 60, false, false);
+	mclient(&m, 40002, 2000, true, true, 80, true, false);
+	mclient(&m, 40003, 3000, true, false, 0, false, false);
+	mclient(&m, 40004, 4000, false, true, 0, false, false);
+	mexp_write(&m, "batch-of-four", 4);
+
+	mexp_begin(&m);
+	mexp_write(&m, "empty-batch", 0);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -675,6 +819,7 @@ int main(int argc, char **argv)
 	malformed_scripts();
 	wire_from_scripts();
 	peer_scripts();
+	migrate_seeds();
 	printf("mkseeds: %u files in %s\n", nfiles, corpus);
 	return 0;
 }

@@ -139,6 +139,7 @@ static bool seq_within(uint32_t lo, uint32_t x, uint32_t hi)
 int utcp_conn_image_check(const struct utcp_stack *st, const struct utcp_conn_image *im,
 			  uint64_t now)
 {
+	(void)now;              /* a send time in the future only costs the RTT sample */
 	const struct utcp_config *cfg = &st->cfg;
 	bool half = im->state == UTCP_SYN_RECEIVED;
 	uint32_t data_end, wnd_max;
@@ -183,8 +184,7 @@ int utcp_conn_image_check(const struct utcp_stack *st, const struct utcp_conn_im
 	if (im->snd_wnd > wnd_max)
 		return -EBADMSG;
 	if (half) {
-		if (im->data_len || im->syn_retries > cfg->syn_retries ||
-		    im->backoff > MIG_MAX_BACKOFF || im->synack_us > now)
+		if (im->data_len || im->syn_retries > cfg->syn_retries || im->backoff > MIG_MAX_BACKOFF)
 			return -EBADMSG;
 	} else if (im->syn_retries || im->backoff || im->syn_timed_out || im->synack_us) {
 		return -EBADMSG;
@@ -262,7 +262,8 @@ int utcp_conn_adopt(struct utcp_stack *st, int l, const struct utcp_conn_image *
 		tcb->retries = im->syn_retries;
 		tcb->backoff = im->backoff;
 		/* Karn: no RTT sample from a retransmitted SYN,ACK, nor from a stale send time */
-		tcb->syn_timed_out = im->syn_timed_out || now - im->synack_us > MIG_MAX_RTT_US;
+		tcb->syn_timed_out = im->syn_timed_out || im->synack_us > now ||
+				     now - im->synack_us > MIG_MAX_RTT_US;
 		tcb->rtt_start = im->synack_us;
 		tcp_arm_rtx(st, tcb, now);
 		tcp_timer_update(st, tcb);
