@@ -15,7 +15,8 @@
  * another thread under a blocked recv().
  *
  *   thread_stress --listen IP:PORT --echo IP:PORT [--secs S]
- *   thread_stress --echo IP:PORT --only shutdown|churn|epoll-first-add [--rounds N]
+ *   thread_stress --echo IP:PORT [--listen IP:PORT] --only WHAT [--rounds N]
+ *     WHAT: shutdown, churn, epoll-first-add or listener-shutdown (one part on its own)
  *
  * Reads "stop" on stdin (or the time limit) to finish: every thread is joined, every
  * descriptor closed, and the descriptor count compared with the one after the first listen. */
@@ -35,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -366,7 +368,11 @@ static struct conn *q_pop(struct queue *q, unsigned ms)
 }
 
 static struct queue work_q = QUEUE_INIT, rearm_q = QUEUE_INIT;
-static int ep_oneshot = -1, ep_et = -1;
+/* Workers wait without a timeout (a lost wake-up stalls a connection, which the client sees);
+ * wake_fd, a kernel eventfd in every set, is written once at the drain and stays readable.
+ * ep_outer holds ep_et (an epoll inside an epoll) and wake_fd. */
+static int ep_oneshot = -1, ep_et = -1, ep_outer = -1, wake_fd = -1;
+static char wake_mark;
 static int poll_pipe[2] = { -1, -1 }, select_pipe[2] = { -1, -1 };
 
 /* A worker leaves when the acceptors are gone and its mode holds no connection, or at the
@@ -457,7 +463,7 @@ static void *oneshot_main(void *arg)
 
 	(void)arg;
 	while (!worker_done(M_ONESHOT)) {
-		int n = epoll_wait(ep_oneshot, ev, 16, 100);
+		int n = epoll_wait(ep_oneshot, ev, 16, -1);
 
 		if (n < 0 && errno != EINTR)
 			err_msg("epoll_wait (oneshot): %s", strerror(errno));
@@ -465,8 +471,8 @@ static void *oneshot_main(void *arg)
 			struct conn *c = ev[i].data.ptr;
 			int r;
 
-			if (!c)
-				continue; /* the held connection */
+			if (!c || ev[i].data.ptr == &wake_mark)
+				continue; /* the held connection, the drain */
 			r = conn_step(c);
 
 			if (r)
@@ -490,15 +496,22 @@ static void *rearm_main(void *arg)
 	return NULL;
 }
 
-/* EPOLLET: registered once for both directions; each edge is drained until EAGAIN. */
+/* EPOLLET: registered once for both directions; each edge is drained until EAGAIN. The
+ * thread waits on the outer instance, which reports the inner one readable. */
 static void *et_main(void *arg)
 {
 	struct epoll_event ev[16];
 
 	(void)arg;
 	while (!worker_done(M_ET)) {
-		int n = epoll_wait(ep_et, ev, 16, 100);
+		int n = epoll_wait(ep_outer, ev, 16, -1);
 
+		if (n < 0 && errno != EINTR)
+			err_msg("epoll_wait (outer): %s", strerror(errno));
+		for (int i = 0; i < n; i++)
+			if (ev[i].data.ptr != &wake_mark && ev[i].data.ptr != &ep_et)
+				err_msg("outer epoll: data %p was never registered", ev[i].data.ptr);
+		n = epoll_wait(ep_et, ev, 16, 0);
 		if (n < 0 && errno != EINTR)
 			err_msg("epoll_wait (edge): %s", strerror(errno));
 		for (int i = 0; i < n; i++) {
@@ -518,7 +531,7 @@ static void *et_main(void *arg)
 static void *poll_main(void *arg)
 {
 	struct conn *cs[SET_MAX];
-	struct pollfd pf[SET_MAX + 1];
+	struct pollfd pf[SET_MAX + 2];
 	int n = 0;
 
 	(void)arg;
@@ -531,7 +544,9 @@ static void *poll_main(void *arg)
 			pf[i + 1].fd = cs[i]->fd;
 			pf[i + 1].events = cs[i]->want | POLLRDHUP;
 		}
-		r = poll(pf, (nfds_t)n + 1, 100);
+		pf[n + 1].fd = wake_fd;
+		pf[n + 1].events = POLLIN;
+		r = poll(pf, (nfds_t)n + 2, -1);
 		if (r < 0) {
 			if (errno != EINTR)
 				err_msg("poll: %s", strerror(errno));
@@ -579,18 +594,18 @@ static void *select_main(void *arg)
 	(void)arg;
 	while (!worker_done(M_SELECT)) {
 		fd_set rd, wr;
-		struct timeval tv = { 0, 100000 };
-		int hi = select_pipe[0], r;
+		int hi = select_pipe[0] > wake_fd ? select_pipe[0] : wake_fd, r;
 
 		FD_ZERO(&rd);
 		FD_ZERO(&wr);
 		FD_SET(select_pipe[0], &rd);
+		FD_SET(wake_fd, &rd);
 		for (int i = 0; i < n; i++) {
 			FD_SET(cs[i]->fd, cs[i]->want == POLLOUT ? &wr : &rd);
 			if (cs[i]->fd > hi)
 				hi = cs[i]->fd;
 		}
-		r = select(hi + 1, &rd, &wr, NULL, &tv);
+		r = select(hi + 1, &rd, &wr, NULL, NULL);
 		if (r < 0) {
 			if (errno != EINTR)
 				err_msg("select: %s", strerror(errno));
@@ -903,7 +918,7 @@ static void *outgoing_main(void *arg)
 
 		if (fd < 0)
 			break;
-		if (i % 3 == 0) {
+		if (i % 3 == 0 && atomic_load(&out_threads) < 150) { /* bounded: see fd_end */
 			rc = out_thread_per_conn(fd, out, n);
 		} else if (i % 3 == 1) {
 			/* dup2 over a live connection: fd's first connection is closed, fd then
@@ -1218,6 +1233,62 @@ static void epoll_first_add(int rounds)
 	}
 }
 
+/* shutdown(SHUT_RD) of a listener from another thread: Linux stops listening, the thread
+ * blocked in accept() returns EINVAL at once, and so does every later accept. Between the two
+ * accepts the test tries to connect from the remote host (refused on Linux). */
+static atomic_int acc_ret = -2, acc_errno;
+
+static void *blocked_acceptor(void *arg)
+{
+	int fd = accept(*(int *)arg, NULL, NULL);
+
+	atomic_store(&acc_errno, errno);
+	atomic_store(&acc_ret, fd);
+	return NULL;
+}
+
+static void listener_shutdown(void)
+{
+	int one = 1, l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), fd;
+	char line[64];
+	pthread_t t;
+	uint64_t t0;
+
+	if (l < 0 || setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    bind(l, (struct sockaddr *)&cfg.listen, sizeof(cfg.listen)) || listen(l, 16)) {
+		err_msg("listener: %s", strerror(errno));
+		return;
+	}
+	if (pthread_create(&t, NULL, blocked_acceptor, &l))
+		return;
+	msleep(300); /* it is in accept() (and this process in the listen group) */
+	t0 = now_us();
+	if (shutdown(l, SHUT_RD))
+		err_msg("shutdown(SHUT_RD) of the listener: %s", strerror(errno));
+	while (atomic_load(&acc_ret) == -2 && now_us() - t0 < 3000000u)
+		msleep(5);
+	if (atomic_load(&acc_ret) == -2)
+		err_msg("accept() still blocked 3 s after shutdown(SHUT_RD) of its listener");
+	else if (atomic_load(&acc_ret) >= 0 || atomic_load(&acc_errno) != EINVAL)
+		err_msg("accept() after shutdown(SHUT_RD) of its listener: %d (%s); Linux: EINVAL",
+			atomic_load(&acc_ret), strerror(atomic_load(&acc_errno)));
+	printf("shut\n");
+	fflush(stdout);
+	if (!fgets(line, sizeof(line), stdin)) /* the test tried to connect */
+		err_msg("no line on stdin");
+	fd = accept4(l, NULL, NULL, SOCK_NONBLOCK);
+	if (fd >= 0 || errno != EINVAL)
+		err_msg("a later accept() on the listener shut down for reading: %d (%s); Linux: "
+			"EINVAL", fd, fd >= 0 ? "a connection" : strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	if (atomic_load(&acc_ret) == -2)
+		pthread_detach(t);
+	else
+		pthread_join(t, NULL);
+	close(l);
+}
+
 /* ---- main ---- */
 
 static int parse_ep(const char *s, struct sockaddr_in *sa)
@@ -1283,13 +1354,15 @@ static int run_only(int fd_base)
 		msleep(100);
 		fd_base = count_fds();
 		churn(cfg.rounds);
+	} else if (!strcmp(cfg.only, "listener-shutdown")) {
+		listener_shutdown();
 	} else if (!strcmp(cfg.only, "epoll-first-add")) {
 		epoll_first_add(cfg.rounds);
 		if (atomic_load(&first_add_seen) != cfg.rounds)
 			err_msg("the registered event came %d times in %d rounds",
 				atomic_load(&first_add_seen), cfg.rounds);
 	} else {
-		fprintf(stderr, "--only shutdown|churn|epoll-first-add\n");
+		fprintf(stderr, "--only shutdown|churn|epoll-first-add|listener-shutdown\n");
 		return 2;
 	}
 	for (int i = 0; i < n_threads; i++)
@@ -1319,7 +1392,7 @@ int main(int argc, char **argv)
 			cfg.rounds = atoi(argv[++i]);
 		else {
 			fprintf(stderr, "usage: %s --listen IP:PORT --echo IP:PORT [--secs S] "
-				"[--only shutdown|churn|epoll-first-add] [--rounds N]\n", argv[0]);
+				"[--only WHAT] [--rounds N]\n", argv[0]);
 			return 2;
 		}
 	}
@@ -1344,7 +1417,9 @@ int main(int argc, char **argv)
 	ep_oneshot = epoll_create1(EPOLL_CLOEXEC);
 	ep_et = epoll_create1(EPOLL_CLOEXEC);
 	cw_ep = epoll_create1(EPOLL_CLOEXEC);
-	if (ep_oneshot < 0 || ep_et < 0 || cw_ep < 0 || pipe2(poll_pipe, O_NONBLOCK | O_CLOEXEC) ||
+	ep_outer = epoll_create1(EPOLL_CLOEXEC);
+	wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (ep_oneshot < 0 || ep_et < 0 || cw_ep < 0 || ep_outer < 0 || wake_fd < 0 || pipe2(poll_pipe, O_NONBLOCK | O_CLOEXEC) ||
 	    pipe2(select_pipe, O_NONBLOCK | O_CLOEXEC)) {
 		perror("epoll/pipe");
 		return 2;
@@ -1360,6 +1435,14 @@ int main(int argc, char **argv)
 		ev.data.u64 = atomic_fetch_add(&cw_next_token, 1);
 		if (held_fd >= 0 && epoll_ctl(cw_ep, EPOLL_CTL_ADD, held_fd, &ev))
 			err_msg("EPOLL_CTL_ADD of the held connection: %s", strerror(errno));
+		ev.events = EPOLLIN;
+		ev.data.ptr = &wake_mark;
+		if (epoll_ctl(ep_oneshot, EPOLL_CTL_ADD, wake_fd, &ev) ||
+		    epoll_ctl(ep_outer, EPOLL_CTL_ADD, wake_fd, &ev))
+			err_msg("EPOLL_CTL_ADD of the wake-up eventfd: %s", strerror(errno));
+		ev.data.ptr = &ep_et;
+		if (epoll_ctl(ep_outer, EPOLL_CTL_ADD, ep_et, &ev))
+			err_msg("EPOLL_CTL_ADD of an epoll instance: %s", strerror(errno));
 	}
 
 	/* workers first, then the acceptors (blocked in accept() before the first client) */
@@ -1413,13 +1496,17 @@ int main(int argc, char **argv)
 		pthread_join(threads[i], NULL);
 	drain_deadline_us = now_us() + 15000000u;
 	atomic_store(&draining, 1);
+	if (eventfd_write(wake_fd, 1))
+		err_msg("eventfd_write: %s", strerror(errno));
 	for (int i = 0; i < workers_from; i++)
 		pthread_join(threads[i], NULL);
 	fprintf(stderr, "joined %d threads\n", n_threads);
 
 	close(ep_oneshot);
+	close(ep_outer);
 	close(ep_et);
 	close(cw_ep);
+	close(wake_fd);
 	close(poll_pipe[0]);
 	close(poll_pipe[1]);
 	close(select_pipe[0]);
