@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
@@ -66,6 +67,18 @@ def fd_links(pid: int | str) -> list[str]:
         with suppress(OSError):
             out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
     return out
+
+
+def settled_fds(d: Mstackd) -> list[str]:
+    """The daemon's fds once connections that just closed are gone from them."""
+    links = fd_links(d.proc.pid)
+    for _ in range(50):
+        time.sleep(0.1)
+        now = fd_links(d.proc.pid)
+        if Counter(now) == Counter(links):
+            break
+        links = now
+    return links
 
 
 def daemon_blobs(d: Mstackd) -> int:
@@ -165,15 +178,23 @@ class Scene:
 
 @contextmanager
 def scene(d: Mstackd, lport: int, n: int = 1, inboxes: bool = True) -> Iterator[Scene]:
+    with d.client() as c:
+        c.hello()  # the daemon watches this process from now on (a pidfd): part of its baseline
     before = len(os.listdir("/proc/self/fd"))
+    before_links = settled_fds(d)
+    daemon_before = len(before_links)
     s = Scene(d, lport, n, inboxes)
     try:
         yield s
     finally:
         s.close()
-    # Nothing left open here, nor in the daemon; the ports went with their connections.
+    # Nothing left open here, nor in the daemon (its shadow copies go with the next sweep); the
+    # ports went with their connections.
     assert len(os.listdir("/proc/self/fd")) == before
     assert d.wait_until(lambda: daemon_blobs(d) == 0 and d.admin("ports") == [], timeout=10)
+    assert d.wait_until(lambda: len(fd_links(d.proc.pid)) == daemon_before, timeout=10), str(
+        (Counter(fd_links(d.proc.pid)) - Counter(before_links), len(fd_links(d.proc.pid)))
+    )
 
 
 def send_handoff(
