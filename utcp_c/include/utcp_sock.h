@@ -175,7 +175,7 @@ bool utcp_sk_is_listener(struct utcp_socks *ss, int sk);
 /* ---- moving unaccepted connections to another stack (nginx reload) ----
  * A listener's connections not yet accepted are frozen and described in a blob; another
  * stack adopts them into its own listener's accept queue; the first stack then releases
- * them silently.  Record format: docs/utcp-sockets.md, "Moving connections". */
+ * them silently.  Blob format: docs/utcp-sockets.md, "Moving unaccepted connections". */
 
 /* A connection's 4-tuple, host byte order. */
 struct utcp_mig_flow { uint32_t laddr, raddr; uint16_t lport, rport; };
@@ -186,7 +186,10 @@ struct utcp_mig_flow { uint32_t laddr, raddr; uint16_t lport, rport; };
  * in flows[0..n), and *len, the bytes of buf used.  -ENOSPC if not even one fits in cap,
  * -EINVAL if sk does not listen, -EBUSY if a batch is already frozen and not done.
  * A frozen connection drops every segment silently, sends nothing, runs no timers and can
- * no longer be accepted, until utcp_sk_migrate_done. */
+ * no longer be accepted, until utcp_sk_migrate_done.
+ * Order: the accept queue's, then TCP_DEFER_ACCEPT's held connections, then half-open ones.
+ * With nothing to move: 0, and *len = 16 (an empty blob) if cap allows, else 0.  -EBADF for a
+ * stale id.  Closing the listener while a batch is frozen releases the batch silently. */
 int utcp_sk_migrate_out(struct utcp_socks *ss, int sk, struct utcp_mig_flow *flows, int max,
 			void *buf, size_t cap, size_t *len, uint64_t now_us);
 /* Ends the frozen batch: the first `moved` connections live in another stack now and are
@@ -200,7 +203,10 @@ void utcp_sk_migrate_done(struct utcp_socks *ss, int sk, int moved, uint64_t now
  * -EINVAL if sk does not listen or a record's local port/address is not the listener's.
  * Adopted connections inherit the listener's socket options and notify it (POLLIN) as a
  * newly established connection would; an adopted half-open connection behaves as a SYN-RCVD
- * child (its SYN-ACK retransmission timer runs). Nothing is sent at adoption itself. */
+ * child (its SYN-ACK retransmission timer runs). Nothing is sent at adoption itself.
+ * len must be exactly the *len migrate_out gave.  The queue's bound is the listener's
+ * backlog + 1, half-open connections included; the notification (POLLIN) comes with the next
+ * utcp_socks_process.  -EBADF for a stale id. */
 int utcp_sk_migrate_in(struct utcp_socks *ss, int sk, const void *buf, size_t len,
 		       uint64_t now_us);
 
