@@ -420,7 +420,7 @@ const char *utcp_strerror(int err)
 	case EADDRINUSE: return "address already in use";
 	case EADDRNOTAVAIL: return "no free local port";
 	case ENOBUFS: return "no free control block";
-	case EBADMSG: return "malformed frame";
+	case EBADMSG: return "malformed frame or migration blob";
 	case ENOTSUP: return "not supported";
 	case ENOSPC: return "no room in buffer";
 	case EEXIST: return "already exists";
