@@ -1029,3 +1029,72 @@ TEST(test_listener_close_while_frozen_is_silent)
 	CHECK(utcp_sk_accept(w.ss[NB], w.lb, NULL) >= 0);
 	w_free(&w);
 }
+
+/* The shim's loop: batches of three until none is left, ten connections with distinct
+ * requests (every third with its FIN, one with 20 KB): all move, each answered byte-exact. */
+TEST(test_batches_until_none_left)
+{
+	static struct w w;
+	static uint8_t req[10][20000], got[20000], resp[10][700];
+	size_t rlen[10];
+	int c[10], s, i, n, total = 0, batches = 0;
+
+	w_init(&w, 16, 16);
+	for (i = 0; i < 10; i++) {
+		rlen[i] = i == 4 ? sizeof(req[i]) : 40 + (size_t)i * 13;
+		fill(req[i], rlen[i], 10 + (unsigned)i);
+		fill(resp[i], sizeof(resp[i]), 30 + (unsigned)i);
+		c[i] = w_connect(&w);
+		w_run(&w, 5000);
+		send_all(&w, NC, c[i], req[i], rlen[i]);
+		if (i % 3 == 0)
+			CHECK_EQ(utcp_sk_shutdown(w.ss[NC], c[i], SHUT_WR, w.now), 0);
+	}
+	w_run(&w, 100000);
+	while ((n = migrate_out(&w, 3)) > 0) {
+		CHECK(n <= 3);
+		CHECK_EQ(utcp_sk_migrate_in(w.ss[NB], w.lb, w.blob, w.blob_len, w.now), n);
+		repoint(&w, w.flows, n, NB);
+		utcp_sk_migrate_done(w.ss[NA], w.la, n, w.now);
+		total += n;
+		batches++;
+		w_run(&w, 1000);
+	}
+	CHECK_EQ(n, 0);
+	CHECK_EQ(total, 10);
+	CHECK_EQ(batches, 4);
+	CHECK_EQ(stats(&w, NA)->conns_in_use, 0);
+	CHECK_EQ(w.net.rst_sent[NA], 0);
+	utcp_socks_process(w.ss[NB], w.now);
+	for (i = 0; i < 10; i++) {
+		struct utcp_sk_name peer;
+		int k;
+
+		s = utcp_sk_accept(w.ss[NB], w.lb, &peer);
+		CHECK(s >= 0);
+		for (k = 0; k < 10 && c[k] >= 0; k++) {
+			struct utcp_sk_name me;
+
+			CHECK_EQ(utcp_sk_name(w.ss[NC], c[k], &me), 0);
+			if (me.lport == peer.rport)
+				break;
+		}
+		CHECK(k < 10);
+		CHECK_EQ(recv_n(&w, NB, s, got, rlen[k], 2000000), rlen[k]);
+		CHECK_MEM(got, req[k], rlen[k]);
+		send_all(&w, NB, s, resp[k], sizeof(resp[k]));
+		CHECK_EQ(utcp_sk_close(w.ss[NB], s, w.now), 0);
+	}
+	CHECK_EQ(utcp_sk_accept(w.ss[NB], w.lb, NULL), -EAGAIN);
+	for (i = 0; i < 10; i++) {
+		CHECK_EQ(recv_until_eof(&w, NC, c[i], got, sizeof(got), 2000000), sizeof(resp[i]));
+		CHECK_MEM(got, resp[i], sizeof(resp[i]));
+		CHECK_EQ(utcp_sk_close(w.ss[NC], c[i], w.now), 0);
+	}
+	w_run(&w, 200000);
+	CHECK_EQ(stats(&w, NB)->conns_in_use, 0);
+	CHECK_EQ(stats(&w, NC)->conns_in_use, 0);
+	CHECK_EQ(stats(&w, NC)->rst_in + stats(&w, NB)->rst_in, 0);
+	check_invariants(&w);
+	w_free(&w);
+}
