@@ -374,15 +374,17 @@ class Handoffs:
     # -- IMPORT replies ----------------------------------------------------------------------
 
     def inbox_datagram(self, ib: Inbox, data: bytes, fds: list[int], truncated: bool) -> None:
-        """What came in on an inbox: an IMPORT reply, or a protocol violation that closes it."""
+        """What came in on an inbox: an IMPORT reply, or a protocol violation that closes it.
+        Closes `fds` in any case."""
         try:
             r = proto.decode_push_reply(consts.MSTACK_MSG_IMPORT, data, fds, truncated)
         except proto.ProtoError as e:
+            self._bad_inbox(ib, f"malformed IMPORT reply: {e.detail}")
+            return
+        finally:  # a good reply carries none
             for fd in fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-            self._bad_inbox(ib, f"malformed IMPORT reply: {e.detail}")
-            return
         h = ib.pending.get(r.seq)
         if h is None:
             if 0 < r.seq < ib.next_seq:  # answered after its time ran out, or cancelled

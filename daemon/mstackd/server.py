@@ -386,7 +386,11 @@ class Daemon:
             self._drop_conn(fd)  # orderly close
             return
         if conn.inbox is not None:  # nothing but IMPORT replies comes in on an inbox
-            self.handoffs.inbox_datagram(conn.inbox, data, fds, truncated)
+            try:
+                self.handoffs.inbox_datagram(conn.inbox, data, fds, truncated)
+            except Exception:  # a bug must cost one inbox, never the daemon
+                log.exception("pid %d: inbox failed", conn.pid)
+                self._drop_conn(fd)
             return
         try:
             req = proto.decode(data, fds, truncated)
