@@ -84,7 +84,11 @@ struct utcp_tcb *tcp_tcb_new(struct utcp_stack *st, const struct utcp_tuple *t, 
 	tcb->peer_mss = 536;                        /* RFC 9293 3.7.1 default */
 	tcb->reordering = UTCP_DUPTHRESH;
 	tcb->rxt_hw = tcb->iss;
+	/* Boundaries in sequence space start at the ISS, not at 0: compared with 0, half of
+	 * all ISNs would be "past" them (no recovery ever; the whole flight taken for lost). */
 	tcb->recover = tcb->iss;                    /* RFC 6582 3.2: "initialized to the ISS" */
+	tcb->rack_lost_end = tcb->iss;              /* nothing lost yet */
+	tcb->xlog_rxt_end = tcb->iss;               /* nothing resent yet */
 	tcb->ka_idle_us = st->cfg.keepalive_idle_us;
 	tcb->ka_intvl_us = st->cfg.keepalive_intvl_us;
 	tcb->ka_cnt = st->cfg.keepalive_probes;
