@@ -22,12 +22,16 @@
 #include "utcp_xdp.h"
 #include "stats.h"
 
-/* One connection: the core's state and what its io ops need. */
+/* One connection: the core's state and what its io ops need.  The table is indexed by the
+ * handle's slot (UTCP_CID_INDEX: below max_conns, unique among live connections), so
+ * finding a connection is one index and nothing ever moves. */
 struct uconn {
 	struct httpd_conn c;
 	struct utx *u;
 	utcp_cid cid;
 	bool used;
+	bool corked;          /* written to in this pass: uncorked (pushed) at its end */
+	uint64_t armed_ms;    /* the core's deadline UTCP has as this connection's wakeup */
 };
 
 struct utx {
@@ -35,8 +39,10 @@ struct utx {
 	struct mstack_stats_writer stats;  /* what `mstackctl conns` shows (-1 fd: none) */
 	uint64_t published_us;
 	uint64_t now_us;
-	struct uconn *conns;   /* open addressing by cid */
+	struct uconn *conns;   /* max_conns slots, by UTCP_CID_INDEX */
 	unsigned cap, used;
+	uint32_t *corked;      /* slots corked in this pass */
+	unsigned ncorked;
 };
 
 static uint64_t mono_us(void)
@@ -54,11 +60,31 @@ static long u_read(void *io, void *buf, size_t len)
 	return (long)utcp_recv(k->u->st, k->cid, buf, len, k->u->now_us);
 }
 
+/* A response is written in pieces (head, then the file) and, when it is the last one, is
+ * followed by shutdown: corked until the end of the pass, the pieces leave as full
+ * segments and the FIN rides on the last one.  Sent piece by piece (nodelay), the head
+ * would take a frame of its own and the FIN another — and a client that read the body
+ * before the FIN arrived would close first and keep the TIME-WAIT (docs/bench.md: the
+ * close-mode degradation). */
+static void cork(struct uconn *k)
+{
+	struct utx *u = k->u;
+
+	/* (a slot freed and reused within one pass is listed twice: the list is bounded all
+	 * the same, and past its end a connection just goes uncorked) */
+	if (k->corked || u->ncorked == u->cap)
+		return;
+	k->corked = true;
+	utcp_set_cork(u->st, k->cid, true, u->now_us);
+	u->corked[u->ncorked++] = (uint32_t)(k - u->conns);
+}
+
 static long u_writev(void *io, const struct iovec *iov, int iovcnt)
 {
 	struct uconn *k = io;
 	long total = 0;
 
+	cork(k);
 	for (int i = 0; i < iovcnt; i++) {
 		ssize_t r;
 
@@ -87,48 +113,25 @@ static const struct httpd_io_ops utcp_io = {
 	.shutdown_write = u_shutdown,
 };
 
-static struct uconn *find(struct utx *u, utcp_cid cid, bool add, bool *added)
+/* The pass is over: what was corked goes out (a FIN queued meanwhile already took the
+ * last segment with it). */
+static void uncork_all(struct utx *u)
 {
-	unsigned i = (cid * 2654435761u) & (u->cap - 1);
+	for (unsigned i = 0; i < u->ncorked; i++) {
+		struct uconn *k = &u->conns[u->corked[i]];
 
-	for (unsigned n = 0; n < u->cap; n++, i = (i + 1) & (u->cap - 1)) {
-		struct uconn *k = &u->conns[i];
-
-		if (k->used && k->cid == cid)
-			return k;
-		if (!k->used) {
-			if (!add)
-				return NULL;
-			memset(k, 0, sizeof(*k));
-			if (added)
-				*added = true;
-			k->used = true;
-			k->cid = cid;
-			k->u = u;
-			u->used++;
-			return k;
-		}
+		if (k->used && k->corked)
+			utcp_set_cork(u->st, k->cid, false, u->now_us);
+		k->corked = false;
 	}
-	return NULL;
+	u->ncorked = 0;
 }
 
-/* Removing from open addressing: re-insert the rest of the cluster. */
-static void forget(struct utx *u, struct uconn *gone)
+static struct uconn *slot_of(struct utx *u, utcp_cid cid)
 {
-	unsigned i = (unsigned)(gone - u->conns);
+	uint32_t i = UTCP_CID_INDEX(cid);
 
-	gone->used = false;
-	u->used--;
-	for (i = (i + 1) & (u->cap - 1); u->conns[i].used; i = (i + 1) & (u->cap - 1)) {
-		struct uconn tmp = u->conns[i];
-		struct uconn *k;
-
-		u->conns[i].used = false;
-		u->used--;
-		k = find(u, tmp.cid, true, NULL);
-		*k = tmp;
-		k->c.io = k; /* the core's io pointer follows the move */
-	}
+	return i < u->cap ? &u->conns[i] : NULL;
 }
 
 /* Rewrite the statistics region: one slot per table entry (at most every 250 ms). */
@@ -150,16 +153,37 @@ static void publish(struct utx *u)
 	mstack_stats_end(&u->stats, u->now_us);
 }
 
-static void finish(struct utx *u, struct uconn *k)
+static void forget(struct utx *u, struct uconn *k)
 {
-	utcp_close(u->st, k->cid, u->now_us);
-	forget(u, k);
+	if (k->corked)
+		utcp_set_cork(u->st, k->cid, false, u->now_us);
+	k->used = false;
+	k->corked = false;
+	u->used--;
 }
 
+/* The core is done with it: release the handle (UTCP finishes the close on its own). */
+static void finish(struct utx *u, struct uconn *k)
+{
+	forget(u, k);
+	utcp_close(u->st, k->cid, u->now_us);
+}
+
+/* The core's deadline becomes the connection's UTCP wakeup (one timer wheel for the
+ * stack and the server; nothing here scans the table). */
 static void step(struct utx *u, struct uconn *k, enum httpd_conn_status s)
 {
-	if (s == HTTPD_CONN_DONE)
+	uint64_t d;
+
+	if (s == HTTPD_CONN_DONE) {
 		finish(u, k);
+		return;
+	}
+	d = httpd_conn_deadline(&k->c);
+	if (d != k->armed_ms) {
+		k->armed_ms = d;
+		utcp_set_wakeup(u->st, k->cid, d * 1000);
+	}
 }
 
 int httpd_utcp_serve(struct httpd_server *srv, const struct httpd_utcp_opts *opts)
@@ -174,6 +198,7 @@ int httpd_utcp_serve(struct httpd_server *srv, const struct httpd_utcp_opts *opt
 	int rc, shadow = -1, sfd = -1, one = 1, binding;
 	uint32_t ip = opts->listen.sin_addr.s_addr;
 	sigset_t stop;
+	bool more = false;
 
 	rc = mstack_ctl_connect(&ctl, opts->run_dir);
 	if (rc) {
@@ -222,10 +247,10 @@ int httpd_utcp_serve(struct httpd_server *srv, const struct httpd_utcp_opts *opt
 	rc = utcp_listen(u.st, ntohs(opts->listen.sin_port), 1024);
 	if (rc < 0)
 		goto fail;
-	for (u.cap = 16; u.cap < 2 * cfg.max_conns; u.cap <<= 1)
-		;
+	u.cap = cfg.max_conns;
 	u.conns = calloc(u.cap, sizeof(*u.conns));
-	if (!u.conns) {
+	u.corked = calloc(u.cap, sizeof(*u.corked));
+	if (!u.conns || !u.corked) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -248,63 +273,63 @@ int httpd_utcp_serve(struct httpd_server *srv, const struct httpd_utcp_opts *opt
 		fflush(opts->ready);
 	}
 
-	for (;;) {
+	for (unsigned iter = 0;; iter++) {
 		struct pollfd pfd[2] = { { .fd = mstack_port_fd(port), .events = POLLIN },
 					 { .fd = sfd, .events = POLLIN } };
 		uint64_t next = utcp_next_deadline(u.st), now_ms;
 		struct utcp_event ev;
-		int tmo;
+		int tmo, n;
 
-		for (unsigned i = 0; i < u.cap; i++)
-			if (u.conns[i].used) {
-				uint64_t d = httpd_conn_deadline(&u.conns[i].c) * 1000;
-				next = d < next ? d : next;
-			}
-		tmo = next == UINT64_MAX ? 1000 : next <= u.now_us ? 0 : (int)((next - u.now_us) / 1000 + 1);
-		poll(pfd, 2, tmo > 1000 ? 1000 : tmo);
-		if (pfd[1].revents)
-			break;
+		/* A full RX batch last time: more is waiting, no need to ask (but look at the
+		 * signalfd now and then). */
+		if (!more || iter % 64 == 0) {
+			tmo = more ? 0 : next == UINT64_MAX ? 1000
+				: next <= u.now_us ? 0 : (int)((next - u.now_us) / 1000 + 1);
+			poll(pfd, 2, tmo > 1000 ? 1000 : tmo);
+			if (pfd[1].revents)
+				break;
+		}
 		u.now_us = mono_us();
 		now_ms = u.now_us / 1000;
 		httpd_server_set_time(srv, (long long)time(NULL));
-		utcp_poll(u.st, u.now_us);
+		n = utcp_poll(u.st, u.now_us);
+		more = n >= (int)cfg.rx_batch;
 		while (utcp_next_event(u.st, &ev) == 1) {
-			bool added = false;
-			struct uconn *k = find(&u, ev.conn, ev.events & UTCP_EV_ACCEPTED, &added);
+			struct uconn *k = slot_of(&u, ev.conn);
+			enum httpd_conn_status s = HTTPD_CONN_OPEN;
 
-			if (!k) {
-				if (ev.events & UTCP_EV_ACCEPTED)
-					utcp_abort(u.st, ev.conn, u.now_us); /* over the table: refuse */
+			if (!k)
 				continue;
-			}
-			if (added) {
+			if (ev.events & UTCP_EV_ACCEPTED) {
+				if (k->used) /* cannot happen: the slot's handle is gone */
+					forget(&u, k);
+				memset(k, 0, sizeof(*k));
+				k->used = true;
+				k->cid = ev.conn;
+				k->u = &u;
+				u.used++;
 				httpd_conn_init(&k->c, srv, &utcp_io, k, now_ms);
+			} else if (!k->used || k->cid != ev.conn) {
+				continue;
 			}
 			if (ev.events & UTCP_EV_CLOSED) {
 				/* gone under us (reset, timeout), or both FINs exchanged during the
 				 * linger (TIME-WAIT): the core is not called, the handle is released */
-				utcp_close(u.st, ev.conn, u.now_us);
 				forget(&u, k);
+				utcp_close(u.st, ev.conn, u.now_us);
 				continue;
 			}
-			if (ev.events & (UTCP_EV_READABLE | UTCP_EV_ACCEPTED)) {
-				enum httpd_conn_status s = httpd_conn_on_readable(&k->c, now_ms);
-				if (s == HTTPD_CONN_DONE) {
-					finish(&u, k);
-					continue;
-				}
-			}
-			if (ev.events & UTCP_EV_WRITABLE)
-				step(&u, k, httpd_conn_on_writable(&k->c, now_ms));
+			if (ev.events & UTCP_EV_WAKEUP)
+				k->armed_ms = 0; /* fired: UTCP forgot it */
+			if (ev.events & (UTCP_EV_READABLE | UTCP_EV_ACCEPTED))
+				s = httpd_conn_on_readable(&k->c, now_ms);
+			if (s == HTTPD_CONN_OPEN && (ev.events & UTCP_EV_WRITABLE))
+				s = httpd_conn_on_writable(&k->c, now_ms);
+			if (s == HTTPD_CONN_OPEN && (ev.events & UTCP_EV_WAKEUP))
+				s = httpd_conn_on_timer(&k->c, now_ms);
+			step(&u, k, s);
 		}
-		for (unsigned i = 0, passes = 0; i < u.cap && passes <= u.cap; i++) {
-			struct uconn *k = &u.conns[i];
-			if (k->used && httpd_conn_deadline(&k->c) <= now_ms) {
-				step(&u, k, httpd_conn_on_timer(&k->c, now_ms));
-				i = UINT32_MAX; /* the table may have moved: start over */
-				passes++;
-			}
-		}
+		uncork_all(&u);
 		utcp_flush(u.st, u.now_us);
 		publish(&u);
 	}
@@ -324,6 +349,7 @@ out:
 	if (u.stats.region)
 		mstack_stats_close(&u.stats);
 	free(u.conns);
+	free(u.corked);
 	if (u.st)
 		utcp_stack_destroy(u.st);
 	if (x)

@@ -1,0 +1,234 @@
+"""A/B driver for mstack-httpd on UTCP: several builds of mstack-httpd (and kernel nginx) on the
+HTTP benchmark's test bed, wrk runs interleaved across them (A B A B ...), optionally a perf
+profile or a packet capture during chosen runs. For finding and showing a change's effect, not
+for the published figures (`python -m bench http` makes those).
+
+  python -m bench.httpd_ab --variant old=/work/b-old/bin/mstack-httpd \
+      --variant new=/work/b-new/bin/mstack-httpd --nginx --size 32 --mode close --runs 5
+
+Each variant is its own mstack-httpd process with its own port from mstackd (listen port 8090+i
+on host A, the switch's host); nginx (with --nginx) listens on host B (no switch), as in the
+benchmark. Servers on CPU 1, wrk on CPU 0. Per run: req/s, own CPU µs per request (the
+servers' cgroup + kernel threads, as bench http counts it), the server process's own CPU µs per
+request, the client namespace's TCP states towards the server and the server's UTCP counters.
+
+--warm 1x8,4x5 makes runs of other sizes first (the benchmark's order); --client-ports LO-HI
+narrows the load generator's ephemeral range (the close-mode degradation of docs/bench.md shows
+up within a minute with 40000-47999); --perf NAME:RUNS records `perf record -g` of that server
+(or of a whole CPU with --perf-cpu, or tracepoints with --perf-events) during those runs;
+--tcpdump RUN captures the client side of that run. Files go to --out."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import http as H
+
+
+def start_variant(plan: H.Plan, bed: H.Bed, exe: Path, port: int, extra: list[str]) -> Any:
+    log = bed.work / f"httpd-{port}.stderr"
+    with open(log, "wb") as err:
+        p = subprocess.Popen(
+            [*H.pin(plan, H.SERVER_CPU), str(exe), "--listen", f"{bed.a.host_ip}:{port}",
+             "--root", str(bed.www), "--run-dir", str(bed.d.run_dir), *extra],
+            stdout=subprocess.PIPE, stderr=err, text=True, preexec_fn=bed.cg.enter,
+        )  # fmt: skip
+    try:
+        H.wait_line(p, "ready", 20)
+    except Exception as e:
+        raise H.BenchError(f"{exe} did not start: {e}; {log.read_text()[-1000:]}") from e
+    return p
+
+
+def flow_entries(bed: H.Bed) -> int | None:
+    """Entries in the switch's flow map (bpftool; None if it cannot be read)."""
+    with contextlib.suppress(Exception):
+        for m in json.loads(subprocess.run(["bpftool", "-j", "map", "show"], capture_output=True,
+                                           text=True, timeout=30).stdout):  # fmt: skip
+            if "flow" in m.get("name", ""):
+                out = subprocess.run(["bpftool", "-j", "map", "dump", "id", str(m["id"])],
+                                     capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+                return len(json.loads(out))
+    return None
+
+
+def ss_states(host: H.RemoteHost, port: int) -> dict[str, int]:
+    """The client side's (wrk's namespace) TCP states towards one server port."""
+    out = host.run(["ss", "-tanH", f"dport = :{port}"], check=False).stdout
+    st: dict[str, int] = {}
+    for ln in out.splitlines():
+        if ln.split():
+            st[ln.split()[0]] = st.get(ln.split()[0], 0) + 1
+    return st
+
+
+def stack_view(pid: int) -> dict[str, Any] | None:
+    """The server's own statistics region (the memfd it shares with mstackd): UTCP's counters
+    and its connections' states."""
+    import mmap
+    import os
+
+    from mstackd import statsregion
+
+    with contextlib.suppress(Exception):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            if "mstack-stats" in os.readlink(f"/proc/{pid}/fd/{fd}"):
+                with open(f"/proc/{pid}/fd/{fd}", "rb") as f:
+                    m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+                r = statsregion.read(m)
+                states: dict[str, int] = {}
+                for c in r["conns"]:
+                    states[c["state"]] = states.get(c["state"], 0) + 1
+                st = r["stack"]
+                return {"states": states, **{k: st[k] for k in (
+                    "conns_in_use", "time_wait_in_use", "retransmits", "rto_timeouts",
+                    "tx_dropped", "frames_out", "frames_in") if k in st}}  # fmt: skip
+    return None
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.httpd_ab")
+    ap.add_argument("--variant", action="append", default=[], help="NAME=PATH to mstack-httpd")
+    ap.add_argument("--nginx", action="store_true", help="kernel nginx on host B too")
+    ap.add_argument("--size", type=int, default=32, help="KB")
+    ap.add_argument("--mode", default="close", choices=["close", "keepalive"])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--warm", default="", help="KBxRUNS,... run before (e.g. 1x8,4x5), logged")
+    ap.add_argument("--seconds", type=int, default=2)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--perf", default="", help="NAME:1,3 perf record -g of that server in runs")
+    ap.add_argument("--perf-freq", type=int, default=2000)
+    ap.add_argument("--perf-cpu", default="", help="with -g: the whole of this CPU, not the server")
+    ap.add_argument(
+        "--perf-events",
+        default="",
+        help="instead of -g on the server: perf record -a -C 1 -e EVENTS",
+    )
+    ap.add_argument("--out", type=Path, default=Path("/tmp/httpd-ab"))
+    ap.add_argument("--tcpdump", type=int, default=0, help="capture wrk's side in this run")
+    ap.add_argument("--client-ports", default="", help="LO-HI: the client's ephemeral range")
+    ap.add_argument("--flows", action="store_true", help="count the switch's flow entries")
+    a = ap.parse_args(argv)
+    variants = [(v.split("=", 1)[0], Path(v.split("=", 1)[1])) for v in a.variant]
+    a.out.mkdir(parents=True, exist_ok=True)
+    perf_name, perf_runs = "", set()
+    if a.perf:
+        perf_name, r = a.perf.split(":")
+        perf_runs = {int(x) for x in r.split(",")}
+    warm_kb = {int(w.split("x")[0]) for w in a.warm.split(",") if w}
+    plan = H.Plan(sizes=sorted({a.size * 1024} | {k * 1024 for k in warm_kb}),
+                  systems=["nginx-kernel"] if a.nginx else [], modes=[a.mode], reps=a.runs,
+                  seconds=a.seconds, connections=a.connections, latency_seconds=1,
+                  latency_fraction=0.5, latency_clients=8, pin=True, quick=True)  # fmt: skip
+    t0 = time.monotonic()
+
+    def log(msg: str) -> None:
+        print(f"[{time.monotonic() - t0:6.1f}] {msg}", file=sys.stderr, flush=True)
+
+    rows: list[dict[str, Any]] = []
+    with H.testbed(plan, log) as bed, contextlib.ExitStack() as stack:
+        systems = list(bed.systems.values())
+        if a.client_ports:
+            lo, hi = a.client_ports.split("-")
+            for h in (bed.a, bed.b):
+                h.run(["sysctl", "-q", f"net.ipv4.ip_local_port_range={lo} {hi}"])
+        for i, (name, exe) in enumerate(variants):
+            p = start_variant(plan, bed, exe, 8090 + i, [])
+            stack.callback(H.stop_process, p, 10.0)
+            systems.append(H.System(name, bed.a, bed.a.host_ip, 8090 + i, str(exe), True, [p]))
+        for s in systems:
+            bad = [v for v in H.verify(bed, s, "before") if not v["ok"]]
+            if bad:
+                log(f"{s.name}: verification failed: {bad[0]['detail']}")
+        for w in filter(None, a.warm.split(",")):
+            kb, n = (int(x) for x in w.split("x"))
+            for i in range(n):
+                for s in systems:
+                    r = H.rps_run(plan, bed.cg, s, a.mode, kb * 1024, -1)
+                    r["warm"] = True
+                    r["client_states"] = ss_states(bed.a, s.port) if s.port >= 8090 else {}
+                    rows.append(r)
+                    log(f"warm {kb} KB {i + 1} {s.name:<14} {r['rps']:8.0f} req/s  own "
+                        f"{r['cpu_per_req_own_us'] or 0:7.1f} us/req"
+                        + ("" if r["ok"] else f"  FAILED {r['error']}"))  # fmt: skip
+        for run in range(1, a.runs + 1):
+            k = (run - 1) % len(systems)
+            for s in systems[k:] + systems[:k]:
+                perf = None
+                if s.name == perf_name and run in perf_runs:
+                    data = a.out / f"perf-{s.name}-run{run}.data"
+                    what = (
+                        ["-a", "-C", H.SERVER_CPU, "-e", a.perf_events]
+                        if a.perf_events
+                        else ["-g", "-F", str(a.perf_freq), "-a", "-C", a.perf_cpu]
+                        if a.perf_cpu
+                        else ["-g", "-F", str(a.perf_freq), "-p", str(s.pids()[0])]
+                    )
+                    perf = subprocess.Popen(
+                        ["perf", "record", *what, "-o", str(data), "--", "sleep", str(a.seconds)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                    time.sleep(0.3)
+                dump = None
+                if a.tcpdump == run and s.port >= 8090:
+                    dump = subprocess.Popen(
+                        [*H.ns(s.host), "tcpdump", "-i", s.host.remote_if, "-s", "96", "-w",
+                         str(a.out / f"{s.name}-run{run}.pcap"), f"tcp port {s.port}"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                    time.sleep(0.5)
+                r = H.rps_run(plan, bed.cg, s, a.mode, a.size * 1024, run)
+                if dump is not None:
+                    time.sleep(0.3)
+                    dump.terminate()
+                    dump.wait(timeout=10)
+                if perf is not None:
+                    perf.wait(timeout=60)
+                r["run"] = run
+                extra = ""
+                if s.port >= 8090:
+                    time.sleep(0.2)
+                    r["client_states"] = ss_states(bed.a, s.port)
+                    r["server_stack"] = stack_view(s.pids()[0])
+                    extra = f" client {r['client_states']} server {r['server_stack']}"
+                if a.flows:
+                    r["flows"] = flow_entries(bed)
+                    extra += f" flows {r['flows']}"
+                rows.append(r)
+                log(f"run {run} {s.name:<14} {r['rps']:8.0f} req/s  own "
+                    f"{r['cpu_per_req_own_us'] or 0:7.1f} us/req  server "
+                    f"{r['server_cpu_per_req_us'] or 0:7.1f} us/req"
+                    + ("" if r["ok"] else f"  FAILED {r['error']}") + extra)  # fmt: skip
+        for s in systems:
+            bad = [v for v in H.verify(bed, s, "after") if not v["ok"]]
+            if bad:
+                log(f"{s.name}: verification after failed: {bad[0]['detail']}")
+    print(f"\n{a.mode} {a.size} KB, {a.runs} runs x {a.seconds} s interleaved")
+    print(f"{'system':<14} {'req/s med':>9} {'own us':>7} {'srv us':>7}   per run req/s")
+    names = [s.name for s in systems]
+    base = None
+    for n in names:
+        rs = [r for r in rows if r["system"] == n and r["ok"] and not r.get("warm")]
+        if not rs:
+            print(f"{n:<14} no ok run")
+            continue
+        rps = statistics.median(r["rps"] for r in rs)
+        own = statistics.median(r["cpu_per_req_own_us"] or 0 for r in rs)
+        srv = statistics.median(r["server_cpu_per_req_us"] or 0 for r in rs)
+        base = base or (rps, own, srv)
+        print(f"{n:<14} {rps:9.0f} {own:7.1f} {srv:7.1f}   "
+              + " ".join(f"{r['rps']:.0f}" for r in rs)
+              + f"   (vs {names[0]}: x{rps / base[0]:.2f} rps, x{own / base[1]:.2f} own CPU, "
+              f"x{srv / base[2]:.2f} server CPU)")  # fmt: skip
+    (a.out / "runs.json").write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
