@@ -11,6 +11,7 @@ import errno
 import fcntl
 import os
 import selectors
+import signal
 import socket
 import subprocess
 import sys
@@ -510,6 +511,25 @@ def test_sender_port_closing_while_pending(mstackd: Mstackd) -> None:
         os.close(fd)
         answer(ib, msg.hdr.seq, 1)
         assert s.owner(flows[0]) is None
+
+
+def test_a_daemon_stopping_while_pending_answers_the_sender(mstackd: Mstackd) -> None:
+    s = Scene(mstackd, 8409, 1)
+    try:
+        flows = s.add_flows(1)
+        fd = blob()
+        send_handoff(s.sender, s.bid, s.sp, flows, fd)
+        ib = s.inboxes[0]
+        assert ib is not None
+        _, mfd = recv_import(ib)
+        os.close(mfd)
+        mstackd.proc.send_signal(signal.SIGTERM)
+        assert handoff_reply(s.sender) == (0, 0)  # nothing moved: the sender keeps them
+        assert s.sender.recv_raw()[0] == b""
+        assert mstackd.proc.wait(20) == 0
+        os.close(fd)
+    finally:
+        s.close()
 
 
 # -- refusals -------------------------------------------------------------------------------
