@@ -176,6 +176,8 @@ def _print_stats(st: dict[str, Any]) -> None:
     click.echo("ingress (NIC):  " + "  ".join(f"{k}={v}" for k, v in st["ingress"].items() if v))
     click.echo("egress (ports): " + "  ".join(f"{k}={v}" for k, v in st["egress"].items() if v))
     click.echo(f"flows: {st['flows']}")
+    ho = st.get("handoff", {})
+    click.echo("hand-offs:      " + ("  ".join(f"{k}={v}" for k, v in ho.items() if v) or "none"))
     rows = [{"port_id": k, **v} for k, v in st["ports"].items()]
     if rows:
         table(rows, [("port_id", "PORT"), ("rx_frames", "RX"), ("rx_bytes", "RX-BYTES"),
