@@ -1,8 +1,8 @@
 /* mstack_ctl.h — the app side of the control protocol (mstack_proto.h): a connection to
  * mstackd's app.sock that asks for ports, registers and claims shadow sockets, joins listen
  * groups, hands over a statistics region and hands connections to other members of a listen
- * group (an inbox, a second connection, receives them).  One request, one reply, strictly validated,
- * bounded by a timeout.  Functions return 0 (or an id) or a negative errno; no globals:
+ * group (an inbox, a second connection, receives them).  One request, one reply, strictly
+ * validated, bounded by a timeout.  Functions return 0 (or an id) or a negative errno; no globals:
  * thread-compatible (one struct mstack_ctl per thread, or locked by the caller).
  * One connection per process: a forked child connects anew (see utcp_c/ctl/README.md). */
 #ifndef MSTACK_CTL_H
