@@ -308,6 +308,7 @@ def test_full_handoff_moves_the_adopted_flows(mstackd: Mstackd) -> None:
         assert daemon_blobs(mstackd) == 0
         st = mstackd.ctl("stats", "--json")
         assert '"flows_moved": 2' in st.stdout
+        assert "flows_moved=2" in mstackd.ctl("stats").stdout
     assert "hand-off: pid" in mstackd.log() and "2 of 3 flows to port" in mstackd.log()
 
 
