@@ -34,6 +34,8 @@
 #define BLOB_MIN (64u << 10)
 #define BLOB_MAX (16u << 20)          /* mstackd's bound on a hand-off's memfd */
 #define INBOX_RETRY_US 1000000u
+#define RETRIES 15                    /* x RETRY_MS: about the switch's group hold (1.5 s) */
+#define RETRY_MS 100
 
 static struct {
 	struct mstack_ctl *inbox;
@@ -114,6 +116,15 @@ int handoff_listener(struct usock *us)
 		a.n = (uint32_t)n;
 		a.memfd = mstack_ctl_blob_memfd(H.buf, len);
 		moved = a.memfd < 0 ? a.memfd : proc_ctl_retry(handoff_fn, &a);
+		/* Nobody took them: at a reload the new processes may not wait on the listener yet
+		 * (the switch holds new SYNs for as long, GROUP_HOLD_S).  Ask again a few times,
+		 * without the lock: the frozen batch stays as it is meanwhile. */
+		for (int tries = 0; moved == 0 && tries < RETRIES; tries++) {
+			shim_unlock();
+			usleep(RETRY_MS * 1000);
+			shim_lock();
+			moved = proc_ctl_retry(handoff_fn, &a);
+		}
 		if (a.memfd >= 0)
 			close(a.memfd);
 		if (moved < 0) {
@@ -153,7 +164,7 @@ void handoff_inbox_open(uint32_t port_id)
 	if (rc) {
 		H.inbox = NULL;
 		H.retry_at = shim_now_us() + INBOX_RETRY_US;
-		shim_vlog("no inbox at mstackd (%s): this process cannot take over connections "
+		shim_log("no inbox at mstackd (%s): this process cannot take over connections "
 			  "from other members of its listen groups", strerror(-rc));
 		return;
 	}

@@ -60,7 +60,10 @@ __attribute__((constructor)) static void shim_init(void)
 	if (dladdr((void *)shim_init, &info) && info.dli_fname)
 		shim.self_path = info.dli_fname;
 	shim.verbose = verbose && verbose[0] == '1';
-	shim.run_dir = getenv("MSTACK_RUN_DIR");
+	/* our copy, not getenv()'s pointer: nginx writes its process title over the original
+	 * environment strings */
+	if (shim.env[SHIM_ENV_RUN_DIR])
+		shim.run_dir = strchr(shim.env[SHIM_ENV_RUN_DIR], '=') + 1;
 	if (debug && debug[0] == '1')
 		fprintf(stderr, "libmstack: loaded in pid %ld (%s)\n", (long)getpid(),
 			shim.self_path ? shim.self_path : "?");

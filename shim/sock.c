@@ -484,6 +484,10 @@ static void listener_leave(struct usock *us, const char *when)
 
 void usock_listener_closing(struct usock *us)
 {
+	/* No new handshake from here on: a SYN-ACK sent after leaving the group would not pass
+	 * the switch (the port is no member) and its flow could not move; the peer's next SYN
+	 * finds a member. */
+	utcp_sk_listen_pause(proc_socks(), us->sk, true);
 	listener_leave(us, NULL);
 	handoff_listener(us);
 }

@@ -782,6 +782,8 @@ http {{
         for p in (self.stderr_log, self.error_log):
             with contextlib.suppress(OSError):
                 out.append(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}")
+        if self.launch.daemon is not None:
+            out.append(f"--- mstackd\n{self.launch.daemon.log()[-4000:]}")
         return "\n".join(out)
 
     def wait_master(self, pid_file: Path, timeout: float = 20) -> psutil.Process:
