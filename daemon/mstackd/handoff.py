@@ -379,12 +379,14 @@ class Handoffs:
         try:
             r = proto.decode_push_reply(consts.MSTACK_MSG_IMPORT, data, fds, truncated)
         except proto.ProtoError as e:
-            self._bad_inbox(ib, f"malformed IMPORT reply: {e.detail}")
-            return
-        finally:  # a good reply carries none
+            r, why = None, e.detail
+        finally:  # first (a good reply carries none): nothing received outlives this datagram
             for fd in fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+        if r is None:
+            self._bad_inbox(ib, f"malformed IMPORT reply: {why}")
+            return
         h = ib.pending.get(r.seq)
         if h is None:
             if 0 < r.seq < ib.next_seq:  # answered after its time ran out, or cancelled
