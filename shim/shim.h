@@ -111,6 +111,7 @@ struct usock {
 	bool nonblock;            /* O_NONBLOCK as the application set it */
 	bool joined;              /* listener: this process's port waits in its listen group */
 	bool paused;              /* listener: joined at listen(), answers no SYN until a wait */
+	bool shut;                /* listener: shutdown(SHUT_RD) stopped it (until listen again) */
 	bool foreign_said;        /* a forked child was told it cannot use this connection */
 	bool connect_said;        /* connection: a connect() call has reported the outcome */
 	int64_t binding;          /* listener: mstackd's binding id, -1 none */

@@ -402,6 +402,8 @@ static int listener_setup(struct usock *us, bool waiting)
 		return 0;
 	if (us->binding < 0)
 		return -ENOENT;
+	if (us->shut)
+		return -EINVAL; /* the kernel says so too: accept() gets its EINVAL */
 	rc = proc_stack(why, sizeof(why));
 	if (rc) {
 		listener_fallback(us, why);
@@ -560,8 +562,17 @@ SHIM_EXPORT int listen(int fd, int backlog)
 	int rc, e, family;
 
 	(void)real_fcntl;
-	if (!shim.have_policy || fd_usock(fd))
+	if (!shim.have_policy)
 		return real_listen(fd, backlog);
+	if (fd_usock(fd)) {
+		rc = real_listen(fd, backlog);
+		shim_lock();
+		us = fd_usock(fd);
+		if (!rc && us && us->kind == US_LISTENER)
+			us->shut = false; /* listening again after a shutdown: UTCP again */
+		shim_unlock();
+		return rc;
+	}
 	if (!is_tcp(fd) || getsockname(fd, (struct sockaddr *)&sa, &len) ||
 	    !ipv4_of((struct sockaddr *)&sa, len, &addr, &port))
 		return real_listen(fd, backlog);
@@ -1233,6 +1244,31 @@ SHIM_EXPORT ssize_t sendfile64(int out, int in, off_t *offset, size_t count)
 	return sendfile(out, in, offset, count);
 }
 
+/* shutdown(SHUT_RD) of a listener stops it, as the kernel's does: its UTCP side goes (what it
+ * had queued moves to another member of the group) and accept() gets the kernel's EINVAL. */
+static void listener_shutdown(int fd, int how)
+{
+	struct usock *us = fd_usock(fd);
+	struct utcp_socks *ss;
+
+	if (!us || us->kind != US_LISTENER || how == SHUT_WR)
+		return;
+	shim_lock();
+	us = fd_usock(fd);
+	ss = proc_socks();
+	if (us && us->kind == US_LISTENER && !us->shut) {
+		us->shut = true;
+		if (us->pid == getpid() && ss && us->sk >= 0) {
+			usock_listener_closing(us);
+			proc_unmap(us->sk);
+			utcp_sk_close(ss, us->sk, shim_now_us());
+			us->sk = -1;
+			proc_flush();
+		}
+	}
+	shim_unlock();
+}
+
 SHIM_EXPORT int shutdown(int fd, int how)
 {
 	REAL(shutdown);
@@ -1241,10 +1277,16 @@ SHIM_EXPORT int shutdown(int fd, int how)
 		WITH_CONN(fd, us);
 		int r = utcp_sk_shutdown(proc_socks(), us->sk, how, shim_now_us());
 		proc_flush();
+		if (r == 0 && how != SHUT_WR) {
+			/* threads blocked in recv on it, epoll instances watching it: it reads 0 now */
+			wait_notify(us, usock_ready(us));
+			wait_wake_threads();
+		}
 		shim_unlock();
 		return r < 0 ? fail(-r) : 0;
 	}
 kernel:
+	listener_shutdown(fd, how);
 	return real_shutdown(fd, how);
 }
 
@@ -1257,11 +1299,11 @@ SHIM_EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *alen)
 	{
 		WITH_CONN(fd, us);
 		struct utcp_sk_name nm;
-		int r = utcp_sk_name(proc_socks(), us->sk, &nm);
+		int r = utcp_sk_name(proc_socks(), us->sk, &nm), family = us->family;
 		shim_unlock();
 		if (r < 0)
 			return fail(-r);
-		put_addr(us->family, nm.laddr, nm.lport, addr, alen);
+		put_addr(family, nm.laddr, nm.lport, addr, alen);
 		return 0;
 	}
 kernel:
@@ -1275,14 +1317,14 @@ SHIM_EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *alen)
 	{
 		WITH_CONN(fd, us);
 		struct utcp_sk_name nm;
-		int st = conn_state(us);
+		int st = conn_state(us), family = us->family;
 		int r = utcp_sk_name(proc_socks(), us->sk, &nm);
 		shim_unlock();
 		if (r < 0)
 			return fail(-r);
 		if (st == UTCP_SYN_SENT || st == UTCP_CLOSED || !nm.raddr)
 			return fail(ENOTCONN);
-		put_addr(us->family, nm.raddr, nm.rport, addr, alen);
+		put_addr(family, nm.raddr, nm.rport, addr, alen);
 		return 0;
 	}
 kernel:

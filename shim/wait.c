@@ -41,10 +41,30 @@ static bool notified;
 #define PORT_TAG ((uint64_t)3) /* data of the process's port in the instance */
 #define EP_POLLBITS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLERR | EPOLLHUP)
 
+/* A thread's eventfd goes with the thread (a thread-per-connection server makes many). */
+static pthread_key_t efd_key;
+static pthread_once_t efd_once = PTHREAD_ONCE_INIT;
+
+static void efd_release(void *p)
+{
+	(void)p;
+	if (t_efd >= 0)
+		close(t_efd);
+	t_efd = -1;
+}
+
+static void efd_key_make(void)
+{
+	(void)pthread_key_create(&efd_key, efd_release);
+}
+
 static int thread_efd(void)
 {
-	if (t_efd < 0)
+	if (t_efd < 0) {
 		t_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		pthread_once(&efd_once, efd_key_make);
+		(void)pthread_setspecific(efd_key, (void *)1); /* non-NULL: the destructor runs */
+	}
 	return t_efd;
 }
 
@@ -831,6 +851,9 @@ static bool ep_port(struct sepoll *ep)
 	return true;
 }
 
+static int plain_wait_done(int epfd, struct epoll_event *ev, int max, int k, uint64_t deadline,
+			   const sigset_t *mask);
+
 static int sepoll_wait(int epfd, struct epoll_event *ev, int max, uint64_t deadline,
 		       const sigset_t *mask)
 {
@@ -849,7 +872,8 @@ static int sepoll_wait(int epfd, struct epoll_event *ev, int max, uint64_t deadl
 		ep = fd_sepoll(epfd);
 		if (!ep) {
 			shim_unlock();
-			return real_epoll_pwait(epfd, ev, max, ms_until(deadline), mask);
+			n = real_epoll_pwait(epfd, ev, max, ms_until(deadline), mask);
+			return plain_wait_done(epfd, ev, max, n, deadline, mask);
 		}
 		if (ep_port(ep))
 			proc_run_inline(); /* what arrived while the application was busy */
@@ -884,33 +908,59 @@ static int sepoll_wait(int epfd, struct epoll_event *ev, int max, uint64_t deadl
 	}
 }
 
+/* A thread that went into the kernel's epoll_wait while the instance had no UTCP member may
+ * come back with the shim's own events: another thread's EPOLL_CTL_ADD of a UTCP socket made
+ * the instance ours meanwhile.  Those are translated or dropped here, and the wait goes on. */
+static int plain_wait_done(int epfd, struct epoll_event *ev, int max, int k, uint64_t deadline,
+			   const sigset_t *mask)
+{
+	struct sepoll *ep;
+
+	if (k <= 0 || !fd_sepoll(epfd))
+		return k;
+	shim_lock();
+	ep = fd_sepoll(epfd);
+	if (ep)
+		k = fix_kernel_events(ep, ev, 0, k);
+	shim_unlock();
+	if (k > 0 || (deadline != UINT64_MAX && shim_now_us() >= deadline))
+		return k;
+	return sepoll_wait(epfd, ev, max, deadline, mask);
+}
+
 SHIM_EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout)
 {
 	REAL(epoll_wait);
+	uint64_t deadline = deadline_ms(timeout);
 
 	if (!fd_sepoll(epfd))
-		return real_epoll_wait(epfd, ev, max, timeout);
-	return sepoll_wait(epfd, ev, max, deadline_ms(timeout), NULL);
+		return plain_wait_done(epfd, ev, max, real_epoll_wait(epfd, ev, max, timeout),
+				       deadline, NULL);
+	return sepoll_wait(epfd, ev, max, deadline, NULL);
 }
 
 SHIM_EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeout,
 			    const sigset_t *mask)
 {
 	REAL(epoll_pwait);
+	uint64_t deadline = deadline_ms(timeout);
 
 	if (!fd_sepoll(epfd))
-		return real_epoll_pwait(epfd, ev, max, timeout, mask);
-	return sepoll_wait(epfd, ev, max, deadline_ms(timeout), mask);
+		return plain_wait_done(epfd, ev, max,
+				       real_epoll_pwait(epfd, ev, max, timeout, mask), deadline, mask);
+	return sepoll_wait(epfd, ev, max, deadline, mask);
 }
 
 SHIM_EXPORT int epoll_pwait2(int epfd, struct epoll_event *ev, int max,
 			     const struct timespec *ts, const sigset_t *mask)
 {
 	REAL(epoll_pwait2);
+	uint64_t deadline = deadline_ts(ts);
 
 	if (!fd_sepoll(epfd))
-		return real_epoll_pwait2(epfd, ev, max, ts, mask);
-	return sepoll_wait(epfd, ev, max, deadline_ts(ts), mask);
+		return plain_wait_done(epfd, ev, max, real_epoll_pwait2(epfd, ev, max, ts, mask),
+				       deadline, mask);
+	return sepoll_wait(epfd, ev, max, deadline, mask);
 }
 
 SHIM_EXPORT int epoll_create(int size)
