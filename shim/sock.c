@@ -1588,15 +1588,21 @@ static int do_fcntl(int fd, int cmd, unsigned long arg)
 		return dup_common(fd, real_fcntl(fd, cmd, arg));
 	case F_GETFL:
 		r = real_fcntl(fd, cmd);
-		if (r >= 0 && us)
+		if (r < 0 || !us)
+			return r;
+		shim_lock(); /* another thread may close it meanwhile: look again under the lock */
+		us = fd_usock(fd);
+		if (us)
 			r = us->nonblock ? r | O_NONBLOCK : r & ~O_NONBLOCK;
+		shim_unlock();
 		return r;
 	case F_SETFL:
 		if (!us)
 			return real_fcntl(fd, cmd, arg);
 		shim_lock();
-		r = real_fcntl(fd, cmd, us->kind == US_LISTENER ? arg | O_NONBLOCK : arg);
-		if (r == 0)
+		us = fd_usock(fd);
+		r = real_fcntl(fd, cmd, us && us->kind == US_LISTENER ? arg | O_NONBLOCK : arg);
+		if (r == 0 && us)
 			us->nonblock = arg & O_NONBLOCK;
 		shim_unlock();
 		return r;
