@@ -94,6 +94,18 @@ def stack_view(pid: int) -> dict[str, Any] | None:
     return None
 
 
+def server_pids(pids: list[int]) -> list[int]:
+    """The servers' processes and their children (nginx's workers): perf samples are theirs."""
+    import psutil
+
+    out = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            p = psutil.Process(pid)
+            out += [p.pid] + [c.pid for c in p.children(recursive=True)]
+    return out
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.httpd_ab")
     ap.add_argument("--variant", action="append", default=[], help="NAME=PATH to mstack-httpd")
@@ -104,8 +116,18 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--warm", default="", help="KBxRUNS,... run before (e.g. 1x8,4x5), logged")
     ap.add_argument("--seconds", type=int, default=2)
     ap.add_argument("--connections", type=int, default=16)
-    ap.add_argument("--perf", default="", help="NAME:1,3 perf record -g of that server in runs")
+    ap.add_argument(
+        "--perf",
+        action="append",
+        default=[],
+        help="NAME:1,3 perf record -g of that server in those runs (repeatable)",
+    )
     ap.add_argument("--perf-freq", type=int, default=2000)
+    ap.add_argument(
+        "--perf-stat",
+        action="store_true",
+        help="perf stat -e PERF_EVENTS on the server instead of perf record",
+    )
     ap.add_argument("--perf-cpu", default="", help="with -g: the whole of this CPU, not the server")
     ap.add_argument(
         "--perf-events",
@@ -119,10 +141,10 @@ def main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     variants = [(v.split("=", 1)[0], Path(v.split("=", 1)[1])) for v in a.variant]
     a.out.mkdir(parents=True, exist_ok=True)
-    perf_name, perf_runs = "", set()
-    if a.perf:
-        perf_name, r = a.perf.split(":")
-        perf_runs = {int(x) for x in r.split(",")}
+    perf_runs: dict[str, set[int]] = {}
+    for p in a.perf:
+        name, r = p.split(":")
+        perf_runs[name] = {int(x) for x in r.split(",")}
     warm_kb = {int(w.split("x")[0]) for w in a.warm.split(",") if w}
     plan = H.Plan(sizes=sorted({a.size * 1024} | {k * 1024 for k in warm_kb}),
                   systems=["nginx-kernel"] if a.nginx else [], modes=[a.mode], reps=a.runs,
@@ -163,17 +185,23 @@ def main(argv: list[str]) -> int:
             k = (run - 1) % len(systems)
             for s in systems[k:] + systems[:k]:
                 perf = None
-                if s.name == perf_name and run in perf_runs:
+                if run in perf_runs.get(s.name, ()):
                     data = a.out / f"perf-{s.name}-run{run}.data"
                     what = (
-                        ["-a", "-C", H.SERVER_CPU, "-e", a.perf_events]
-                        if a.perf_events
-                        else ["-g", "-F", str(a.perf_freq), "-a", "-C", a.perf_cpu]
-                        if a.perf_cpu
-                        else ["-g", "-F", str(a.perf_freq), "-p", str(s.pids()[0])]
+                        ["-e", a.perf_events, "-p", str(s.pids()[0])]
+                        if a.perf_stat
+                        else (
+                            ["-a", "-C", H.SERVER_CPU, "-e", a.perf_events]
+                            if a.perf_events
+                            else ["-g", "-F", str(a.perf_freq), "-a", "-C", a.perf_cpu]
+                            if a.perf_cpu
+                            else ["-g", "-F", str(a.perf_freq), "-p", str(s.pids()[0])]
+                        )
                     )
                     perf = subprocess.Popen(
-                        ["perf", "record", *what, "-o", str(data), "--", "sleep", str(a.seconds)],
+                        ["perf", "stat" if a.perf_stat else "record", *what, "-o", str(data),
+                         "--", "sleep",
+                         str(a.seconds + 0.6)],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
                     time.sleep(0.3)
                 dump = None
@@ -191,6 +219,7 @@ def main(argv: list[str]) -> int:
                 if perf is not None:
                     perf.wait(timeout=60)
                 r["run"] = run
+                r["server_pids"] = server_pids(s.pids())
                 extra = ""
                 if s.port >= 8090:
                     time.sleep(0.2)

@@ -45,6 +45,102 @@ struct utx {
 	unsigned ncorked;
 };
 
+/* The port as the stack sees it: the xdp backend's, with its kick held back until the end
+ * of the loop's pass.  The stack kicks after each of its flushes (after the input of a
+ * batch, then after the responses written to it): one sendto per pass does for both.
+ * Past LAZY_KICK_FRAMES frames queued, or when the send frames run out (the kick reaps
+ * completions), the kick goes at once. */
+#define LAZY_KICK_FRAMES 256
+
+struct lazy_port {
+	struct utcp_port in;
+	struct utcp_port_ops ops;
+	unsigned queued;       /* frames put on the TX ring since the last kick */
+};
+
+static int lazy_kick_now(struct lazy_port *l)
+{
+	if (!l->queued)
+		return 0;
+	l->queued = 0;
+	return l->in.ops->kick(l->in.ctx);
+}
+
+static int l_rx_burst(void *ctx, struct utcp_frame *f, unsigned max, uint64_t now_us)
+{
+	struct lazy_port *l = ctx;
+
+	return l->in.ops->rx_burst(l->in.ctx, f, max, now_us);
+}
+
+static void l_rx_release(void *ctx, struct utcp_frame *f, unsigned n)
+{
+	struct lazy_port *l = ctx;
+
+	l->in.ops->rx_release(l->in.ctx, f, n);
+}
+
+static int l_tx_burst(void *ctx, const struct utcp_frame *f, unsigned n, uint64_t now_us)
+{
+	struct lazy_port *l = ctx;
+	int r = l->in.ops->tx_burst(l->in.ctx, f, n, now_us);
+
+	if (r > 0)
+		l->queued += (unsigned)r;
+	return r;
+}
+
+static int l_tx_send(void *ctx, struct utcp_frame *f, unsigned nsend, unsigned n, uint64_t now_us)
+{
+	struct lazy_port *l = ctx;
+	int r = l->in.ops->tx_send(l->in.ctx, f, nsend, n, now_us);
+
+	if (r > 0)
+		l->queued += (unsigned)r;
+	return r;
+}
+
+static int l_tx_lend(void *ctx, struct utcp_frame *f, unsigned n)
+{
+	struct lazy_port *l = ctx;
+	int r = l->in.ops->tx_lend(l->in.ctx, f, n);
+
+	if (r >= 0 && (unsigned)r < n && l->queued) {
+		int more;
+
+		lazy_kick_now(l);
+		more = l->in.ops->tx_lend(l->in.ctx, f + r, n - (unsigned)r);
+		if (more > 0)
+			r += more;
+	}
+	return r;
+}
+
+static int l_kick(void *ctx)
+{
+	struct lazy_port *l = ctx;
+
+	return l->queued < LAZY_KICK_FRAMES ? 0 : lazy_kick_now(l);
+}
+
+static struct utcp_port lazy_port_wrap(struct lazy_port *l, struct utcp_port in)
+{
+	struct utcp_port p = { .ops = &l->ops, .ctx = l };
+
+	l->in = in;
+	l->queued = 0;
+	l->ops = *in.ops;       /* sz and name as the backend's; tx_lend/tx_send if it has them */
+	l->ops.rx_burst = l_rx_burst;
+	l->ops.rx_release = l_rx_release;
+	l->ops.tx_burst = l_tx_burst;
+	l->ops.kick = l_kick;
+	if (in.ops->sz >= sizeof(struct utcp_port_ops) && in.ops->tx_lend && in.ops->tx_send) {
+		l->ops.tx_lend = l_tx_lend;
+		l->ops.tx_send = l_tx_send;
+	}
+	return p;
+}
+
 static uint64_t mono_us(void)
 {
 	struct timespec ts;
@@ -199,6 +295,7 @@ int httpd_utcp_serve(struct httpd_server *srv, const struct httpd_utcp_opts *opt
 	uint32_t ip = opts->listen.sin_addr.s_addr;
 	sigset_t stop;
 	bool more = false;
+	struct lazy_port lazy;
 
 	rc = mstack_ctl_connect(&ctl, opts->run_dir);
 	if (rc) {
@@ -239,7 +336,7 @@ int httpd_utcp_serve(struct httpd_server *srv, const struct httpd_utcp_opts *opt
 	rc = utcp_xdp_open(&x, port);
 	if (rc)
 		goto fail;
-	p = utcp_xdp_port(x);
+	p = lazy_port_wrap(&lazy, utcp_xdp_port(x));
 	u.now_us = mono_us();
 	rc = utcp_stack_create(&cfg, &p, u.now_us, &u.st);
 	if (rc)
@@ -331,6 +428,7 @@ int httpd_utcp_serve(struct httpd_server *srv, const struct httpd_utcp_opts *opt
 		}
 		uncork_all(&u);
 		utcp_flush(u.st, u.now_us);
+		lazy_kick_now(&lazy);
 		publish(&u);
 	}
 	rc = 0;
@@ -338,6 +436,7 @@ int httpd_utcp_serve(struct httpd_server *srv, const struct httpd_utcp_opts *opt
 		if (u.conns[i].used)
 			utcp_abort(u.st, u.conns[i].cid, u.now_us);
 	utcp_flush(u.st, u.now_us);
+	lazy_kick_now(&lazy);
 	goto out;
 ctl_fail:
 	fprintf(stderr, "mstack-httpd: mstackd refused: %s: %s\n", strerror(-rc),
