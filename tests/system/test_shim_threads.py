@@ -32,8 +32,8 @@ from typing import Any
 import pytest
 
 from appkit import FULL, Launch, Proof, Watch
-from mstack.policy import compact, loads
 from mstack_testkit import Mstackd
+from system.test_shim_utcp import shim_env as utcp_shim_env
 from testbed.netns import RemoteHost, stop_process, wait_line
 
 pytestmark = pytest.mark.system
@@ -49,11 +49,6 @@ SLOWEST_S = 10  # one connection's exchange (up to 256 KB each way); a stall sho
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
-def libasan() -> str:
-    out = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True)
-    return out.stdout.strip()
-
-
 def stress_argv(variant: str) -> list[str]:
     binary = VARIANTS.get(variant, BUILD) / "tests" / "system" / "thread_stress"
     assert binary.exists(), f"{binary} is missing: run make build"
@@ -61,27 +56,12 @@ def stress_argv(variant: str) -> list[str]:
 
 
 def shim_env(variant: str, daemon: Mstackd | None, policy_toml: str) -> dict[str, str]:
-    """The shim's environment as mstack-run makes it, with the build's own library (the ASan
-    one needs libasan first in LD_PRELOAD); `kernel`: no shim."""
+    """The shim's environment (test_shim_utcp's, without PYTHONUNBUFFERED); `kernel`: no
+    shim."""
     if variant == "kernel":
         return dict(os.environ)
     assert daemon is not None
-    lib = VARIANTS[variant] / "lib" / "libmstack.so"
-    assert lib.exists(), f"{lib} is missing: run make build"
-    env = dict(os.environ)
-    env.update(
-        {
-            "LD_PRELOAD": str(lib),
-            "MSTACK_POLICY": compact(loads(policy_toml)["t"]),
-            "MSTACK_RUN_DIR": str(daemon.run_dir),
-            "MSTACK_VERBOSE": "1",
-        }
-    )
-    if variant == "asan":
-        env["LD_PRELOAD"] = f"{libasan()} {lib}"
-        env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=0"
-        env["UBSAN_OPTIONS"] = "halt_on_error=1:print_stacktrace=1"
-    return env
+    return utcp_shim_env(variant, daemon, policy_toml, unbuffered=False)
 
 
 def policy_for(rh: RemoteHost) -> str:

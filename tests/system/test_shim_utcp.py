@@ -38,7 +38,12 @@ def libasan() -> str:
     return out.stdout.strip()
 
 
-def shim_env(variant: str, daemon: Mstackd, policy_toml: str, **extra: str) -> dict[str, str]:
+def shim_env(
+    variant: str, daemon: Mstackd, policy_toml: str, *, unbuffered: bool = True, **extra: str
+) -> dict[str, str]:
+    """The shim's environment as mstack-run makes it, with the build's own library (the ASan
+    one needs libasan first in LD_PRELOAD); `unbuffered`: PYTHONUNBUFFERED=1 too (the
+    Python snippets' lines arrive as they print)."""
     build = VARIANTS[variant]
     lib = build / "lib" / "libmstack.so"
     assert lib.exists(), f"{lib} is missing: run make build"
@@ -49,7 +54,7 @@ def shim_env(variant: str, daemon: Mstackd, policy_toml: str, **extra: str) -> d
             "MSTACK_POLICY": compact(loads(policy_toml)["t"]),
             "MSTACK_RUN_DIR": str(daemon.run_dir),
             "MSTACK_VERBOSE": "1",
-            "PYTHONUNBUFFERED": "1",
+            **({"PYTHONUNBUFFERED": "1"} if unbuffered else {}),
             **extra,
         }
     )
