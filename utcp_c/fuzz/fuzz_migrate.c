@@ -14,30 +14,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define HDR 16
 #define REC 100
 
-static int sink_tx(void *c, const struct utcp_frame *f, unsigned n, uint64_t now)
-{
-	(void)c, (void)f, (void)now;
-	return (int)n;
-}
-static int sink_rx(void *c, struct utcp_frame *f, unsigned m, uint64_t now)
-{
-	(void)c, (void)f, (void)m, (void)now;
-	return 0;
-}
-static void sink_rel(void *c, struct utcp_frame *f, unsigned n)
-{
-	(void)c, (void)f, (void)n;
-}
-static int sink_kick(void *c)
-{
-	(void)c;
-	return 0;
-}
-static const struct utcp_port_ops sink = {
-	.sz = sizeof(struct utcp_port_ops), .name = "sink", .rx_burst = sink_rx,
-	.rx_release = sink_rel, .tx_burst = sink_tx, .kick = sink_kick,
-};
-
 static uint32_t le32(const uint8_t *p)
 {
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
@@ -70,11 +46,11 @@ static void peer_segment(struct fm_ctx *x, const uint8_t *r)
 		th.opt.tsval = le32(r + 64) + 1;
 		th.opt.tsecr = le32(r + 68);
 	}
-	utcp_eth_emit(f, sizeof(f), fm_local_mac, peer_mac, UTCP_ETH_P_IPV4);
-	tl = utcp_tcp_emit(f + 34, sizeof(f) - 34, raddr, FM_LOCAL_IP, &th, "0123456789", 10);
+	utcp_eth_emit(f, sizeof(f), fs_local_mac, peer_mac, UTCP_ETH_P_IPV4);
+	tl = utcp_tcp_emit(f + 34, sizeof(f) - 34, raddr, FS_LOCAL_IP, &th, "0123456789", 10);
 	if (tl < 0)
 		return;
-	utcp_ipv4_emit(f + 14, 20, raddr, FM_LOCAL_IP, UTCP_IPPROTO_TCP, (uint16_t)tl, 64, 1);
+	utcp_ipv4_emit(f + 14, 20, raddr, FS_LOCAL_IP, UTCP_IPPROTO_TCP, (uint16_t)tl, 64, 1);
 	fr.len = 34 + (uint32_t)tl;
 	utcp_input(x->st, &fr, 1, x->now);
 }
@@ -118,7 +94,7 @@ static void drive(struct fm_ctx *x, const uint8_t *data, size_t size)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct utcp_port port = {&sink, NULL};
+	struct utcp_port port = {&fs_sink, NULL};
 	struct fm_ctx x;
 	int n;
 

@@ -8,14 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_stack.h"
 #include "utcp.h"
 #include "utcp_sock.h"
 
-#define FM_LOCAL_IP 0x0a000001u   /* 10.0.0.1, the listen group's address */
-#define FM_PORT 80
-#define FM_START_US 1000000u
-
-static const uint8_t fm_local_mac[6] = {2, 0, 0, 0, 0, 1};
+#define FM_PORT 80                /* on FS_LOCAL_IP (10.0.0.1), the listen group's address */
 
 struct fm_ctx {
 	struct utcp_stack *st;
@@ -29,13 +26,8 @@ static inline void fm_setup(struct fm_ctx *x, const struct utcp_port *port)
 	struct utcp_socks_config sc;
 	struct utcp_config cfg;
 
-	utcp_config_init(&cfg);
-	cfg.local_ip = FM_LOCAL_IP;
-	memcpy(cfg.local_mac, fm_local_mac, 6);
-	cfg.max_conns = 8;
-	cfg.sndbuf = cfg.rcvbuf = 8192;
-	cfg.timer_slots = 64;
-	x->now = FM_START_US;
+	fs_config(&cfg, 8192);
+	x->now = FS_START_US;
 	utcp_socks_config_init(&sc);
 	sc.wake_fd = 0;
 	if (utcp_stack_create(&cfg, port, x->now, &x->st) || utcp_socks_create(x->st, &sc, &x->ss))

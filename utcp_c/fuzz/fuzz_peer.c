@@ -7,14 +7,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_stack.h"
 #include "utcp.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define LIP 0x0a000001u
+#define LIP FS_LOCAL_IP
 #define PIP 0x0a000002u
 
-static const uint8_t lmac[6] = {2, 0, 0, 0, 0, 1}, pmac[6] = {2, 0, 0, 0, 0, 2};
+static const uint8_t pmac[6] = {2, 0, 0, 0, 0, 2};   /* the stack: LIP, fs_local_mac */
 
 struct peer {
 	uint32_t stack_seq[4];      /* highest SEQ+LEN seen from the stack, per peer port */
@@ -49,23 +50,9 @@ static int sink_tx(void *c, const struct utcp_frame *f, unsigned n, uint64_t now
 	}
 	return (int)n;
 }
-static int sink_rx(void *c, struct utcp_frame *f, unsigned m, uint64_t now)
-{
-	(void)c, (void)f, (void)m, (void)now;
-	return 0;
-}
-static void sink_rel(void *c, struct utcp_frame *f, unsigned n)
-{
-	(void)c, (void)f, (void)n;
-}
-static int sink_kick(void *c)
-{
-	(void)c;
-	return 0;
-}
 static const struct utcp_port_ops sink = {
-	.sz = sizeof(struct utcp_port_ops), .name = "sink", .rx_burst = sink_rx,
-	.rx_release = sink_rel, .tx_burst = sink_tx, .kick = sink_kick,
+	.sz = sizeof(struct utcp_port_ops), .name = "sink", .rx_burst = fs_sink_rx,
+	.rx_release = fs_sink_rel, .tx_burst = sink_tx, .kick = fs_sink_kick,
 };
 
 static void send_seg(struct utcp_stack *st, const uint8_t *r, uint64_t now)
@@ -102,7 +89,7 @@ static void send_seg(struct utcp_stack *st, const uint8_t *r, uint64_t now)
 			th.opt.sack[b].right = P.stack_seq[k] - (uint32_t)(r[5] & 7) * 100u;
 		}
 	}
-	utcp_eth_emit(f, sizeof(f), lmac, pmac, UTCP_ETH_P_IPV4);
+	utcp_eth_emit(f, sizeof(f), fs_local_mac, pmac, UTCP_ETH_P_IPV4);
 	tl = utcp_tcp_emit(f + 34, sizeof(f) - 34, PIP, LIP, &th, payload, r[5] & 0x80 ? r[5] & 0x7f : 0);
 	if (tl < 0)
 		return;
@@ -125,13 +112,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static uint8_t buf[4096];
 
 	memset(&P, 0, sizeof(P));
-	utcp_config_init(&cfg);
-	cfg.local_ip = LIP;
-	memcpy(cfg.local_mac, lmac, 6);
+	fs_config(&cfg, 4096);
 	memcpy(cfg.gw_mac, pmac, 6);
-	cfg.max_conns = 8;
-	cfg.sndbuf = cfg.rcvbuf = 4096;
-	cfg.timer_slots = 64;
 	cfg.keepalive = size & 1;
 	cfg.keepalive_idle_us = 1000000;
 	cfg.keepalive_intvl_us = 100000;

@@ -6,33 +6,9 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static int sink_tx(void *c, const struct utcp_frame *f, unsigned n, uint64_t now)
-{
-	(void)c, (void)f, (void)now;
-	return (int)n;
-}
-static int sink_rx(void *c, struct utcp_frame *f, unsigned m, uint64_t now)
-{
-	(void)c, (void)f, (void)m, (void)now;
-	return 0;
-}
-static void sink_rel(void *c, struct utcp_frame *f, unsigned n)
-{
-	(void)c, (void)f, (void)n;
-}
-static int sink_kick(void *c)
-{
-	(void)c;
-	return 0;
-}
-static const struct utcp_port_ops sink = {
-	.sz = sizeof(struct utcp_port_ops), .name = "sink", .rx_burst = sink_rx,
-	.rx_release = sink_rel, .tx_burst = sink_tx, .kick = sink_kick,
-};
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct utcp_port port = {&sink, NULL};
+	struct utcp_port port = {&fs_sink, NULL};
 	struct fs_ctx x;
 	uint8_t frame[FS_MAX_FRAME];
 

@@ -23,6 +23,43 @@
 
 static const uint8_t fs_local_mac[6] = {2, 0, 0, 0, 0, 1};
 
+/* The port of a stack fed with utcp_input: every frame it sends is taken, none arrives.
+ * fuzz_peer.c and mkseeds.c pair the last three with a tx_burst that reads what is sent. */
+static inline int fs_sink_tx(void *c, const struct utcp_frame *f, unsigned n, uint64_t now)
+{
+	(void)c, (void)f, (void)now;
+	return (int)n;
+}
+static inline int fs_sink_rx(void *c, struct utcp_frame *f, unsigned m, uint64_t now)
+{
+	(void)c, (void)f, (void)m, (void)now;
+	return 0;
+}
+static inline void fs_sink_rel(void *c, struct utcp_frame *f, unsigned n)
+{
+	(void)c, (void)f, (void)n;
+}
+static inline int fs_sink_kick(void *c)
+{
+	(void)c;
+	return 0;
+}
+static const struct utcp_port_ops fs_sink = {
+	.sz = sizeof(struct utcp_port_ops), .name = "sink", .rx_burst = fs_sink_rx,
+	.rx_release = fs_sink_rel, .tx_burst = fs_sink_tx, .kick = fs_sink_kick,
+};
+
+/* The fuzzed stacks' configuration: 10.0.0.1, 8 connections of `buf` bytes each way. */
+static inline void fs_config(struct utcp_config *cfg, uint32_t buf)
+{
+	utcp_config_init(cfg);
+	cfg->local_ip = FS_LOCAL_IP;
+	memcpy(cfg->local_mac, fs_local_mac, 6);
+	cfg->max_conns = 8;
+	cfg->sndbuf = cfg->rcvbuf = buf;
+	cfg->timer_slots = 64;
+}
+
 struct fs_ctx {
 	struct utcp_stack *st;
 	uint64_t now;
@@ -59,12 +96,7 @@ static inline void fs_setup(struct fs_ctx *x, const struct utcp_port *port)
 {
 	struct utcp_config cfg;
 
-	utcp_config_init(&cfg);
-	cfg.local_ip = FS_LOCAL_IP;
-	memcpy(cfg.local_mac, fs_local_mac, 6);
-	cfg.max_conns = 8;
-	cfg.sndbuf = cfg.rcvbuf = 4096;
-	cfg.timer_slots = 64;
+	fs_config(&cfg, 4096);
 	x->now = FS_START_US;
 	if (utcp_stack_create(&cfg, port, x->now, &x->st))
 		abort();

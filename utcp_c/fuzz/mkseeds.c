@@ -37,23 +37,9 @@ static int cap_tx(void *c, const struct utcp_frame *f, unsigned n, uint64_t now)
 	}
 	return (int)n;
 }
-static int cap_rx(void *c, struct utcp_frame *f, unsigned m, uint64_t now)
-{
-	(void)c, (void)f, (void)m, (void)now;
-	return 0;
-}
-static void cap_rel(void *c, struct utcp_frame *f, unsigned n)
-{
-	(void)c, (void)f, (void)n;
-}
-static int cap_kick(void *c)
-{
-	(void)c;
-	return 0;
-}
 static const struct utcp_port_ops cap_ops = {
-	.sz = sizeof(struct utcp_port_ops), .name = "capture", .rx_burst = cap_rx,
-	.rx_release = cap_rel, .tx_burst = cap_tx, .kick = cap_kick,
+	.sz = sizeof(struct utcp_port_ops), .name = "capture", .rx_burst = fs_sink_rx,
+	.rx_release = fs_sink_rel, .tx_burst = cap_tx, .kick = fs_sink_kick,
 };
 
 /* What the stack last sent to a peer port: its SND.NXT-ish numbers and timestamp. */
