@@ -28,12 +28,12 @@ static int cap_rx(void *ctx, struct utcp_frame *f, unsigned max, uint64_t now)
 	return 0;
 }
 
-static void cap_release(void *ctx, struct utcp_frame *f, unsigned n)
+void h_nop_rx_release(void *ctx, struct utcp_frame *f, unsigned n)
 {
 	(void)ctx, (void)f, (void)n;
 }
 
-static int cap_kick(void *ctx)
+int h_nop_kick(void *ctx)
 {
 	(void)ctx;
 	return 0;
@@ -43,9 +43,9 @@ static const struct utcp_port_ops cap_ops = {
 	.sz = sizeof(struct utcp_port_ops),
 	.name = "capture",
 	.rx_burst = cap_rx,
-	.rx_release = cap_release,
+	.rx_release = h_nop_rx_release,
 	.tx_burst = cap_tx,
-	.kick = cap_kick,
+	.kick = h_nop_kick,
 };
 
 void h_default_config(struct utcp_config *c)

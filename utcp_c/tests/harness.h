@@ -39,6 +39,10 @@ struct h_seg {
 	uint8_t payload[2048];
 };
 
+/* Port callbacks with nothing to do (a test port that copies its frames in and out). */
+void h_nop_rx_release(void *ctx, struct utcp_frame *f, unsigned n);
+int h_nop_kick(void *ctx);
+
 /* cfg: NULL for the defaults of the tests (no timestamps, no SACK, no window scaling:
  * segments are then fully predictable); otherwise a config to use as is. */
 struct h *h_new(const struct utcp_config *cfg);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 
+#include "harness.h"
 #include "testlib.h"
 #include "utcp.h"
 #include "utcp_sock.h"
@@ -226,24 +227,13 @@ static int net_rx(void *ctx, struct utcp_frame *fr, unsigned max, uint64_t now)
 	return (int)got;
 }
 
-static void net_rx_release(void *ctx, struct utcp_frame *fr, unsigned cnt)
-{
-	(void)ctx, (void)fr, (void)cnt;
-}
-
-static int net_kick(void *ctx)
-{
-	(void)ctx;
-	return 0;
-}
-
 static const struct utcp_port_ops net_ops = {
 	.sz = sizeof(struct utcp_port_ops),
 	.name = "test-switch",
 	.rx_burst = net_rx,
-	.rx_release = net_rx_release,
+	.rx_release = h_nop_rx_release,
 	.tx_burst = net_tx,
-	.kick = net_kick,
+	.kick = h_nop_kick,
 };
 
 static uint64_t net_next(const struct net *n)
@@ -489,6 +479,74 @@ static int move_all(struct w *w, int expect)
 	return m;
 }
 
+/* A new client that sent the request: its socket. */
+static int connect_and_request(struct w *w)
+{
+	int c = w_connect(w);
+
+	w_run(w, 10000);
+	send_all(w, NC, c, request, sizeof(request) - 1);
+	return c;
+}
+
+/* B's first connection after a move. */
+static int accept_moved(struct w *w)
+{
+	int s;
+
+	utcp_socks_process(w->ss[NB], w->now);
+	s = utcp_sk_accept(w->ss[NB], w->lb, NULL);
+	CHECK(s >= 0);
+	return s;
+}
+
+static struct utcp_conn_info info_of(struct w *w, int node, int sk)
+{
+	struct utcp_conn_info ci;
+
+	memset(&ci, 0, sizeof(ci));
+	ci.sz = sizeof(ci);
+	CHECK_EQ(utcp_sk_info(w->ss[node], sk, &ci), 0);
+	return ci;
+}
+
+/* len bytes of p from socket fs of node `from` to socket ts of node `to`, sent as fast as
+ * they are taken and read into got (cap bytes) until all arrived, exact; fails if the clock
+ * passes `limit` first. */
+static void stream(struct w *w, int from, int fs, int to, int ts, const uint8_t *p, size_t len,
+		   uint8_t *got, size_t cap, uint64_t limit)
+{
+	size_t sent = 0, n = 0;
+
+	while (n < len) {
+		ssize_t r;
+
+		if (sent < len) {
+			r = send_buf(w, from, fs, p + sent, len - sent);
+			if (r > 0)
+				sent += (size_t)r;
+		}
+		r = recv_buf(w, to, ts, got + n, cap - n);
+		if (r > 0) {
+			n += (size_t)r;
+			continue;
+		}
+		CHECK(w->now < limit);
+		w_run(w, 2000);
+	}
+	CHECK_MEM(got, p, len);
+}
+
+/* `after` from now, every connection closed: neither B nor the client holds one, and no RST
+ * came to either. */
+static void all_closed(struct w *w, uint64_t after)
+{
+	w_run(w, after);
+	CHECK_EQ(stats(w, NB)->conns_in_use, 0);
+	CHECK_EQ(stats(w, NC)->conns_in_use, 0);
+	CHECK_EQ(stats(w, NC)->rst_in + stats(w, NB)->rst_in, 0);
+}
+
 /* ---- tests ---- */
 
 /* A request waits in A's accept queue; A freezes it, B adopts it; what the client sends
@@ -505,9 +563,7 @@ TEST(test_established_request_moves)
 	w_init(&w, 8, 8);
 	fill(resp, sizeof(resp), 1);
 	fill(more, sizeof(more), 2);
-	c = w_connect(&w);
-	w_run(&w, 10000);
-	send_all(&w, NC, c, request, sizeof(request) - 1);
+	c = connect_and_request(&w);
 	w_run(&w, 100000);                      /* delivered and acknowledged */
 	CHECK_EQ(utcp_sk_ready(w.ss[NA], w.la), POLLIN);
 
@@ -550,9 +606,7 @@ TEST(test_established_request_moves)
 	CHECK_MEM(got, request, sizeof(request) - 1);
 	CHECK_MEM(got + sizeof(request) - 1, more, sizeof(more));
 	CHECK_EQ(w.net.data_to[NB], sizeof(more));      /* only the retransmission */
-	memset(&ci, 0, sizeof(ci));
-	ci.sz = sizeof(ci);
-	CHECK_EQ(utcp_sk_info(w.ss[NB], s, &ci), 0);
+	ci = info_of(&w, NB, s);
 	CHECK_EQ(ci.state, UTCP_ESTABLISHED);
 	CHECK(ci.ts_ok && ci.sack_ok && ci.ws_ok);
 
@@ -562,11 +616,8 @@ TEST(test_established_request_moves)
 	CHECK_EQ(recv_until_eof(&w, NC, c, got, sizeof(got), 3000000), sizeof(resp));
 	CHECK_MEM(got, resp, sizeof(resp));
 	CHECK_EQ(utcp_sk_close(w.ss[NC], c, w.now), 0);
-	w_run(&w, 100000);
-	CHECK_EQ(stats(&w, NB)->conns_in_use, 0);
-	CHECK_EQ(stats(&w, NC)->conns_in_use, 0);
+	all_closed(&w, 100000);
 	CHECK_EQ(stats(&w, NC)->drops[UTCP_DROP_NO_CONN] + stats(&w, NB)->drops[UTCP_DROP_NO_CONN], 0);
-	CHECK_EQ(stats(&w, NC)->rst_in + stats(&w, NB)->rst_in, 0);
 	CHECK_EQ(w.net.egress_dropped, 0);
 	check_invariants(&w);
 	w_free(&w);
@@ -582,15 +633,11 @@ TEST(test_close_wait_moves)
 
 	w_init(&w, 8, 8);
 	fill(resp, sizeof(resp), 3);
-	c = w_connect(&w);
-	w_run(&w, 10000);
-	send_all(&w, NC, c, request, sizeof(request) - 1);
+	c = connect_and_request(&w);
 	CHECK_EQ(utcp_sk_shutdown(w.ss[NC], c, SHUT_WR, w.now), 0);
 	w_run(&w, 100000);
 	CHECK_EQ(move_all(&w, 1), 1);
-	utcp_socks_process(w.ss[NB], w.now);
-	s = utcp_sk_accept(w.ss[NB], w.lb, NULL);
-	CHECK(s >= 0);
+	s = accept_moved(&w);
 	CHECK_EQ(utcp_sk_ready(w.ss[NB], s), POLLIN | POLLOUT | POLLRDHUP);
 	CHECK_EQ(recv_until_eof(&w, NB, s, got, sizeof(got), 1000000), sizeof(request) - 1);
 	CHECK_MEM(got, request, sizeof(request) - 1);
@@ -599,11 +646,8 @@ TEST(test_close_wait_moves)
 	CHECK_EQ(recv_until_eof(&w, NC, c, got, sizeof(got), 3000000), sizeof(resp));
 	CHECK_MEM(got, resp, sizeof(resp));
 	CHECK_EQ(utcp_sk_close(w.ss[NC], c, w.now), 0);
-	w_run(&w, 100000);
-	CHECK_EQ(stats(&w, NB)->conns_in_use, 0);
-	CHECK_EQ(stats(&w, NC)->conns_in_use, 0);
+	all_closed(&w, 100000);
 	CHECK_EQ(stats(&w, NC)->time_wait_in_use, 1);   /* the client closed first */
-	CHECK_EQ(stats(&w, NC)->rst_in + stats(&w, NB)->rst_in, 0);
 	check_invariants(&w);
 	w_free(&w);
 }
@@ -632,7 +676,6 @@ TEST(test_options_work_after_move)
 	static uint8_t up[600 * 1024], down[600 * 1024], got[600 * 1024];
 	struct utcp_conn_info ci;
 	struct loss loss = {0, false};
-	size_t sent = 0, n;
 	int c, s;
 
 	w_init(&w, 8, 8);
@@ -640,46 +683,21 @@ TEST(test_options_work_after_move)
 	fill(down, sizeof(down), 5);
 	w.net.drop = drop_some;
 	w.net.drop_arg = &loss;
-	c = w_connect(&w);
-	w_run(&w, 10000);
-	send_all(&w, NC, c, request, sizeof(request) - 1);
+	c = connect_and_request(&w);
 	w_run(&w, 100000);
 	CHECK_EQ(move_all(&w, 1), 1);
-	utcp_socks_process(w.ss[NB], w.now);
-	s = utcp_sk_accept(w.ss[NB], w.lb, NULL);
-	CHECK(s >= 0);
+	s = accept_moved(&w);
 	CHECK_EQ(recv_n(&w, NB, s, got, sizeof(request) - 1, 1000000), sizeof(request) - 1);
-	memset(&ci, 0, sizeof(ci));
-	ci.sz = sizeof(ci);
-	CHECK_EQ(utcp_sk_info(w.ss[NB], s, &ci), 0);
+	ci = info_of(&w, NB, s);
 	CHECK(ci.ws_ok && ci.sack_ok && ci.ts_ok);
 	CHECK_EQ(ci.rcv_wscale, 3);             /* A's, for its 256 KB buffer */
 	CHECK(ci.rcv_wnd > 65535);
 
 	/* upload with two losses */
 	loss.armed = true;
-	n = 0;
-	while (n < sizeof(up)) {
-		ssize_t r;
-
-		if (sent < sizeof(up)) {
-			r = send_buf(&w, NC, c, up + sent, sizeof(up) - sent);
-			if (r > 0)
-				sent += (size_t)r;
-		}
-		r = recv_buf(&w, NB, s, got + n, sizeof(got) - n);
-		if (r > 0) {
-			n += (size_t)r;
-			continue;
-		}
-		CHECK(w.now < 30000000);
-		w_run(&w, 2000);
-	}
-	CHECK_MEM(got, up, sizeof(up));
+	stream(&w, NC, c, NB, s, up, sizeof(up), got, sizeof(got), 30000000);
 	CHECK_EQ(loss.count >= 7, 1);
-	memset(&ci, 0, sizeof(ci));
-	ci.sz = sizeof(ci);
-	CHECK_EQ(utcp_sk_info(w.ss[NC], c, &ci), 0);
+	ci = info_of(&w, NC, c);
 	CHECK(ci.retransmits >= 2 && ci.retransmits <= 6);     /* the holes, not the flight */
 	CHECK_EQ(ci.rto_timeouts, 0);           /* SACK found both holes */
 	CHECK_EQ(ci.spurious_recoveries, 0);
@@ -687,31 +705,11 @@ TEST(test_options_work_after_move)
 
 	/* download */
 	loss.armed = false;
-	sent = n = 0;
-	while (n < sizeof(down)) {
-		ssize_t r;
-
-		if (sent < sizeof(down)) {
-			r = send_buf(&w, NB, s, down + sent, sizeof(down) - sent);
-			if (r > 0)
-				sent += (size_t)r;
-		}
-		r = recv_buf(&w, NC, c, got + n, sizeof(got) - n);
-		if (r > 0) {
-			n += (size_t)r;
-			continue;
-		}
-		CHECK(w.now < 60000000);
-		w_run(&w, 2000);
-	}
-	CHECK_MEM(got, down, sizeof(down));
+	stream(&w, NB, s, NC, c, down, sizeof(down), got, sizeof(got), 60000000);
 	CHECK_EQ(utcp_sk_close(w.ss[NB], s, w.now), 0);
 	CHECK_EQ(utcp_sk_close(w.ss[NC], c, w.now), 0);
-	w_run(&w, 200000);
-	CHECK_EQ(stats(&w, NB)->conns_in_use, 0);
-	CHECK_EQ(stats(&w, NC)->conns_in_use, 0);
+	all_closed(&w, 200000);
 	CHECK_EQ(stats(&w, NB)->drops[UTCP_DROP_PAWS], 0);
-	CHECK_EQ(stats(&w, NC)->rst_in + stats(&w, NB)->rst_in, 0);
 	check_invariants(&w);
 	w_free(&w);
 }
@@ -757,16 +755,11 @@ TEST(test_half_open_moves_synack_retransmitted)
 	send_all(&w, NB, s, hello, sizeof(hello) - 1);
 	CHECK_EQ(recv_n(&w, NC, c, got, sizeof(hello) - 1, 1000000), sizeof(hello) - 1);
 	CHECK_MEM(got, hello, sizeof(hello) - 1);
-	memset(&ci, 0, sizeof(ci));
-	ci.sz = sizeof(ci);
-	CHECK_EQ(utcp_sk_info(w.ss[NB], s, &ci), 0);
+	ci = info_of(&w, NB, s);
 	CHECK(ci.ts_ok && ci.sack_ok && ci.ws_ok);
 	CHECK_EQ(utcp_sk_close(w.ss[NB], s, w.now), 0);
 	CHECK_EQ(utcp_sk_close(w.ss[NC], c, w.now), 0);
-	w_run(&w, 100000);
-	CHECK_EQ(stats(&w, NB)->conns_in_use, 0);
-	CHECK_EQ(stats(&w, NC)->conns_in_use, 0);
-	CHECK_EQ(stats(&w, NC)->rst_in + stats(&w, NB)->rst_in, 0);
+	all_closed(&w, 100000);
 	check_invariants(&w);
 	w_free(&w);
 }
@@ -782,9 +775,7 @@ TEST(test_half_open_moves_with_request)
 	w_init(&w, 8, 8);
 	w.net.drop = drop_acks_to_a;
 	w.net.drop_arg = &w;
-	c = w_connect(&w);
-	w_run(&w, 10000);
-	send_all(&w, NC, c, request, sizeof(request) - 1);
+	c = connect_and_request(&w);
 	w_run(&w, 10000);
 	CHECK_EQ(move_all(&w, 1), 1);
 	w_run(&w, 900000);                      /* the client's RTO comes before B's (1 s) */
@@ -812,11 +803,8 @@ TEST(test_done_resets_the_rest)
 	int c[3], i, s;
 
 	w_init(&w, 8, 0);
-	for (i = 0; i < 3; i++) {
-		c[i] = w_connect(&w);
-		w_run(&w, 10000);
-		send_all(&w, NC, c[i], request, sizeof(request) - 1);
-	}
+	for (i = 0; i < 3; i++)
+		c[i] = connect_and_request(&w);
 	w_run(&w, 100000);
 	CHECK_EQ(migrate_out(&w, 64), 3);
 	CHECK_EQ(utcp_sk_migrate_in(w.ss[NB], w.lb, w.blob, w.blob_len, w.now), 1);
@@ -984,9 +972,7 @@ TEST(test_migrate_out_errors)
 	s = utcp_sk_open(w.ss[NA]);
 	CHECK_EQ(utcp_sk_migrate_out(w.ss[NA], s, w.flows, 64, w.blob, sizeof(w.blob), &len, w.now),
 		 -EINVAL);
-	c = w_connect(&w);
-	w_run(&w, 10000);
-	send_all(&w, NC, c, request, sizeof(request) - 1);
+	c = connect_and_request(&w);
 	w_run(&w, 100000);
 	/* a record with data that does not fit: -ENOSPC, nothing frozen */
 	n = utcp_sk_migrate_out(w.ss[NA], w.la, w.flows, 64, small, sizeof(small), &len, w.now);
@@ -1092,10 +1078,7 @@ TEST(test_batches_until_none_left)
 		CHECK_MEM(got, resp[i], sizeof(resp[i]));
 		CHECK_EQ(utcp_sk_close(w.ss[NC], c[i], w.now), 0);
 	}
-	w_run(&w, 200000);
-	CHECK_EQ(stats(&w, NB)->conns_in_use, 0);
-	CHECK_EQ(stats(&w, NC)->conns_in_use, 0);
-	CHECK_EQ(stats(&w, NC)->rst_in + stats(&w, NB)->rst_in, 0);
+	all_closed(&w, 200000);
 	check_invariants(&w);
 	w_free(&w);
 }
