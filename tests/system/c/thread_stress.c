@@ -526,6 +526,37 @@ static void *et_main(void *arg)
 
 #define SET_MAX 512
 
+/* The set of a poll or select thread, cs[0..n): connection i had an event; one that is done
+ * is closed and leaves the set (the last takes its place). */
+static void set_step(struct conn **cs, int *n, int i)
+{
+	if (conn_step(cs[i])) {
+		conn_close(cs[i]);
+		cs[i] = cs[--*n];
+	}
+}
+
+/* Adds the connections the dispatcher wrote to the pipe (read end rd); `who` names the thread. */
+static void set_take(struct conn **cs, int *n, int rd, const char *who)
+{
+	struct conn *c;
+
+	while (read(rd, &c, sizeof(c)) == (ssize_t)sizeof(c)) {
+		if (*n == SET_MAX) {
+			err_msg("%s thread: more than %d connections", who, SET_MAX);
+			conn_close(c);
+			continue;
+		}
+		cs[(*n)++] = c;
+	}
+}
+
+static void set_close(struct conn **cs, int n)
+{
+	for (int i = 0; i < n; i++)
+		conn_close(cs[i]);
+}
+
 /* poll over the pipe that hands connections over (kernel) and the connections (UTCP, and
  * the local client's kernel ones). */
 static void *poll_main(void *arg)
@@ -561,26 +592,12 @@ static void *poll_main(void *arg)
 				err_msg("poll: POLLNVAL on a live connection (fd %d)", cs[i]->fd);
 				continue;
 			}
-			if (conn_step(cs[i])) {
-				conn_close(cs[i]);
-				cs[i] = cs[--n];
-			}
+			set_step(cs, &n, i);
 		}
-		if (pf[0].revents & POLLIN) {
-			struct conn *c;
-
-			while (read(poll_pipe[0], &c, sizeof(c)) == (ssize_t)sizeof(c)) {
-				if (n == SET_MAX) {
-					err_msg("poll thread: more than %d connections", SET_MAX);
-					conn_close(c);
-					continue;
-				}
-				cs[n++] = c;
-			}
-		}
+		if (pf[0].revents & POLLIN)
+			set_take(cs, &n, poll_pipe[0], "poll");
 	}
-	for (int i = 0; i < n; i++)
-		conn_close(cs[i]);
+	set_close(cs, n);
 	return NULL;
 }
 
@@ -614,26 +631,12 @@ static void *select_main(void *arg)
 		for (int i = n - 1; i >= 0; i--) {
 			if (!FD_ISSET(cs[i]->fd, &rd) && !FD_ISSET(cs[i]->fd, &wr))
 				continue;
-			if (conn_step(cs[i])) {
-				conn_close(cs[i]);
-				cs[i] = cs[--n];
-			}
+			set_step(cs, &n, i);
 		}
-		if (FD_ISSET(select_pipe[0], &rd)) {
-			struct conn *c;
-
-			while (read(select_pipe[0], &c, sizeof(c)) == (ssize_t)sizeof(c)) {
-				if (n == SET_MAX) {
-					err_msg("select thread: more than %d connections", SET_MAX);
-					conn_close(c);
-					continue;
-				}
-				cs[n++] = c;
-			}
-		}
+		if (FD_ISSET(select_pipe[0], &rd))
+			set_take(cs, &n, select_pipe[0], "select");
 	}
-	for (int i = 0; i < n; i++)
-		conn_close(cs[i]);
+	set_close(cs, n);
 	return NULL;
 }
 
