@@ -26,6 +26,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -323,6 +324,28 @@ def run_only(
     return rep
 
 
+Only = Callable[[str, int], dict[str, Any]]
+
+
+@pytest.fixture
+def only(
+    remote_host: RemoteHost,
+    echo_server: subprocess.Popen[str],
+    variant: str,
+    request: pytest.FixtureRequest,
+) -> Only:
+    """run_only(what, rounds) for the test's variant, with the echo server (and mstackd but
+    for `kernel`): the report, which said no error."""
+    daemon = daemon_for(variant, request)
+
+    def run(what: str, rounds: int) -> dict[str, Any]:
+        rep = run_only(what, rounds, variant, remote_host, daemon)
+        assert rep["errors"] == 0, "\n".join(rep["said"])
+        return rep
+
+    return run
+
+
 def shim_fixed(reason: str) -> list[Any]:
     """kernel (passes: the test is right), then the shim's normal build. (Each of these was a
     defect of the shim, found by this file, and fixed: `reason` says what it was.)"""
@@ -339,16 +362,10 @@ FIRST_ADD = (
 
 
 @pytest.mark.parametrize("variant", shim_fixed(FIRST_ADD))
-def test_a_thread_already_in_epoll_wait_sees_only_registered_events(
-    remote_host: RemoteHost,
-    echo_server: subprocess.Popen[str],
-    variant: str,
-    request: pytest.FixtureRequest,
-) -> None:
+def test_a_thread_already_in_epoll_wait_sees_only_registered_events(only: Only) -> None:
     """An event loop thread waits on an empty epoll instance; another thread adds the first
     connection (writable at once): the waiter gets exactly that registration's data."""
-    rep = run_only("epoll-first-add", 5, variant, remote_host, daemon_for(variant, request))
-    assert rep["errors"] == 0, "\n".join(rep["said"])
+    only("epoll-first-add", 5)
 
 
 THREAD_FD = (
@@ -359,15 +376,9 @@ THREAD_FD = (
 
 
 @pytest.mark.parametrize("variant", shim_fixed(THREAD_FD))
-def test_an_ended_thread_leaves_no_descriptor(
-    remote_host: RemoteHost,
-    echo_server: subprocess.Popen[str],
-    variant: str,
-    request: pytest.FixtureRequest,
-) -> None:
+def test_an_ended_thread_leaves_no_descriptor(only: Only) -> None:
     """30 short-lived threads, each blocked once in recv on one UTCP connection."""
-    rep = run_only("churn", 30, variant, remote_host, daemon_for(variant, request))
-    assert rep["errors"] == 0, "\n".join(rep["said"])
+    rep = only("churn", 30)
     assert rep["churn_threads"] == 30, rep
     assert rep["fd_end"] == rep["fd_base"], f"{rep['fd_end'] - rep['fd_base']} descriptors leaked"
 
@@ -382,16 +393,10 @@ SHUT_RD = (
 
 
 @pytest.mark.parametrize("variant", shim_fixed(SHUT_RD))
-def test_shutdown_wakes_a_recv_blocked_in_another_thread(
-    remote_host: RemoteHost,
-    echo_server: subprocess.Popen[str],
-    variant: str,
-    request: pytest.FixtureRequest,
-) -> None:
+def test_shutdown_wakes_a_recv_blocked_in_another_thread(only: Only) -> None:
     """Rounds of SHUT_RD and SHUT_RDWR from one thread under another thread's blocked recv on
     an otherwise quiet process: the recv returns 0 within 1 s."""
-    rep = run_only("shutdown", 2, variant, remote_host, daemon_for(variant, request))
-    assert rep["errors"] == 0, "\n".join(rep["said"])
+    rep = only("shutdown", 2)
     assert rep["shut_ok"] == 2 and rep["shut_late"] == 0, "\n".join(rep["said"])
 
 
