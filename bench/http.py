@@ -575,6 +575,10 @@ def rps_run(plan: Plan, cg: CpuGroup, s: System, mode: str, size: int, rep: int)
         error = (f"{requests} requests, socket errors {sock.groups() if sock else ()} "
                  f"(connect, read, write, timeout), {non2xx} non-2xx")  # fmt: skip
     n = max(requests, 1)
+    # The load generator's own TIME-WAIT sockets (it closed first): tens of thousands of them
+    # make its connect() scan the whole port range (docs/bench.md, the close-mode degradation)
+    # and slow every later run from that namespace.
+    tw = s.host.run(["ss", "-tanH", "state", "time-wait"], check=False).stdout
     return {
         "system": s.name, "mode": mode, "size": size, "rep": rep, "ok": error is None,
         "error": error, "seconds": round(seconds, 4), "requests": requests, "errors": errors,
@@ -585,6 +589,7 @@ def rps_run(plan: Plan, cg: CpuGroup, s: System, mode: str, size: int, rep: int)
         "cpu_per_req_us": (cpu - gen_cpu) / n * 1e6 if requests else None,
         "cpu_per_req_own_us": own / n * 1e6 if requests and own is not None else None,
         "server_cpu_per_req_us": srv / n * 1e6 if requests else None,
+        "client_time_wait": sum(1 for ln in tw.splitlines() if ln.strip()),
     }  # fmt: skip
 
 
@@ -699,6 +704,13 @@ def testbed(plan: Plan, log: Any) -> Iterator[Bed]:
         stack.callback(shutil.rmtree, work, True)
         a = stack.enter_context(remote_host_cm())
         b = stack.enter_context(remote_host_cm())
+        for h in (a, b):
+            # The load generators reuse their TIME-WAIT ports, as load generators do: a server
+            # that lets the client close first (nginx's response, then its FIN) otherwise
+            # fills the client's port range with TIME-WAIT within seconds, and from then on
+            # wrk's connect() scans the whole range for a free port on the sending core —
+            # every later run towards that server slows down (docs/bench.md).
+            h.run(["sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1"])
         if not BPFFS.is_dir() or not os.path.ismount(BPFFS):
             subprocess.run(["mount", "-t", "bpf", "bpf", str(BPFFS)], check=True)
         pins = BPFFS / unique_name("-bpf")
@@ -743,6 +755,7 @@ def measure(plan: Plan, bed: Bed, log: Any) -> tuple[list[Any], list[Any], list[
                         f"{r['rps']:9.0f} req/s  "
                         + (f"CPU/req {cpu:6.1f} us, own {r['cpu_per_req_own_us']:6.1f} us"
                            if cpu is not None else "")
+                        + f"  client TIME-WAIT {r.get('client_time_wait', '-')}"
                         + ("" if r["ok"] else f"  FAILED: {r['error']}"))  # fmt: skip
             # One offered rate for every system at this size and mode: a fraction of the
             # slowest system's median requests/s (systems whose runs all failed left out).

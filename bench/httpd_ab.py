@@ -137,6 +137,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--out", type=Path, default=Path("/tmp/httpd-ab"))
     ap.add_argument("--tcpdump", type=int, default=0, help="capture wrk's side in this run")
     ap.add_argument("--client-ports", default="", help="LO-HI: the client's ephemeral range")
+    ap.add_argument(
+        "--latency",
+        type=float,
+        default=0,
+        help="h2load at this rate (req/s) against each system after each run",
+    )
     ap.add_argument("--flows", action="store_true", help="count the switch's flow entries")
     a = ap.parse_args(argv)
     variants = [(v.split("=", 1)[0], Path(v.split("=", 1)[1])) for v in a.variant]
@@ -229,6 +235,11 @@ def main(argv: list[str]) -> int:
                 if a.flows:
                     r["flows"] = flow_entries(bed)
                     extra += f" flows {r['flows']}"
+                if a.latency:
+                    x = H.latency_run(plan, bed, s, a.mode, a.size * 1024, a.latency)
+                    r["latency"] = {k: x[k] for k in ("ok", "p50_us", "p90_us", "p99_us",
+                                                      "max_us")}  # fmt: skip
+                    extra += f" latency p50 {x['p50_us']} p90 {x['p90_us']} p99 {x['p99_us']}"
                 rows.append(r)
                 log(f"run {run} {s.name:<14} {r['rps']:8.0f} req/s  own "
                     f"{r['cpu_per_req_own_us'] or 0:7.1f} us/req  server "
