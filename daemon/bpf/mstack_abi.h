@@ -47,6 +47,11 @@ struct mstack_port_count {
 /* Flow flags: which side has sent a FIN; the daemon sweeps closed and idle flows. */
 #define MSTACK_FLOW_FIN_IN  1
 #define MSTACK_FLOW_FIN_OUT 2
+/* A flow being handed to another port (mstackd's hand-off): the port whose id is in the
+ * flags' upper 16 bits takes the flow over with the first segment it sends; until then frames
+ * still go to the owner, which drops them while the connection moves (the peer retransmits). */
+#define MSTACK_FLOW_MOVING   4
+#define MSTACK_FLOW_TO_SHIFT 16
 
 /* An attached NIC: its MAC (frames for other MACs are not this host's). */
 struct mstack_nic {
@@ -140,7 +145,8 @@ struct mstack_port_counters {
 #define MSTACK_EG_FLOW_CLASH    9
 #define MSTACK_EG_FLOW_FULL     10
 #define MSTACK_EG_SENT          11
-#define MSTACK_EG_NSLOTS        12
+#define MSTACK_EG_FLOW_TAKEN    12   /* not a drop: a hand-off's new owner took its flow over */
+#define MSTACK_EG_NSLOTS        13
 
 /* Port XDP (app end) counters (per-CPU array `portrx_stats`). */
 #define MSTACK_PX_TO_XSK        0

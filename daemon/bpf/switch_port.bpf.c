@@ -104,8 +104,16 @@ static __always_inline __u32 check_source(__u32 port_id, __u8 proto, struct iphd
         fk.proto = IPPROTO_TCP;
         f = bpf_map_lookup_elem(&flows, &fk);
         if (f) {
-            if (f->port_id != port_id)
-                return MSTACK_EG_FLOW_CLASH;
+            if (f->port_id != port_id) {
+                __u32 fl = f->flags;
+
+                if (!(fl & MSTACK_FLOW_MOVING) || fl >> MSTACK_FLOW_TO_SHIFT != port_id)
+                    return MSTACK_EG_FLOW_CLASH;
+                /* the port a hand-off named sends first: the flow is its own from now on */
+                f->port_id = port_id;
+                __sync_fetch_and_and(&f->flags, MSTACK_FLOW_FIN_IN | MSTACK_FLOW_FIN_OUT);
+                bump(&egress_stats, MSTACK_EG_FLOW_TAKEN);
+            }
             if (tcp->rst) {
                 bpf_map_delete_elem(&flows, &fk);
                 return 0;

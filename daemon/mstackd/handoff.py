@@ -34,6 +34,7 @@ NEED_SEALS = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK
 IMPORT_TIMEOUT_S = consts.MSTACK_IMPORT_TIMEOUT_MS / 1000
 HANDOFF_TIMEOUT_S = consts.MSTACK_HANDOFF_TIMEOUT_MS / 1000
 MIN_TRY_S = 0.02  # less time than this left: no new target is asked
+FIN_FLAGS = consts.MSTACK_FLOW_FIN_IN | consts.MSTACK_FLOW_FIN_OUT  # kept; the moving mark is ours
 
 
 # -- timers of the event loop ------------------------------------------------------------------
@@ -298,6 +299,7 @@ class Handoffs:
                 continue
             seq = ib.next_seq
             ib.next_seq += 1
+            self._mark(h, target)  # its first segment on a flow takes the flow over
             msg = proto.encode_import(seq, h.binding_id, target, h.flows)
             anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [h.memfd]).tobytes())]
             try:
@@ -331,6 +333,7 @@ class Handoffs:
 
     def _finish(self, h: Handoff, target: int, n: int, *, answer: bool = True) -> None:
         self._detach_target(h)
+        self._mark(h, None, start=n)  # the flows that did not move stay the sender's
         with contextlib.suppress(ValueError):
             self.active.remove(h)
         with contextlib.suppress(OSError):
@@ -356,20 +359,40 @@ class Handoffs:
 
     def _repoint(self, h: Handoff, target: int, n: int) -> int:
         """The target adopted flows[0..n): steer them to its port — only entries the sender's
-        port still owns (one that went or changed hands in the meantime is left alone)."""
+        port still owns (one that went or changed hands in the meantime is left alone), or that
+        the target already took over with its first segment (the egress program does that for
+        a flow marked as moving to it)."""
         done = 0
         for f in h.flows[:n]:
             key = flow_map_key(f)
             try:
                 cur: Any = self.flows.lookup(key)
-                if cur is None or cur.port_id != h.port_id:
+                if cur is None or cur.port_id not in (h.port_id, target):
                     continue
-                value = {"port_id": target, "flags": cur.flags, "last_ns": cur.last_ns}
+                flags = int(cur.flags) & FIN_FLAGS
+                value = {"port_id": target, "flags": flags, "last_ns": cur.last_ns}
                 self.flows.update(key, value, kabi.BPF_EXIST)
                 done += 1
             except libbpf.BpfError as e:
                 log.warning("hand-off: flow %s not re-pointed: %s", flow_text(f), e)
         return done
+
+    def _mark(self, h: Handoff, target: int | None, start: int = 0) -> None:
+        """Mark the sender's flows[start..] as moving to `target` (None: not moving). Only
+        entries the sender's port still owns; the FIN bits the data plane sets are kept."""
+        for f in h.flows[start:]:
+            key = flow_map_key(f)
+            try:
+                cur: Any = self.flows.lookup(key)
+                if cur is None or cur.port_id != h.port_id:
+                    continue
+                flags = int(cur.flags) & FIN_FLAGS
+                if target is not None:
+                    flags |= consts.MSTACK_FLOW_MOVING | target << consts.MSTACK_FLOW_TO_SHIFT
+                value = {"port_id": h.port_id, "flags": flags, "last_ns": cur.last_ns}
+                self.flows.update(key, value, kabi.BPF_EXIST)
+            except libbpf.BpfError as e:
+                log.warning("hand-off: flow %s not marked: %s", flow_text(f), e)
 
     # -- IMPORT replies ----------------------------------------------------------------------
 

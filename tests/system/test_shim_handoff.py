@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from typing import Any
 
 import pytest
 
@@ -147,6 +148,9 @@ def test_queued_connections_move_to_the_other_member(
         assert "took over" in log, log
         ho = handoff_stats(mstackd)
         assert ho["handoffs"] >= 1 and ho["flows_moved"] == NCONN, ho
+        # the adopting process's first segments took the flows over: nothing was dropped
+        egress = switch_stats(mstackd)["egress"]
+        assert egress.get("flow_clash", 0) == 0, egress
         assert "hand-offs:" in mstackd.ctl("stats").stdout
     except BaseException:
         srv.kill()
@@ -181,7 +185,11 @@ def test_without_another_member_the_queue_is_reset_and_said(
             stop_process(cli)
 
 
-def handoff_stats(mstackd: Mstackd) -> dict[str, int]:
+def switch_stats(mstackd: Mstackd) -> dict[str, Any]:
     cp = mstackd.ctl("stats", "--json")
     assert cp.returncode == 0, cp.stderr
-    return dict(json.loads(cp.stdout)["handoff"])
+    return dict(json.loads(cp.stdout))
+
+
+def handoff_stats(mstackd: Mstackd) -> dict[str, int]:
+    return dict(switch_stats(mstackd)["handoff"])

@@ -131,6 +131,34 @@ def test_listen_member_synack_records_the_flow(eg: Egress) -> None:
     assert eg.maps.flows.lookup(key) is None
 
 
+def test_a_flow_moving_to_a_port_is_taken_over_by_its_first_segment(eg: Egress) -> None:
+    """mstackd's hand-off marks a flow as moving to the port that adopts the connection: that
+    port's first segment makes the flow its own; any other port still clashes."""
+    h = eg.host
+    third = OTHER + 1
+    eg.maps.bind(BindKey("tcp", "0.0.0.0", 8080), "listen", group=1)
+    eg.maps.set_group(1, [OTHER, ME])
+    key = flow_key(h.remote_ip, 40000, h.host_ip, 8080)
+    moving = consts.MSTACK_FLOW_MOVING | consts.MSTACK_FLOW_FIN_IN
+    eg.maps.flows.update(
+        key,
+        {"port_id": OTHER, "flags": moving | third << consts.MSTACK_FLOW_TO_SHIFT, "last_ns": 1},
+    )
+    data = out(h, TCP(sport=8080, dport=40000, flags="PA") / b"hello")
+    assert eg.run(data)[0] == TC_ACT_SHOT  # moving, but to another port
+    assert eg.counters()["flow_clash"] == 1
+    eg.maps.flows.update(
+        key, {"port_id": OTHER, "flags": moving | ME << consts.MSTACK_FLOW_TO_SHIFT, "last_ns": 1}
+    )
+    assert eg.run(data)[0] == TC_ACT_REDIRECT
+    f = eg.maps.flows.lookup(key)
+    assert f.port_id == ME and f.flags == consts.MSTACK_FLOW_FIN_IN  # the mark is gone
+    assert eg.counters()["flow_taken"] == 1
+    eg.maps.port_by_host_if.update(1, OTHER)  # the old owner can no longer send on it
+    assert eg.run(data)[0] == TC_ACT_SHOT
+    assert eg.counters()["flow_clash"] == 2
+
+
 def test_non_member_cannot_send_from_a_listen_binding(eg: Egress) -> None:
     h = eg.host
     eg.maps.bind(BindKey("tcp", "0.0.0.0", 8080), "listen", group=1)
