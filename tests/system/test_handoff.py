@@ -251,6 +251,20 @@ def recv_import(ib: AppClient, timeout: float = 5.0) -> tuple[Any, int]:
     return msg, fds[0]
 
 
+def pending_handoff(s: Scene, n_flows: int) -> tuple[list[dict[str, int]], int, AppClient, Any]:
+    """A hand-off of n_flows new flows from the sender, its IMPORT received (memfd closed) but
+    not answered by the first member: the flows, the sender's blob (still open), the member's
+    inbox and the IMPORT."""
+    flows = s.add_flows(n_flows)
+    fd = blob()
+    send_handoff(s.sender, s.bid, s.sp, flows, fd)
+    ib = s.inboxes[0]
+    assert ib is not None
+    msg, mfd = recv_import(ib)
+    os.close(mfd)
+    return flows, fd, ib, msg
+
+
 def answer(ib: AppClient, seq: int, n: int, status: int = 0) -> None:
     fields = {"n_imported": n} if status == 0 else None
     ib.send_raw(proto.encode_reply(IMPORT, seq, status, "", fields))
@@ -447,14 +461,8 @@ def test_every_target_silent_is_bounded(mstackd: Mstackd) -> None:
 
 def test_a_flow_already_being_handed_off_is_refused(mstackd: Mstackd) -> None:
     with scene(mstackd, 8408, n=1) as s:
-        flows = s.add_flows(2)
-        fd = blob()
-        send_handoff(s.sender, s.bid, s.sp, flows, fd)
+        flows, fd, ib, msg = pending_handoff(s, 2)
         first = s.sender.seq
-        ib = s.inboxes[0]
-        assert ib is not None
-        msg, mfd = recv_import(ib)
-        os.close(mfd)
         with pytest.raises(ReplyError) as ei:  # answered at once, while the first waits
             handoff(s.sender, s.bid, s.sp, flows[1:])
         assert ei.value.errno == errno.EBUSY and "in a hand-off already" in ei.value.detail
@@ -466,13 +474,7 @@ def test_a_flow_already_being_handed_off_is_refused(mstackd: Mstackd) -> None:
 
 def test_sender_going_away_while_pending(mstackd: Mstackd) -> None:
     with scene(mstackd, 8406, n=1) as s:
-        flows = s.add_flows(2)
-        fd = blob()
-        send_handoff(s.sender, s.bid, s.sp, flows, fd)
-        ib = s.inboxes[0]
-        assert ib is not None
-        msg, mfd = recv_import(ib)
-        os.close(mfd)
+        flows, fd, ib, msg = pending_handoff(s, 2)
         os.close(fd)
         s.sender.close()  # its port, and the flows with it, go
         assert mstackd.wait_until(lambda: counters(mstackd)["failures"] == 1, timeout=5)
@@ -487,13 +489,7 @@ def test_sender_going_away_while_pending(mstackd: Mstackd) -> None:
 
 def test_sender_port_closing_while_pending(mstackd: Mstackd) -> None:
     with scene(mstackd, 8407, n=1) as s:
-        flows = s.add_flows(1)
-        fd = blob()
-        send_handoff(s.sender, s.bid, s.sp, flows, fd)
-        ib = s.inboxes[0]
-        assert ib is not None
-        msg, mfd = recv_import(ib)
-        os.close(mfd)
+        flows, fd, ib, msg = pending_handoff(s, 1)
         # The sender closes its port before the answer: the hand-off ends with nothing moved.
         s.sender.seq += 1
         s.sender.send_raw(
@@ -512,13 +508,7 @@ def test_sender_port_closing_while_pending(mstackd: Mstackd) -> None:
 def test_a_daemon_stopping_while_pending_answers_the_sender(mstackd: Mstackd) -> None:
     s = Scene(mstackd, 8409, 1)
     try:
-        flows = s.add_flows(1)
-        fd = blob()
-        send_handoff(s.sender, s.bid, s.sp, flows, fd)
-        ib = s.inboxes[0]
-        assert ib is not None
-        _, mfd = recv_import(ib)
-        os.close(mfd)
+        _, fd, _, _ = pending_handoff(s, 1)
         mstackd.proc.send_signal(signal.SIGTERM)
         assert handoff_reply(s.sender) == (0, 0)  # nothing moved: the sender keeps them
         assert s.sender.recv_raw()[0] == b""
