@@ -947,6 +947,49 @@ static void test_fork_child_refused(void)
 
 static char run_dir[64];
 
+/* A new run_dir; sa: its app.sock. */
+static void make_run_dir(struct sockaddr_un *sa)
+{
+	snprintf(run_dir, sizeof(run_dir), "/tmp/msctl-test.XXXXXX");
+	CHECK(mkdtemp(run_dir) != NULL);
+	snprintf(sa->sun_path, sizeof(sa->sun_path), "%s/app.sock", run_dir);
+}
+
+/* The fake daemon's socket at sa, bound (not listening yet). */
+static int bind_app_sock(const struct sockaddr_un *sa)
+{
+	int lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+	CHECK_EQ(bind(lfd, (const struct sockaddr *)sa, sizeof(*sa)), 0);
+	return lfd;
+}
+
+/* The fake daemon: lfd listens, a child process runs serve(lfd). */
+static pid_t fork_fake_daemon(int lfd, void (*serve)(int lfd))
+{
+	CHECK_EQ(listen(lfd, 4), 0);
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		serve(lfd);
+		_exit(0);
+	}
+	return pid;
+}
+
+/* The fake daemon exited cleanly; its socket and run_dir go, and no descriptor is left open
+ * (n0 were at the start). */
+static void end_fake_daemon(pid_t pid, int lfd, const struct sockaddr_un *sa, int n0)
+{
+	int st = 0;
+	CHECK_EQ(waitpid(pid, &st, 0), pid);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	close(lfd);
+	unlink(sa->sun_path);
+	rmdir(run_dir);
+	CHECK_EQ(count_fds(), n0);
+}
+
 static void fake_listener(int lfd)
 {
 	for (int i = 0; i < 2; i++) {
@@ -965,27 +1008,18 @@ static void test_connect_path(void)
 	char longdir[200];
 	int n0 = count_fds();
 
-	snprintf(run_dir, sizeof(run_dir), "/tmp/msctl-test.XXXXXX");
-	CHECK(mkdtemp(run_dir) != NULL);
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/app.sock", run_dir);
+	make_run_dir(&sa);
 
 	/* no daemon: no socket, then a socket nobody listens on */
 	CHECK_EQ(mstack_ctl_connect(&ctl, run_dir), -ENOENT);
-	int lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	CHECK_EQ(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	int lfd = bind_app_sock(&sa);
 	CHECK_EQ(mstack_ctl_connect(&ctl, run_dir), -ECONNREFUSED);
 	CHECK(ctl == NULL);
 	memset(longdir, 'a', sizeof(longdir) - 1);
 	longdir[sizeof(longdir) - 1] = '\0';
 	CHECK_EQ(mstack_ctl_connect(&ctl, longdir), -ENAMETOOLONG);
 
-	CHECK_EQ(listen(lfd, 4), 0);
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid == 0) {
-		fake_listener(lfd);
-		_exit(0);
-	}
+	pid_t pid = fork_fake_daemon(lfd, fake_listener);
 	CHECK_EQ(mstack_ctl_connect(&ctl, run_dir), 0);
 	if (ctl) {
 		CHECK(fcntl(mstack_ctl_fd(ctl), F_GETFD) & FD_CLOEXEC);
@@ -1002,13 +1036,7 @@ static void test_connect_path(void)
 		CHECK_EQ(mstack_ctl_port_close(ctl, 2), 0);
 		mstack_ctl_close(ctl);
 	}
-	int st = 0;
-	CHECK_EQ(waitpid(pid, &st, 0), pid);
-	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	close(lfd);
-	unlink(sa.sun_path);
-	rmdir(run_dir);
-	CHECK_EQ(count_fds(), n0);
+	end_fake_daemon(pid, lfd, &sa, n0);
 }
 
 /* -- connection hand-off --------------------------------------------------------------------- */
@@ -1268,18 +1296,9 @@ static void test_inbox(void)
 	int n0 = count_fds();
 
 	make_hflows();
-	snprintf(run_dir, sizeof(run_dir), "/tmp/msctl-test.XXXXXX");
-	CHECK(mkdtemp(run_dir) != NULL);
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/app.sock", run_dir);
-	int lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	CHECK_EQ(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	CHECK_EQ(listen(lfd, 4), 0);
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid == 0) {
-		fake_inbox_listener(lfd);
-		_exit(0);
-	}
+	make_run_dir(&sa);
+	int lfd = bind_app_sock(&sa);
+	pid_t pid = fork_fake_daemon(lfd, fake_inbox_listener);
 	CHECK_EQ(mstack_ctl_inbox_open(&ib, run_dir, 42), -EBUSY);
 	CHECK(ib == NULL);
 	CHECK_EQ(mstack_ctl_inbox_open(&ib, run_dir, 42), 0);
@@ -1321,14 +1340,8 @@ static void test_inbox(void)
 	CHECK_EQ(mstack_ctl_inbox_recv(ib, &imp), -ECONNRESET);
 	CHECK_EQ(imp.memfd, -1);
 	mstack_ctl_close(ib);
-out:;
-	int st = 0;
-	CHECK_EQ(waitpid(pid, &st, 0), pid);
-	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	close(lfd);
-	unlink(sa.sun_path);
-	rmdir(run_dir);
-	CHECK_EQ(count_fds(), n0);
+out:
+	end_fake_daemon(pid, lfd, &sa, n0);
 	/* an ordinary connection is no inbox */
 	fake_start(&f, fake_nothing);
 	CHECK_EQ(mstack_ctl_inbox_recv(f.ctl, &imp), -EINVAL);
