@@ -48,6 +48,24 @@ static const struct utcp_port_ops cap_ops = {
 	.kick = h_nop_kick,
 };
 
+void h_run_world(uint64_t *now, uint64_t us, void (*step)(void *world),
+		 uint64_t (*next)(void *world), void *world)
+{
+	uint64_t end = *now + us;
+
+	for (;;) {
+		uint64_t t;
+
+		step(world);
+		t = next(world);
+		if (t > end)
+			break;
+		*now = t > *now ? t : *now + 1;
+	}
+	*now = end;
+	step(world);
+}
+
 void h_default_config(struct utcp_config *c)
 {
 	utcp_config_init(c);

@@ -43,6 +43,12 @@ struct h_seg {
 void h_nop_rx_release(void *ctx, struct utcp_frame *f, unsigned n);
 int h_nop_kick(void *ctx);
 
+/* Runs a world for `us` of virtual time, event by event: step(world) at every moment something
+ * is due (next(world): the earliest; one already past counts as the next microsecond), then
+ * once more at the end; *now (the world's clock) follows. */
+void h_run_world(uint64_t *now, uint64_t us, void (*step)(void *world),
+		 uint64_t (*next)(void *world), void *world);
+
 /* cfg: NULL for the defaults of the tests (no timestamps, no SACK, no window scaling:
  * segments are then fully predictable); otherwise a config to use as is. */
 struct h *h_new(const struct utcp_config *cfg);

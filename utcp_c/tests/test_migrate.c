@@ -314,8 +314,9 @@ static void w_free(struct w *w)
 	free(w->net.q);
 }
 
-static void w_step(struct w *w)
+static void w_step(void *arg)
 {
+	struct w *w = arg;
 	int i;
 
 	for (i = 0; i < NODES; i++) {
@@ -325,26 +326,23 @@ static void w_step(struct w *w)
 	}
 }
 
+static uint64_t w_next(void *arg)
+{
+	struct w *w = arg;
+	uint64_t next = net_next(&w->net), d;
+	int i;
+
+	for (i = 0; i < NODES; i++) {
+		d = utcp_next_deadline(w->st[i]);
+		next = d < next ? d : next;
+	}
+	return next;
+}
+
+/* Runs the three stacks and the switch for `us` of virtual time, event by event. */
 static void w_run(struct w *w, uint64_t us)
 {
-	uint64_t end = w->now + us;
-
-	for (;;) {
-		uint64_t next = net_next(&w->net), d;
-		int i;
-
-		w_step(w);
-		next = net_next(&w->net);
-		for (i = 0; i < NODES; i++) {
-			d = utcp_next_deadline(w->st[i]);
-			next = d < next ? d : next;
-		}
-		if (next > end)
-			break;
-		w->now = next > w->now ? next : w->now + 1;
-	}
-	w->now = end;
-	w_step(w);
+	h_run_world(&w->now, us, w_step, w_next, w);
 }
 
 static int w_connect(struct w *w)
@@ -723,6 +721,14 @@ static bool drop_acks_to_a(void *arg, int from, const struct utcp_tcp *th)
 	return from == NC && !(th->flags & UTCP_TH_SYN) && w->net.flows[0].owner == NA;
 }
 
+/* A world whose A keeps every connection half-open (drop_acks_to_a). */
+static void w_init_half_open(struct w *w)
+{
+	w_init(w, 8, 8);
+	w->net.drop = drop_acks_to_a;
+	w->net.drop_arg = w;
+}
+
 /* A half-open connection moves: B's SYN,ACK timer runs (the client sent nothing, so only it
  * can complete the handshake), then B accepts and speaks first. */
 TEST(test_half_open_moves_synack_retransmitted)
@@ -733,9 +739,7 @@ TEST(test_half_open_moves_synack_retransmitted)
 	struct utcp_conn_info ci;
 	int c, s;
 
-	w_init(&w, 8, 8);
-	w.net.drop = drop_acks_to_a;
-	w.net.drop_arg = &w;
+	w_init_half_open(&w);
 	c = w_connect(&w);
 	w_run(&w, 10000);
 	CHECK_EQ(utcp_sk_ready(w.ss[NC], c), POLLOUT);  /* the client is connected */
@@ -772,9 +776,7 @@ TEST(test_half_open_moves_with_request)
 	static uint8_t got[256];
 	int c, s;
 
-	w_init(&w, 8, 8);
-	w.net.drop = drop_acks_to_a;
-	w.net.drop_arg = &w;
+	w_init_half_open(&w);
 	c = connect_and_request(&w);
 	w_run(&w, 10000);
 	CHECK_EQ(move_all(&w, 1), 1);

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "harness.h"
 #include "testlib.h"
 #include "utcp.h"
 #include "utcp_sock.h"
@@ -125,8 +126,10 @@ static void w_free(struct w *w)
 	utcp_pair_destroy(w->pair);
 }
 
-static void w_step(struct w *w)
+static void w_step(void *arg)
 {
+	struct w *w = arg;
+
 	utcp_poll(w->a, w->now);
 	utcp_socks_process(w->sa, w->now);
 	utcp_poll(w->b, w->now);
@@ -135,26 +138,21 @@ static void w_step(struct w *w)
 	utcp_flush(w->b, w->now);
 }
 
+static uint64_t w_next(void *arg)
+{
+	struct w *w = arg;
+	uint64_t next = utcp_pair_next_delivery(w->pair), d;
+
+	d = utcp_next_deadline(w->a);
+	next = d < next ? d : next;
+	d = utcp_next_deadline(w->b);
+	return d < next ? d : next;
+}
+
 /* Runs both stacks for `us` of virtual time, event by event. */
 static void w_run(struct w *w, uint64_t us)
 {
-	uint64_t end = w->now + us;
-
-	for (;;) {
-		uint64_t next, d;
-
-		w_step(w);
-		next = utcp_pair_next_delivery(w->pair);
-		d = utcp_next_deadline(w->a);
-		next = d < next ? d : next;
-		d = utcp_next_deadline(w->b);
-		next = d < next ? d : next;
-		if (next > end)
-			break;
-		w->now = next > w->now ? next : w->now + 1;
-	}
-	w->now = end;
-	w_step(w);
+	h_run_world(&w->now, us, w_step, w_next, w);
 }
 
 static int w_listen(struct w *w, int backlog)
