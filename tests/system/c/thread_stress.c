@@ -444,6 +444,16 @@ static void *pool_main(void *arg)
 	return NULL;
 }
 
+/* epoll_wait for up to 16 events; an error other than EINTR is reported (what: which wait). */
+static int wait16(int ep, struct epoll_event ev[16], int timeout, const char *what)
+{
+	int n = epoll_wait(ep, ev, 16, timeout);
+
+	if (n < 0 && errno != EINTR)
+		err_msg("epoll_wait (%s): %s", what, strerror(errno));
+	return n;
+}
+
 static void rearm(struct conn *c)
 {
 	struct epoll_event ev = { .events = (uint32_t)c->want | EPOLLONESHOT | EPOLLRDHUP,
@@ -463,10 +473,8 @@ static void *oneshot_main(void *arg)
 
 	(void)arg;
 	while (!worker_done(M_ONESHOT)) {
-		int n = epoll_wait(ep_oneshot, ev, 16, -1);
+		int n = wait16(ep_oneshot, ev, -1, "oneshot");
 
-		if (n < 0 && errno != EINTR)
-			err_msg("epoll_wait (oneshot): %s", strerror(errno));
 		for (int i = 0; i < n; i++) {
 			struct conn *c = ev[i].data.ptr;
 			int r;
@@ -504,16 +512,12 @@ static void *et_main(void *arg)
 
 	(void)arg;
 	while (!worker_done(M_ET)) {
-		int n = epoll_wait(ep_outer, ev, 16, -1);
+		int n = wait16(ep_outer, ev, -1, "outer");
 
-		if (n < 0 && errno != EINTR)
-			err_msg("epoll_wait (outer): %s", strerror(errno));
 		for (int i = 0; i < n; i++)
 			if (ev[i].data.ptr != &wake_mark && ev[i].data.ptr != &ep_et)
 				err_msg("outer epoll: data %p was never registered", ev[i].data.ptr);
-		n = epoll_wait(ep_et, ev, 16, 0);
-		if (n < 0 && errno != EINTR)
-			err_msg("epoll_wait (edge): %s", strerror(errno));
+		n = wait16(ep_et, ev, 0, "edge");
 		for (int i = 0; i < n; i++) {
 			struct conn *c = ev[i].data.ptr;
 
