@@ -535,6 +535,19 @@ static void stream(struct w *w, int from, int fs, int to, int ts, const uint8_t 
 	CHECK_MEM(got, p, len);
 }
 
+/* B sends its answer (len bytes) on s and closes; the client reads it to the end of the stream,
+ * exact, and closes c too. */
+static void answer_and_close(struct w *w, int s, int c, const uint8_t *resp, size_t len)
+{
+	static uint8_t got[4096];
+
+	send_all(w, NB, s, resp, len);
+	CHECK_EQ(utcp_sk_close(w->ss[NB], s, w->now), 0);
+	CHECK_EQ(recv_until_eof(w, NC, c, got, sizeof(got), 3000000), len);
+	CHECK_MEM(got, resp, len);
+	CHECK_EQ(utcp_sk_close(w->ss[NC], c, w->now), 0);
+}
+
 /* `after` from now, every connection closed: neither B nor the client holds one, and no RST
  * came to either. */
 static void all_closed(struct w *w, uint64_t after)
@@ -609,11 +622,7 @@ TEST(test_established_request_moves)
 	CHECK(ci.ts_ok && ci.sack_ok && ci.ws_ok);
 
 	/* B answers and closes; the client reads it all, then closes too */
-	send_all(&w, NB, s, resp, sizeof(resp));
-	CHECK_EQ(utcp_sk_close(w.ss[NB], s, w.now), 0);
-	CHECK_EQ(recv_until_eof(&w, NC, c, got, sizeof(got), 3000000), sizeof(resp));
-	CHECK_MEM(got, resp, sizeof(resp));
-	CHECK_EQ(utcp_sk_close(w.ss[NC], c, w.now), 0);
+	answer_and_close(&w, s, c, resp, sizeof(resp));
 	all_closed(&w, 100000);
 	CHECK_EQ(stats(&w, NC)->drops[UTCP_DROP_NO_CONN] + stats(&w, NB)->drops[UTCP_DROP_NO_CONN], 0);
 	CHECK_EQ(w.net.egress_dropped, 0);
@@ -639,11 +648,7 @@ TEST(test_close_wait_moves)
 	CHECK_EQ(utcp_sk_ready(w.ss[NB], s), POLLIN | POLLOUT | POLLRDHUP);
 	CHECK_EQ(recv_until_eof(&w, NB, s, got, sizeof(got), 1000000), sizeof(request) - 1);
 	CHECK_MEM(got, request, sizeof(request) - 1);
-	send_all(&w, NB, s, resp, sizeof(resp));
-	CHECK_EQ(utcp_sk_close(w.ss[NB], s, w.now), 0);
-	CHECK_EQ(recv_until_eof(&w, NC, c, got, sizeof(got), 3000000), sizeof(resp));
-	CHECK_MEM(got, resp, sizeof(resp));
-	CHECK_EQ(utcp_sk_close(w.ss[NC], c, w.now), 0);
+	answer_and_close(&w, s, c, resp, sizeof(resp));
 	all_closed(&w, 100000);
 	CHECK_EQ(stats(&w, NC)->time_wait_in_use, 1);   /* the client closed first */
 	check_invariants(&w);
