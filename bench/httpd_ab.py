@@ -143,6 +143,12 @@ def main(argv: list[str]) -> int:
         default=0,
         help="h2load at this rate (req/s) against each system after each run",
     )
+    ap.add_argument(
+        "--alternate-gro",
+        action="store_true",
+        help="GRO on the client's veth end in even runs, off in odd ones (an "
+        "experiment: how much of the cost is the client's per-segment receive)",
+    )
     ap.add_argument("--flows", action="store_true", help="count the switch's flow entries")
     a = ap.parse_args(argv)
     variants = [(v.split("=", 1)[0], Path(v.split("=", 1)[1])) for v in a.variant]
@@ -188,6 +194,9 @@ def main(argv: list[str]) -> int:
                         f"{r['cpu_per_req_own_us'] or 0:7.1f} us/req"
                         + ("" if r["ok"] else f"  FAILED {r['error']}"))  # fmt: skip
         for run in range(1, a.runs + 1):
+            if a.alternate_gro:
+                for h in (bed.a, bed.b):
+                    h.run(["ethtool", "-K", h.remote_if, "gro", "on" if run % 2 == 0 else "off"])
             k = (run - 1) % len(systems)
             for s in systems[k:] + systems[:k]:
                 perf = None
@@ -225,6 +234,7 @@ def main(argv: list[str]) -> int:
                 if perf is not None:
                     perf.wait(timeout=60)
                 r["run"] = run
+                r["client_gro"] = a.alternate_gro and run % 2 == 0
                 r["server_pids"] = server_pids(s.pids())
                 extra = ""
                 if s.port >= 8090:
