@@ -150,6 +150,12 @@ struct sepoll {
 	struct dl entries;
 	struct dl kernel;
 	struct dl ready;
+	/* Threads in the kernel's epoll_wait on it: an entry whose shadow was in the kernel epoll
+	 * is kept (retired) until they are back, so that an event they bring for it is still
+	 * recognised as the shim's; the instance itself too, once closed (dead). */
+	int waiters;
+	bool dead;
+	struct dl retired;
 };
 
 /* ---- the descriptor table ---- */

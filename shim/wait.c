@@ -464,6 +464,7 @@ static struct sepoll *sepoll_of(int epfd)
 	dl_init(&ep->entries);
 	dl_init(&ep->ready);
 	dl_init(&ep->kernel);
+	dl_init(&ep->retired);
 	ep->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	ev.data.u64 = (uint64_t)(uintptr_t)ep | EP_TAG;
 	if (ep->efd < 0 || real_epoll_ctl(epfd, EPOLL_CTL_ADD, ep->efd, &ev)) {
@@ -492,16 +493,49 @@ static void entry_free(struct ep_entry *e, bool kernel_del)
 {
 	REAL(epoll_ctl);
 
+	bool keep = false;
+
 	if (e->in_kernel) {
 		if (kernel_del)
 			real_epoll_ctl(e->ep->epfd, EPOLL_CTL_DEL, e->fd, NULL);
 		dl_del(&e->on_kernel);
+		keep = e->ep->waiters > 0; /* an event for it may be on its way to a waiter */
 	}
 	dl_del(&e->on_sock);
 	dl_del(&e->on_ep);
 	if (dl_linked(&e->on_ready))
 		dl_del(&e->on_ready);
+	if (keep) {
+		e->us = NULL;
+		dl_add_tail(&e->ep->retired, &e->on_kernel);
+		return;
+	}
 	free(e);
+}
+
+static void sepoll_release(struct sepoll *ep)
+{
+	while (!dl_empty(&ep->retired)) {
+		struct ep_entry *e = dl_entry(ep->retired.next, struct ep_entry, on_kernel);
+		dl_del(&e->on_kernel);
+		free(e);
+	}
+	if (ep->dead) {
+		close(ep->efd);
+		free(ep);
+	}
+}
+
+/* A thread goes into / comes back from the kernel's epoll_wait on ep.  Lock held. */
+static void sepoll_enter(struct sepoll *ep)
+{
+	ep->waiters++;
+}
+
+static void sepoll_leave(struct sepoll *ep)
+{
+	if (--ep->waiters == 0)
+		sepoll_release(ep);
 }
 
 void wait_forget_usock(struct usock *us)
@@ -517,8 +551,9 @@ void wait_sepoll_put(int fd, struct sepoll *ep)
 		return;
 	while (!dl_empty(&ep->entries))
 		entry_free(dl_entry(ep->entries.next, struct ep_entry, on_ep), false);
-	close(ep->efd);
-	free(ep);
+	ep->dead = true;
+	if (ep->waiters == 0)
+		sepoll_release(ep);
 }
 
 static void entry_check(struct ep_entry *e)
@@ -792,6 +827,14 @@ static int collect(struct sepoll *ep, struct epoll_event *out, int max)
 
 /* Kernel events: drop our eventfd's, turn a listener's tagged events back into the
  * application's data, merged with a UTCP report of the same entry.  Lock held. */
+static bool retired_event(struct sepoll *ep, uint64_t v)
+{
+	for (struct dl *n = ep->retired.next; n != &ep->retired && (v & EP_TAG); n = n->next)
+		if (v == ((uint64_t)(uintptr_t)dl_entry(n, struct ep_entry, on_kernel) | EP_TAG))
+			return true;
+	return false;
+}
+
 static int fix_kernel_events(struct sepoll *ep, struct epoll_event *ev, int have, int k)
 {
 	int out = have;
@@ -806,6 +849,8 @@ static int fix_kernel_events(struct sepoll *ep, struct epoll_event *ev, int have
 		}
 		if (v == ((uint64_t)(uintptr_t)ep | PORT_TAG))
 			continue; /* frames: the next round runs the stack on them */
+		if (retired_event(ep, v))
+			continue; /* its entry was deleted while the event was on its way */
 		for (struct dl *n = ep->kernel.next; n != &ep->kernel && (v & EP_TAG); n = n->next) {
 			struct ep_entry *e = dl_entry(n, struct ep_entry, on_kernel);
 			if (v == ((uint64_t)(uintptr_t)e | EP_TAG)) {
@@ -888,19 +933,19 @@ static int sepoll_wait(int epfd, struct epoll_event *ev, int max, uint64_t deadl
 			proc_inline_enter();
 			inline_wait = true;
 		}
+		sepoll_enter(ep);
 		shim_unlock();
 		k = n == max ? 0 : real_epoll_pwait(epfd, ev + n, max - n, n ? 0 : ms_until(deadline), mask);
 		e = errno;
 		shim_lock();
 		if (inline_wait)
 			proc_inline_leave();
-		if (k < 0) {
-			shim_unlock();
-			return n ? n : (errno = e, -1);
-		}
-		ep = fd_sepoll(epfd);
-		total = ep ? fix_kernel_events(ep, ev, n, k) : n + k;
+		/* the instance we waited on, even if another thread closed its fd meanwhile */
+		total = k < 0 ? n : fix_kernel_events(ep, ev, n, k);
+		sepoll_leave(ep);
 		shim_unlock();
+		if (k < 0)
+			return n ? n : (errno = e, -1);
 		if (total > 0)
 			return total;
 		if (deadline != UINT64_MAX && shim_now_us() >= deadline)

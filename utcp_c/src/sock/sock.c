@@ -835,7 +835,9 @@ int utcp_sk_shutdown(struct utcp_socks *ss, int id, int how, uint64_t now)
 	if (s->kind != SK_CONN)
 		return -ENOTCONN;
 	refresh(ss, s, &cs);
-	if (cs.state == UTCP_CLOSED)
+	/* Linux: a socket whose connection reached TIME-WAIT is closed (the time-wait entry
+	 * is another object) */
+	if (cs.state == UTCP_CLOSED || cs.state == UTCP_TIME_WAIT)
 		return -ENOTCONN;
 	if (cs.state == UTCP_SYN_SENT) {
 		/* Linux disconnects a connecting socket: it can connect again, and reports
