@@ -477,6 +477,16 @@ static int move_all(struct w *w, int expect)
 	return m;
 }
 
+/* A move B takes only part of: `out` frozen at A, the first `in` adopted by B and the switch
+ * re-pointed for them, A told (it resets the rest). */
+static void move_part(struct w *w, int out, int in)
+{
+	CHECK_EQ(migrate_out(w, 64), out);
+	CHECK_EQ(utcp_sk_migrate_in(w->ss[NB], w->lb, w->blob, w->blob_len, w->now), in);
+	repoint(w, w->flows, in, NB);
+	utcp_sk_migrate_done(w->ss[NA], w->la, in, w->now);
+}
+
 /* A new client that sent the request: its socket. */
 static int connect_and_request(struct w *w)
 {
@@ -813,10 +823,7 @@ TEST(test_done_resets_the_rest)
 	for (i = 0; i < 3; i++)
 		c[i] = connect_and_request(&w);
 	w_run(&w, 100000);
-	CHECK_EQ(migrate_out(&w, 64), 3);
-	CHECK_EQ(utcp_sk_migrate_in(w.ss[NB], w.lb, w.blob, w.blob_len, w.now), 1);
-	repoint(&w, w.flows, 1, NB);
-	utcp_sk_migrate_done(w.ss[NA], w.la, 1, w.now);
+	move_part(&w, 3, 1);
 	w_run(&w, 10000);
 	CHECK_EQ(w.net.rst_sent[NA], 2);
 	CHECK_EQ(stats(&w, NA)->migrated_out, 1);
@@ -856,10 +863,7 @@ TEST(test_import_full_queue_count)
 		w_run(&w, 10000);
 	}
 	w_run(&w, 10000);
-	CHECK_EQ(migrate_out(&w, 64), 4);
-	CHECK_EQ(utcp_sk_migrate_in(w.ss[NB], w.lb, w.blob, w.blob_len, w.now), 2);
-	repoint(&w, w.flows, 2, NB);
-	utcp_sk_migrate_done(w.ss[NA], w.la, 2, w.now);
+	move_part(&w, 4, 2);
 	w_run(&w, 10000);
 	while (utcp_sk_accept(w.ss[NB], w.lb, NULL) >= 0)
 		n++;
