@@ -665,6 +665,26 @@ static int adopt_accepted(struct usock *l, int sk, const struct utcp_sk_name *pe
 	return fd;
 }
 
+/* wait_block for a call on `us`, which the call holds meanwhile: another thread may close
+ * its fd (then *gone), but the usock stays valid until the call lets it go — freed here if
+ * that close was the last.  (Linux would keep the call waiting on the closed socket; the
+ * shim fails it with EBADF, docs/shim.md.)  Lock held. */
+static int wait_held(int fd, struct usock *us, int kfd, short kevents, uint64_t deadline,
+		     bool *gone)
+{
+	int w;
+
+	us->refs++;
+	w = wait_block(kfd, kevents, deadline);
+	*gone = fd_usock(fd) != us;
+	if (--us->refs == 0) {
+		us->refs = 1;
+		usock_put(fd, us);
+		*gone = true;
+	}
+	return w;
+}
+
 static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 {
 	REAL(accept4);
@@ -688,6 +708,7 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 	for (;;) {
 		struct utcp_sk_name peer;
 		int w;
+		bool gone;
 
 		if (usock_listener_ready(us) == 0) {
 			int sk;
@@ -715,9 +736,8 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 			shim_unlock();
 			return fail(EAGAIN);
 		}
-		w = wait_block(fd, POLLIN, deadline);
-		us = fd_usock(fd);
-		if (!us || us->kind != US_LISTENER) { /* closed under us by another thread */
+		w = wait_held(fd, us, fd, POLLIN, deadline, &gone);
+		if (gone) { /* closed under us by another thread */
 			shim_unlock();
 			return fail(EBADF);
 		}
@@ -754,6 +774,7 @@ static int connect_wait(int fd, struct usock *us)
 
 	for (;;) {
 		int ready = utcp_sk_ready(proc_socks(), us->sk), w, err;
+		bool gone;
 
 		if (ready < 0)
 			return fail(EBADF);
@@ -761,8 +782,8 @@ static int connect_wait(int fd, struct usock *us)
 			err = utcp_sk_error(proc_socks(), us->sk);
 			return err ? fail(-err) : 0;
 		}
-		w = wait_block(-1, 0, deadline);
-		if (fd_usock(fd) != us)
+		w = wait_held(fd, us, -1, 0, deadline, &gone);
+		if (gone)
 			return fail(EBADF);
 		if (w == -ETIMEDOUT)
 			return fail(EINPROGRESS);
@@ -962,6 +983,7 @@ static ssize_t conn_recv(int fd, struct usock *us, const struct iovec *iov, int 
 		int k = iov_skip(iov, n, got, rest);
 		ssize_t r = utcp_sk_recv(ss, us->sk, rest, k, uflags, shim_now_us());
 		int w;
+		bool gone;
 
 		if (r > 0) {
 			got += (size_t)r;
@@ -977,8 +999,8 @@ static ssize_t conn_recv(int fd, struct usock *us, const struct iovec *iov, int 
 			return got ? (ssize_t)got : fail((int)-r);
 		if (nb)
 			return got ? (ssize_t)got : fail(EAGAIN);
-		w = wait_block(-1, 0, deadline);
-		if (fd_usock(fd) != us)
+		w = wait_held(fd, us, -1, 0, deadline, &gone);
+		if (gone)
 			return got ? (ssize_t)got : fail(EBADF);
 		if (w == -ETIMEDOUT)
 			return got ? (ssize_t)got : fail(EAGAIN);
@@ -1003,6 +1025,7 @@ static ssize_t conn_send(int fd, struct usock *us, const struct iovec *iov, int 
 		int k = iov_skip(iov, n, done, rest);
 		ssize_t r = utcp_sk_send(ss, us->sk, rest, k, uflags, shim_now_us());
 		int w;
+		bool gone;
 
 		if (r >= 0) {
 			done += (size_t)r;
@@ -1020,8 +1043,8 @@ static ssize_t conn_send(int fd, struct usock *us, const struct iovec *iov, int 
 			return done ? (ssize_t)done : fail((int)-r);
 		if (nb)
 			return done ? (ssize_t)done : fail(EAGAIN);
-		w = wait_block(-1, 0, deadline);
-		if (fd_usock(fd) != us)
+		w = wait_held(fd, us, -1, 0, deadline, &gone);
+		if (gone)
 			return done ? (ssize_t)done : fail(EBADF);
 		if (w == -ETIMEDOUT)
 			return done ? (ssize_t)done : fail(EAGAIN);
