@@ -13,6 +13,12 @@ struct utcp_timer {
 	uint64_t tick;                    /* absolute tick at which it fires */
 };
 
+/* Wheels of up to this many slots keep a bitmap of their non-empty slots, so that finding
+ * the next deadline visits only slots that hold timers (the stack's TIME-WAIT timer and the
+ * server's idle wakeups sit seconds ahead, beyond a revolution: without it every lookup
+ * walked every slot twice). */
+#define UTCP_WHEEL_BITMAP_SLOTS 4096u
+
 struct utcp_wheel {
 	struct utcp_timer *slots;         /* nslots sentinel heads (caller's memory) */
 	uint32_t mask;                    /* nslots - 1, nslots a power of two */
@@ -20,7 +26,9 @@ struct utcp_wheel {
 	uint64_t cur_tick;                /* ticks < cur_tick have been processed */
 	uint32_t count;
 	bool min_valid;
+	bool use_bitmap;                  /* nslots <= UTCP_WHEEL_BITMAP_SLOTS */
 	uint64_t min_tick;
+	uint64_t occupied[UTCP_WHEEL_BITMAP_SLOTS / 64];   /* bit per non-empty slot */
 };
 
 typedef void (*utcp_timer_fn)(struct utcp_timer *t, void *ctx);
