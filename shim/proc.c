@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,6 +27,12 @@
 #include "utcp_xdp.h"
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+
+#ifndef MADV_WIPEONFORK
+#define MADV_WIPEONFORK 18
+#endif
+
+pid_t *shim_pid_cell;
 
 void shim_lock(void)
 {
@@ -114,7 +121,7 @@ bool proc_has_lease(void)
 
 struct utcp_socks *proc_socks(void)
 {
-	return P.pid == getpid() ? P.ss : NULL;
+	return P.pid == shim_pid() ? P.ss : NULL;
 }
 
 int proc_ctl(char *why, size_t whylen)
@@ -122,13 +129,13 @@ int proc_ctl(char *why, size_t whylen)
 	uint64_t now = shim_now_us();
 	int rc;
 
-	if (P.ctl && P.pid == getpid())
+	if (P.ctl && P.pid == shim_pid())
 		return 0;
 	if (P.ctl_retry_at && now < P.ctl_retry_at) {
 		snprintf(why, whylen, "%s", P.ctl_why);
 		return -ECONNREFUSED;
 	}
-	P.pid = getpid();
+	P.pid = shim_pid();
 	rc = mstack_ctl_connect(&P.ctl, shim.run_dir);
 	if (rc) {
 		snprintf(P.ctl_why, sizeof(P.ctl_why), "mstackd is not reachable at %s/app.sock (%s)",
@@ -212,7 +219,7 @@ void proc_unmap(int sk)
 
 struct usock *proc_listener_by_binding(uint32_t binding)
 {
-	if (!P.keys || P.pid != getpid())
+	if (!P.keys || P.pid != shim_pid())
 		return NULL;
 	for (unsigned i = 0; i < P.cap; i++) {
 		struct usock *us = P.vals[i];
@@ -309,14 +316,14 @@ static void *helper_main(void *arg)
 
 int proc_port_fd(void)
 {
-	return P.port && P.pid == getpid() ? mstack_port_fd(P.port) : -1;
+	return P.port && P.pid == shim_pid() ? mstack_port_fd(P.port) : -1;
 }
 
 void proc_run_inline(void)
 {
 	uint64_t now;
 
-	if (!P.st || P.pid != getpid())
+	if (!P.st || P.pid != shim_pid())
 		return;
 	now = shim_now_us();
 	utcp_poll(P.st, now);
@@ -326,7 +333,7 @@ void proc_run_inline(void)
 
 void proc_inline_enter(void)
 {
-	if (!P.st || P.pid != getpid())
+	if (!P.st || P.pid != shim_pid())
 		return;
 	if (P.inline_waiters++ == 0 && P.helper_port && P.nudge >= 0)
 		(void)!eventfd_write(P.nudge, 1); /* it is polling the port: let it stop */
@@ -334,14 +341,14 @@ void proc_inline_enter(void)
 
 void proc_inline_leave(void)
 {
-	if (P.st && P.pid == getpid() && P.inline_waiters > 0)
+	if (P.st && P.pid == shim_pid() && P.inline_waiters > 0)
 		P.inline_waiters--;
 }
 
 bool proc_inline_nobody(void)
 {
 	/* no thread runs the stack inline, and the helper thread is not watching the port */
-	return P.st && P.pid == getpid() && P.inline_waiters == 0 && !P.helper_port;
+	return P.st && P.pid == shim_pid() && P.inline_waiters == 0 && !P.helper_port;
 }
 
 void proc_nudge(void)
@@ -370,7 +377,7 @@ static int start_helper(void)
  * helper would look again. */
 void proc_flush(void)
 {
-	if (!P.st || P.pid != getpid())
+	if (!P.st || P.pid != shim_pid())
 		return;
 	utcp_flush(P.st, shim_now_us());
 	if (utcp_socks_process(P.ss, shim_now_us()) > 0)
@@ -428,7 +435,7 @@ int proc_stack(char *why, size_t whylen)
 	uint64_t now = shim_now_us();
 	int rc;
 
-	if (P.st && P.pid == getpid())
+	if (P.st && P.pid == shim_pid())
 		return 0;
 	if (P.stack_retry_at && now < P.stack_retry_at) {
 		snprintf(why, whylen, "%s", P.stack_why);
@@ -468,7 +475,7 @@ int proc_stack(char *why, size_t whylen)
 	cfg.rcvbuf = env_uint("MSTACK_RCVBUF", 256 * 1024, 16 * 1024, 16 << 20);
 	if (getrandom(cfg.isn_key, sizeof(cfg.isn_key), 0) != (ssize_t)sizeof(cfg.isn_key))
 		for (unsigned i = 0; i < sizeof(cfg.isn_key); i++)
-			cfg.isn_key[i] = (uint8_t)(now >> (i % 8) ^ (uint64_t)getpid() * 131 * i);
+			cfg.isn_key[i] = (uint8_t)(now >> (i % 8) ^ (uint64_t)shim_pid() * 131 * i);
 	if (shim.have_policy) {
 		const struct mstack_policy *pol = &shim.policy;
 		snprintf(cfg.cc, sizeof(cfg.cc), "%s", pol->cc == MSTACK_CC_CUBIC ? "cubic" : "newreno");
@@ -563,6 +570,8 @@ static void atfork_parent(void)
  * forget the rest without touching it: the parent's stack is the parent's. */
 static void atfork_child(void)
 {
+	if (shim_pid_cell) /* wiped by the kernel already; asked now, while only this thread runs */
+		__atomic_store_n(shim_pid_cell, getpid(), __ATOMIC_RELAXED);
 	pthread_mutex_init(&mu, NULL);
 	if (P.port)
 		mstack_port_close(P.port); /* munmap of ranges the child lacks is harmless */
@@ -594,7 +603,7 @@ __attribute__((destructor)) static void proc_fini(void)
 			return;
 		usleep(1000);
 	}
-	if (!P.st || P.pid != getpid() || !P.thread_on) {
+	if (!P.st || P.pid != shim_pid() || !P.thread_on) {
 		shim_unlock();
 		return;
 	}
@@ -639,5 +648,16 @@ __attribute__((destructor)) static void proc_fini(void)
 
 __attribute__((constructor)) static void proc_init(void)
 {
+	void *page = mmap(NULL, (size_t)sysconf(_SC_PAGESIZE), PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (page != MAP_FAILED) {
+		if (madvise(page, (size_t)sysconf(_SC_PAGESIZE), MADV_WIPEONFORK) == 0) {
+			*(pid_t *)page = getpid();
+			shim_pid_cell = page;
+		} else {
+			munmap(page, (size_t)sysconf(_SC_PAGESIZE));
+		}
+	}
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }

@@ -23,6 +23,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "policy.h"
 
@@ -192,6 +193,24 @@ void fd_fresh(int fd);
 void shim_lock(void);
 void shim_unlock(void);
 uint64_t shim_now_us(void);
+
+/* The calling process's id without a system call (glibc's getpid() makes one, and the shim
+ * asks on every socket call whether the stack is this process's): kept in a page the kernel
+ * wipes in a child at fork (MADV_WIPEONFORK, any kind of fork), so a child reads 0 and asks
+ * the kernel once.  NULL before the shim's constructor or if the page could not be made:
+ * getpid() every time. */
+extern pid_t *shim_pid_cell;
+static inline pid_t shim_pid(void)
+{
+	pid_t p = shim_pid_cell ? __atomic_load_n(shim_pid_cell, __ATOMIC_RELAXED) : 0;
+
+	if (__builtin_expect(p == 0, 0)) {
+		p = getpid();
+		if (shim_pid_cell)
+			__atomic_store_n(shim_pid_cell, p, __ATOMIC_RELAXED);
+	}
+	return p;
+}
 
 /* Make sure this process has a control connection to mstackd.  0, or a negative errno with
  * the reason in why. */

@@ -173,7 +173,7 @@ static struct usock *usock_new(enum usock_kind kind, int family)
 		return NULL;
 	us->kind = kind;
 	us->refs = 1;
-	us->pid = getpid();
+	us->pid = shim_pid();
 	us->sk = -1;
 	us->family = family;
 	us->binding = -1;
@@ -183,7 +183,7 @@ static struct usock *usock_new(enum usock_kind kind, int family)
 
 bool usock_foreign(struct usock *us)
 {
-	return us->kind == US_CONN && us->pid != getpid();
+	return us->kind == US_CONN && us->pid != shim_pid();
 }
 
 void usock_say_foreign(int fd, struct usock *us)
@@ -393,8 +393,8 @@ static int listener_setup(struct usock *us, bool waiting)
 	char why[200];
 	int rc;
 
-	if (us->pid != getpid()) { /* a forked child: its own stack, its own membership */
-		us->pid = getpid();
+	if (us->pid != shim_pid()) { /* a forked child: its own stack, its own membership */
+		us->pid = shim_pid();
 		us->sk = -1;
 		us->joined = false;
 	}
@@ -508,7 +508,7 @@ void usock_put(int fd, struct usock *us)
 	if (--us->refs > 0)
 		return;
 	if (us->kind == US_CONN) {
-		if (us->pid == getpid() && ss && us->sk >= 0) {
+		if (us->pid == shim_pid() && ss && us->sk >= 0) {
 			int linger = -1;
 
 			proc_run_inline(); /* data that arrived decides between FIN and RST */
@@ -527,14 +527,14 @@ void usock_put(int fd, struct usock *us)
 			utcp_sk_close(ss, us->sk, shim_now_us());
 			proc_flush();
 		}
-		if (us->binding >= 0 && us->pid == getpid()) {
+		if (us->binding >= 0 && us->pid == shim_pid()) {
 			struct reg_arg a = { .binding = us->binding };
 			proc_ctl_retry(release_fn, &a);
 		}
 	} else {
 		struct reg_arg a = { .binding = us->binding, .port_id = proc_port_id() };
 
-		if (us->pid == getpid() && ss && us->sk >= 0) {
+		if (us->pid == shim_pid() && ss && us->sk >= 0) {
 			usock_listener_closing(us);
 			proc_unmap(us->sk);
 			utcp_sk_close(ss, us->sk, shim_now_us());
@@ -1281,7 +1281,7 @@ static void listener_shutdown(int fd, int how)
 	ss = proc_socks();
 	if (us && us->kind == US_LISTENER && !us->shut) {
 		us->shut = true;
-		if (us->pid == getpid() && ss && us->sk >= 0) {
+		if (us->pid == shim_pid() && ss && us->sk >= 0) {
 			usock_listener_closing(us);
 			proc_unmap(us->sk);
 			utcp_sk_close(ss, us->sk, shim_now_us());
@@ -1457,7 +1457,7 @@ SHIM_EXPORT int getsockopt(int fd, int level, int name, void *val, socklen_t *le
 		return real_getsockopt(fd, level, name, val, len);
 	shim_lock();
 	us = fd_usock(fd);
-	if (!us || us->sk < 0 || us->pid != getpid() || !proc_socks()) {
+	if (!us || us->sk < 0 || us->pid != shim_pid() || !proc_socks()) {
 		shim_unlock();
 		return real_getsockopt(fd, level, name, val, len);
 	}
@@ -1498,7 +1498,7 @@ SHIM_EXPORT int setsockopt(int fd, int level, int name, const void *val, socklen
 			us->sndtimeo_us = t;
 	}
 	ss = proc_socks();
-	if (us->sk < 0 || us->pid != getpid() || !ss) {
+	if (us->sk < 0 || us->pid != shim_pid() || !ss) {
 		shim_unlock();
 		return 0; /* a listener's stack socket is made later and copies from the kernel's */
 	}
@@ -1719,7 +1719,7 @@ void sock_after_fork_child(void)
 			continue;
 		us->sk = -1;
 		us->joined = false;
-		us->pid = getpid();
+		us->pid = shim_pid();
 		if (!connected && proc_ctl(why, sizeof(why))) {
 			shim_log("after fork: %s: listeners stay on the kernel", why);
 			return;
@@ -1765,7 +1765,7 @@ static void leave_groups(const char *when)
 	for (int fd = 0; fd <= fd_hi; fd++) {
 		struct usock *us = fd_usock(fd);
 
-		if (us && us->kind == US_LISTENER && us->joined && us->pid == getpid())
+		if (us && us->kind == US_LISTENER && us->joined && us->pid == shim_pid())
 			listener_leave(us, when);
 	}
 }

@@ -887,12 +887,12 @@ static bool ep_port(struct sepoll *ep)
 
 	if (fd < 0)
 		return false;
-	if (ep->port_fd == fd && ep->port_pid == getpid())
+	if (ep->port_fd == fd && ep->port_pid == shim_pid())
 		return true;
 	if (real_epoll_ctl(ep->epfd, EPOLL_CTL_ADD, fd, &ev) && errno != EEXIST)
 		return false;
 	ep->port_fd = fd;
-	ep->port_pid = getpid();
+	ep->port_pid = shim_pid();
 	return true;
 }
 
@@ -925,7 +925,7 @@ static int sepoll_wait(int epfd, struct epoll_event *ev, int max, uint64_t deadl
 		/* waiting on a listener puts this process in its listen group (again, after fork) */
 		for (struct dl *l = ep->kernel.next; l != &ep->kernel; l = l->next) {
 			struct usock *lus = dl_entry(l, struct ep_entry, on_kernel)->us;
-			if (!lus->joined || lus->pid != getpid())
+			if (!lus->joined || lus->pid != shim_pid())
 				(void)usock_listener_ready(lus);
 		}
 		n = collect(ep, ev, max);
