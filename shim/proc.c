@@ -73,6 +73,7 @@ static struct proc {
 	int nudge;                       /* eventfd: wakes the helper thread */
 	uint64_t helper_wake_at;         /* when the helper thread looks again at the latest */
 	unsigned inline_waiters;         /* application threads in epoll_wait running the stack */
+	uint64_t inline_at;              /* when an application thread last ran the stack */
 	bool helper_port;                /* the helper thread's poll includes the port */
 	struct mstack_stats_writer stats;
 	uint64_t published_us;
@@ -269,8 +270,13 @@ static void publish(uint64_t now)
 
 /* While an application thread waits in epoll_wait it runs the stack itself on the frames that
  * woke it (proc_run_inline): no hand-off through the helper thread, whose poll then leaves
- * the port out and only keeps the timers — looking at the port again at least every
- * INLINE_IDLE_MS, so connections keep moving if the application stops waiting. */
+ * the port out and only keeps the timers.  So it does while the application keeps coming
+ * back (every socket call and every epoll_wait runs the stack first): a busy server is
+ * between two epoll_waits most of the time, and a helper thread that took the port then
+ * would wake on every frame and fight the application for the lock.  It takes the port
+ * when a thread blocks elsewhere (poll, select, a blocking call: wait.c nudges it) or
+ * when no application thread has run the stack for INLINE_IDLE_MS, so connections keep
+ * moving if the application stops calling. */
 #define INLINE_IDLE_MS 50
 
 static void *helper_main(void *arg)
@@ -297,9 +303,21 @@ static void *helper_main(void *arg)
 		publish(now);
 		next = utcp_next_deadline(P.st);
 		tmo = next <= now ? 0 : next - now > 250000 ? 250 : (int)((next - now + 999) / 1000);
-		P.helper_port = P.inline_waiters == 0;
-		if (!P.helper_port && tmo > INLINE_IDLE_MS)
-			tmo = INLINE_IDLE_MS;
+		if (P.inline_waiters > 0) {
+			P.helper_port = false;
+			if (tmo > INLINE_IDLE_MS)
+				tmo = INLINE_IDLE_MS;
+		} else if (!wait_threads_blocked() &&
+			   now - P.inline_at < (uint64_t)INLINE_IDLE_MS * 1000u) {
+			/* the application ran the stack just now and will again */
+			int idle = (int)((P.inline_at + INLINE_IDLE_MS * 1000u - now + 999) / 1000);
+
+			P.helper_port = false;
+			if (tmo > idle)
+				tmo = idle;
+		} else {
+			P.helper_port = true;
+		}
 		P.helper_wake_at = now + (uint64_t)tmo * 1000u;
 		shim_unlock();
 		pf[0].revents = pf[1].revents = pf[2].revents = 0;
@@ -326,6 +344,8 @@ void proc_run_inline(void)
 	if (!P.st || P.pid != shim_pid())
 		return;
 	now = shim_now_us();
+	if (!P.thread_on || !pthread_equal(pthread_self(), P.thread))
+		P.inline_at = now;
 	utcp_poll(P.st, now);
 	if (utcp_socks_process(P.ss, now) > 0)
 		wait_wake_threads();

@@ -291,6 +291,9 @@ void wait_recheck(struct usock *us);
 void wait_notify(struct usock *us, unsigned ready);
 /* After a round of notifications: wake blocked threads (lock held). */
 void wait_wake_threads(void);
+/* Threads blocked in poll, select or a blocking socket call (they need the helper thread to
+ * watch the port).  Lock held. */
+bool wait_threads_blocked(void);
 /* Block until `us` may have changed, kfd (>= 0) polls `kevents`, the deadline passes
  * (UINT64_MAX: none) or a signal arrives.  Called and returns with the lock held.
  * 0, -ETIMEDOUT, -EINTR (a handler ran that did not ask for SA_RESTART: the caller fails

@@ -146,6 +146,11 @@ void wait_notify(struct usock *us, unsigned ready)
 	notified = true;
 }
 
+bool wait_threads_blocked(void)
+{
+	return !dl_empty(&threads);
+}
+
 void wait_wake_threads(void)
 {
 	if (!notified)
