@@ -260,8 +260,15 @@ def main(argv: list[str]) -> int:
             if bad:
                 log(f"{s.name}: verification after failed: {bad[0]['detail']}")
     print(f"\n{a.mode} {a.size} KB, {a.runs} runs x {a.seconds} s interleaved")
+    summarize([s.name for s in systems], rows)
+    (a.out / "runs.json").write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def summarize(names: list[str], rows: list[dict[str, Any]]) -> None:
+    """Medians per system of an interleaved run, and ratios to the first (warm-up runs left
+    out)."""
     print(f"{'system':<14} {'req/s med':>9} {'own us':>7} {'srv us':>7}   per run req/s")
-    names = [s.name for s in systems]
     base = None
     for n in names:
         rs = [r for r in rows if r["system"] == n and r["ok"] and not r.get("warm")]
@@ -276,8 +283,6 @@ def main(argv: list[str]) -> int:
               + " ".join(f"{r['rps']:.0f}" for r in rs)
               + f"   (vs {names[0]}: x{rps / base[0]:.2f} rps, x{own / base[1]:.2f} own CPU, "
               f"x{srv / base[2]:.2f} server CPU)")  # fmt: skip
-    (a.out / "runs.json").write_text(json.dumps(rows, indent=1))
-    return 0
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from typing import Any
 import psutil
 
 from bench import http as H
-from bench.httpd_ab import server_pids, stack_view
+from bench.httpd_ab import server_pids, stack_view, summarize
 
 
 def start_variant(plan: H.Plan, bed: H.Bed, name: str, shim: Path, port: int,
@@ -146,21 +145,7 @@ def main(argv: list[str]) -> int:
             if bad:
                 log(f"{s.name}: verification after failed: {bad[0]['detail']}")
     print(f"\n{a.mode} {a.size} KB, {a.runs} runs x {a.seconds} s interleaved")
-    print(f"{'system':<14} {'req/s med':>9} {'own us':>7} {'srv us':>7}   per run req/s")
-    base = None
-    for s in systems:
-        rs = [r for r in rows if r["system"] == s.name and r["ok"]]
-        if not rs:
-            print(f"{s.name:<14} no ok run")
-            continue
-        rps = statistics.median(r["rps"] for r in rs)
-        own = statistics.median(r["cpu_per_req_own_us"] or 0 for r in rs)
-        srv = statistics.median(r["server_cpu_per_req_us"] or 0 for r in rs)
-        base = base or (rps, own, srv)
-        print(f"{s.name:<14} {rps:9.0f} {own:7.1f} {srv:7.1f}   "
-              + " ".join(f"{r['rps']:.0f}" for r in rs)
-              + f"   (vs {systems[0].name}: x{rps / base[0]:.2f} rps, x{own / base[1]:.2f} own "
-              f"CPU, x{srv / base[2]:.2f} server CPU)")  # fmt: skip
+    summarize([s.name for s in systems], rows)
     (a.out / "runs.json").write_text(json.dumps(rows, indent=1))
     return 0
 
