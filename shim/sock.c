@@ -1299,12 +1299,7 @@ SHIM_EXPORT int shutdown(int fd, int how)
 	{
 		WITH_CONN(fd, us);
 		int r = utcp_sk_shutdown(proc_socks(), us->sk, how, shim_now_us());
-		proc_flush();
-		if (r == 0 && how != SHUT_WR) {
-			/* threads blocked in recv on it, epoll instances watching it: it reads 0 now */
-			wait_notify(us, usock_ready(us));
-			wait_wake_threads();
-		}
+		proc_flush(); /* the socket layer's notification wakes recv and epoll waiters */
 		shim_unlock();
 		return r < 0 ? fail(-r) : 0;
 	}

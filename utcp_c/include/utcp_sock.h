@@ -118,7 +118,9 @@ ssize_t utcp_sk_send(struct utcp_socks *ss, int sk, const struct iovec *iov, int
 ssize_t utcp_sk_recv(struct utcp_socks *ss, int sk, const struct iovec *iov, int iovcnt,
 		     int flags, uint64_t now_us);
 
-/* how: SHUT_RD, SHUT_WR, SHUT_RDWR (sys/socket.h).  -ENOTCONN if not connected.  As Linux:
+/* how: SHUT_RD, SHUT_WR, SHUT_RDWR (sys/socket.h).  -ENOTCONN if not connected (also in
+ * TIME-WAIT).  Shutting the read side notifies the socket at the next utcp_socks_process
+ * (it reads end of stream: other threads' waits end, as with Linux).  As Linux:
  * while connecting it abandons the attempt (0; pending error -ECONNRESET; connect again
  * possible); on a listener SHUT_RD/SHUT_RDWR stops listening (queued connections reset). */
 int utcp_sk_shutdown(struct utcp_socks *ss, int sk, int how, uint64_t now_us);

@@ -848,8 +848,10 @@ int utcp_sk_shutdown(struct utcp_socks *ss, int id, int how, uint64_t now)
 		s->err = -ECONNRESET;
 		return 0;
 	}
-	if (how != SHUT_WR)
+	if (how != SHUT_WR) {
 		s->shut_rd = true;
+		usk_mark(ss, s); /* readable now (end of stream): waiters elsewhere must hear it */
+	}
 	if (how != SHUT_RD) {
 		s->shut_wr = true;
 		utcp_shutdown(ss->st, s->cid, now);

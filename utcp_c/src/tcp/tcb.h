@@ -185,6 +185,8 @@ void tcp_send_syn(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
 void tcp_send_rst(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
 void tcp_reply_rst(struct utcp_stack *st, const struct utcp_seg *seg);
 void tcp_send_challenge_ack(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
+/* RFC 5961 7: may a challenge ACK go out now (the stack's budget per second, counted)? */
+bool tcp_challenge_ack_budget(struct utcp_stack *st, uint64_t now);
 void tcp_output(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
 void tcp_retransmit_first(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now);
 uint32_t tcp_rcv_window(const struct utcp_tcb *tcb);

@@ -200,7 +200,7 @@ void tcp_send_rst(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 	tcp_send_segment(st, tcb, tcb->snd_max, UTCP_TH_RST, 0, 0, now);
 }
 
-void tcp_send_challenge_ack(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
+bool tcp_challenge_ack_budget(struct utcp_stack *st, uint64_t now)
 {
 	/* RFC 5961 7: a per-stack budget of challenge ACKs per second. */
 	if (now - st->chack_window_start >= 1000000u) {
@@ -209,11 +209,17 @@ void tcp_send_challenge_ack(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_
 	}
 	if (st->chack_count >= st->cfg.challenge_ack_limit) {
 		st->stats.challenge_acks_limited++;
-		return;
+		return false;
 	}
 	st->chack_count++;
 	st->stats.challenge_acks++;
-	tcp_send_ack(st, tcb, now);
+	return true;
+}
+
+void tcp_send_challenge_ack(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
+{
+	if (tcp_challenge_ack_budget(st, now))
+		tcp_send_ack(st, tcb, now);
 }
 
 void tcp_reply_rst(struct utcp_stack *st, const struct utcp_seg *seg)

@@ -199,17 +199,8 @@ static void send_ack(struct utcp_stack *st, uint32_t i, uint64_t now)
 /* RFC 5961 7: challenge ACKs share the stack's budget per second. */
 static void send_challenge_ack(struct utcp_stack *st, uint32_t i, uint64_t now)
 {
-	if (now - st->chack_window_start >= 1000000u) {
-		st->chack_window_start = now;
-		st->chack_count = 0;
-	}
-	if (st->chack_count >= st->cfg.challenge_ack_limit) {
-		st->stats.challenge_acks_limited++;
-		return;
-	}
-	st->chack_count++;
-	st->stats.challenge_acks++;
-	send_ack(st, i, now);
+	if (tcp_challenge_ack_budget(st, now))
+		send_ack(st, i, now);
 }
 
 /* RFC 6191: a SYN may reuse a 4-tuple in TIME-WAIT if it is provably new: with
