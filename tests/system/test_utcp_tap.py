@@ -28,17 +28,11 @@ import pytest
 from testbed.netns import (
     ImpairedRemoteHost,
     _set_permanent_neigh,
-    _start_relay,
-    add_netns,
-    add_veth,
-    del_netns,
     ethtool_off,
-    lease_subnet,
     link_info,
-    relay_args,
+    relay_bed,
     sh,
     stop_process,
-    unique_name,
 )
 
 pytestmark = [pytest.mark.system, pytest.mark.long]
@@ -94,46 +88,19 @@ def tap_behind_relay(**impairment: object) -> Iterator[TapBehindRelay]:
     """[mid_ns: TAP <- relay -> veth] <-> veth in ns (the kernel); torn down pass or fail."""
     if os.geteuid() != 0:
         pytest.skip("the network test bed needs root")
-    args = relay_args(**impairment)
     with contextlib.ExitStack() as stack:
-        lease = lease_subnet()
-        stack.callback(lease.release)
-        base = unique_name()
-        h = ImpairedRemoteHost(
-            ns=f"{base}rns",
-            mid_ns=f"{base}mid",
-            mid_host_if=f"{base}t",
-            mid_remote_if=f"{base}b",
-            remote_if=f"{base}r",
-            host_ip=lease.host(1),
-            remote_ip=lease.host(2),
-            prefix_len=24,
-            subnet=str(lease.network),
-            impairment=dict(impairment),
-        )
-        workdir = Path(tempfile.mkdtemp(prefix=f"{base}-relay-"))
-        stack.callback(shutil.rmtree, workdir, True)
-        # Deleting a namespace deletes its links (the TAP device, the veth pair) with it.
-        stack.callback(del_netns, h.ns)
-        add_netns(h.ns)
-        stack.callback(del_netns, h.mid_ns)
-        add_netns(h.mid_ns)
-        add_veth(h.mid_remote_if, h.remote_if, h.ns, netns=h.mid_ns)
-        sh(["ip", "-n", h.mid_ns, "tuntap", "add", "dev", h.mid_host_if, "mode", "tap"])
-        for dev in (h.mid_host_if, h.mid_remote_if):
-            sh(["sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1"], netns=h.mid_ns)
-            sh(["ip", "-n", h.mid_ns, "link", "set", dev, "promisc", "on", "up"])
-        # Real frames through the relay and full checksums from the kernel.
-        ethtool_off(h.mid_remote_if, ("tso", "gso", "gro", "tx"), h.mid_ns)
-        ethtool_off(h.remote_if, ("tso", "gso", "gro", "tx"), h.ns)
-        sh(["ip", "-n", h.ns, "addr", "add", f"{h.remote_ip}/24", "dev", h.remote_if])
-        sh(["ip", "-n", h.ns, "link", "set", h.remote_if, "up"])
-        h.remote_mac = link_info(h.remote_if, h.ns)["address"]
-        _set_permanent_neigh(h.host_ip, UTCP_MAC, h.remote_if, h.ns)  # UTCP does no ARP
-        stack.callback(h.stop_all)
-        _start_relay(h, workdir, args)
-        assert h.relay is not None
-        stack.callback(stop_process, h.relay)
+        with relay_bed(stack, impairment, "t", host_if=False) as h:
+            sh(["ip", "-n", h.mid_ns, "tuntap", "add", "dev", h.mid_host_if, "mode", "tap"])
+            for dev in (h.mid_host_if, h.mid_remote_if):
+                sh(["sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1"], netns=h.mid_ns)
+                sh(["ip", "-n", h.mid_ns, "link", "set", dev, "promisc", "on", "up"])
+            # Real frames through the relay and full checksums from the kernel.
+            ethtool_off(h.mid_remote_if, ("tso", "gso", "gro", "tx"), h.mid_ns)
+            ethtool_off(h.remote_if, ("tso", "gso", "gro", "tx"), h.ns)
+            sh(["ip", "-n", h.ns, "addr", "add", f"{h.remote_ip}/24", "dev", h.remote_if])
+            sh(["ip", "-n", h.ns, "link", "set", h.remote_if, "up"])
+            h.remote_mac = link_info(h.remote_if, h.ns)["address"]
+            _set_permanent_neigh(h.host_ip, UTCP_MAC, h.remote_if, h.ns)  # UTCP does no ARP
         yield TapBehindRelay(h, h.mid_host_if)
 
 

@@ -604,53 +604,72 @@ def relay_args(**params: Any) -> list[str]:
 
 
 @contextlib.contextmanager
+def relay_bed(
+    stack: contextlib.ExitStack, impairment: dict[str, Any], mid_host_if: str, host_if: bool
+) -> Iterator[ImpairedRemoteHost]:
+    """The parts every relay test bed shares: a leased /24, the remote and the relay's
+    namespaces, the relay's veth pair to the remote side (`mid_remote_if` <-> `remote_if`),
+    all undone by `stack`. The body sets up the side facing this host (`mid_host_if`, named
+    `<base><mid_host_if>`; with `host_if`, a root-namespace link `<base>h` is named for it);
+    the relay starts when the body returns."""
+    args = relay_args(**impairment)
+    lease = lease_subnet()
+    stack.callback(lease.release)
+    base = unique_name()
+    h = ImpairedRemoteHost(
+        ns=f"{base}rns",
+        mid_ns=f"{base}mid",
+        host_if=f"{base}h" if host_if else "",
+        mid_host_if=f"{base}{mid_host_if}",
+        mid_remote_if=f"{base}b",
+        remote_if=f"{base}r",
+        host_ip=lease.host(1),
+        remote_ip=lease.host(2),
+        prefix_len=24,
+        subnet=str(lease.network),
+        impairment=dict(impairment),
+    )
+    workdir = Path(tempfile.mkdtemp(prefix=f"{base}-relay-"))
+    stack.callback(shutil.rmtree, workdir, True)
+    # Deleting a namespace deletes its links (a TAP device, the veth pair) with it.
+    stack.callback(del_netns, h.ns)
+    add_netns(h.ns)
+    stack.callback(del_netns, h.mid_ns)
+    add_netns(h.mid_ns)
+    stack.callback(del_link, h.mid_remote_if, h.mid_ns)
+    add_veth(h.mid_remote_if, h.remote_if, h.ns, netns=h.mid_ns)
+    yield h
+    stack.callback(h.stop_all)
+    _start_relay(h, workdir, args)
+    assert h.relay is not None
+    stack.callback(stop_process, h.relay)
+
+
+@contextlib.contextmanager
 def impaired_remote_host_cm(**impairment: Any) -> Iterator[ImpairedRemoteHost]:
     """root `host_if` <-> [mid_ns: relay] <-> `remote_if` in `ns`, one /24 end to end."""
-    args = relay_args(**impairment)
     with contextlib.ExitStack() as stack:
-        lease = lease_subnet()
-        stack.callback(lease.release)
-        base = unique_name()
-        h = ImpairedRemoteHost(
-            ns=f"{base}rns",
-            mid_ns=f"{base}mid",
-            host_if=f"{base}h",
-            mid_host_if=f"{base}a",
-            mid_remote_if=f"{base}b",
-            remote_if=f"{base}r",
-            host_ip=lease.host(1),
-            remote_ip=lease.host(2),
-            prefix_len=24,
-            subnet=str(lease.network),
-            impairment=dict(impairment),
-        )
-        workdir = Path(tempfile.mkdtemp(prefix=f"{base}-relay-"))
-        stack.callback(shutil.rmtree, workdir, True)
-        stack.callback(del_netns, h.ns)
-        add_netns(h.ns)
-        stack.callback(del_netns, h.mid_ns)
-        add_netns(h.mid_ns)
-        stack.callback(del_link, h.host_if)
-        add_veth(h.host_if, h.mid_host_if, h.mid_ns)
-        stack.callback(del_link, h.mid_remote_if, h.mid_ns)
-        add_veth(h.mid_remote_if, h.remote_if, h.ns, netns=h.mid_ns)
-        disable_ipv6_root(h.host_if)
-        # Real frames through the relay, never 64 KB super-frames, and full checksums on the
-        # wire (a partial checksum would be forwarded as a bad one).
-        ethtool_off(h.host_if, OFFLOADS_OFF)
-        ethtool_off(h.mid_host_if, OFFLOADS_OFF, h.mid_ns)
-        ethtool_off(h.mid_remote_if, OFFLOADS_OFF, h.mid_ns)
-        ethtool_off(h.remote_if, OFFLOADS_OFF, h.ns)
-        for dev in (h.mid_host_if, h.mid_remote_if):
-            sh(["ip", "-n", h.mid_ns, "link", "set", dev, "promisc", "on", "up"])
-        _address_and_neigh(h)
-        h.host_ifindex = int(link_info(h.host_if)["ifindex"])
-        h.remote_ifindex = int(link_info(h.remote_if, h.ns)["ifindex"])
-        stack.callback(h.stop_all)
-        _start_relay(h, workdir, args)
-        assert h.relay is not None
-        stack.callback(stop_process, h.relay)
+        with relay_bed(stack, impairment, "a", host_if=True) as h:
+            _host_side_veth(stack, h)
         yield h
+
+
+def _host_side_veth(stack: contextlib.ExitStack, h: ImpairedRemoteHost) -> None:
+    """This host's end: a veth from the root namespace to the relay, offloads off."""
+    stack.callback(del_link, h.host_if)
+    add_veth(h.host_if, h.mid_host_if, h.mid_ns)
+    disable_ipv6_root(h.host_if)
+    # Real frames through the relay, never 64 KB super-frames, and full checksums on the
+    # wire (a partial checksum would be forwarded as a bad one).
+    ethtool_off(h.host_if, OFFLOADS_OFF)
+    ethtool_off(h.mid_host_if, OFFLOADS_OFF, h.mid_ns)
+    ethtool_off(h.mid_remote_if, OFFLOADS_OFF, h.mid_ns)
+    ethtool_off(h.remote_if, OFFLOADS_OFF, h.ns)
+    for dev in (h.mid_host_if, h.mid_remote_if):
+        sh(["ip", "-n", h.mid_ns, "link", "set", dev, "promisc", "on", "up"])
+    _address_and_neigh(h)
+    h.host_ifindex = int(link_info(h.host_if)["ifindex"])
+    h.remote_ifindex = int(link_info(h.remote_if, h.ns)["ifindex"])
 
 
 # -- stale objects of dead runs (a pytest that was SIGKILLed) ------------------------------------
