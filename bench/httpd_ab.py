@@ -153,10 +153,7 @@ def main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     variants = [(v.split("=", 1)[0], Path(v.split("=", 1)[1])) for v in a.variant]
     a.out.mkdir(parents=True, exist_ok=True)
-    perf_runs: dict[str, set[int]] = {}
-    for p in a.perf:
-        name, r = p.split(":")
-        perf_runs[name] = {int(x) for x in r.split(",")}
+    perf_runs = runs_of(a.perf)
     warm_kb = {int(w.split("x")[0]) for w in a.warm.split(",") if w}
     plan = H.Plan(sizes=sorted({a.size * 1024} | {k * 1024 for k in warm_kb}),
                   systems=["nginx-kernel"] if a.nginx else [], modes=[a.mode], reps=a.runs,
@@ -263,6 +260,15 @@ def main(argv: list[str]) -> int:
     summarize([s.name for s in systems], rows)
     (a.out / "runs.json").write_text(json.dumps(rows, indent=1))
     return 0
+
+
+def runs_of(specs: list[str]) -> dict[str, set[int]]:
+    """`SYSTEM:1,3` options: the run numbers to profile, per system."""
+    out: dict[str, set[int]] = {}
+    for p in specs:
+        name, r = p.split(":")
+        out[name] = {int(x) for x in r.split(",")}
+    return out
 
 
 def summarize(names: list[str], rows: list[dict[str, Any]]) -> None:

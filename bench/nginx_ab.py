@@ -29,7 +29,7 @@ from typing import Any
 import psutil
 
 from bench import http as H
-from bench.httpd_ab import server_pids, stack_view, summarize
+from bench.httpd_ab import runs_of, server_pids, stack_view, summarize
 
 
 def start_variant(plan: H.Plan, bed: H.Bed, name: str, shim: Path, port: int,
@@ -76,13 +76,6 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--out", type=Path, default=Path("/tmp/nginx-ab"))
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
-
-    def runs_of(specs: list[str]) -> dict[str, set[int]]:
-        out: dict[str, set[int]] = {}
-        for p in specs:
-            name, r = p.split(":")
-            out[name] = {int(x) for x in r.split(",")}
-        return out
 
     perf_runs, strace_runs = runs_of(a.perf), runs_of(a.strace)
     refs = (["nginx-kernel"] if a.nginx else []) + (["httpd-utcp"] if a.httpd else [])
