@@ -44,7 +44,6 @@ from demo_kit import (
     alive,
     bpffs,
     held_connection,
-    make_docroot,
     mstackd,
     remote_curl,
     remote_wrk,
@@ -54,6 +53,7 @@ from demo_kit import (
 
 from mstack.paths import ShimNotFound, shim_path
 from testbed.netns import link_exists, netns_list, remote_host_cm
+from testbed.web import make_docroot
 
 UTCP_PORT, KERNEL_PORT = 8080, 8081
 WORKERS = 2
@@ -197,7 +197,7 @@ def run(demo: Demo, work: Path, stack: contextlib.ExitStack, made: Made) -> None
     for keepalive in (True, False):
         got = remote_curl(host, base, names, work / "out", keepalive)
         bad = [f"{f.name}: HTTP {f.code}, {f.size} B" for f in got
-               if f.code != 200 or f.sha != files[f.name]]  # fmt: skip
+               if f.code != 200 or f.sha != files[f"/{f.name}"]]  # fmt: skip
         conns = sum(f.connects for f in got)
         mode = "one keep-alive connection" if keepalive else "Connection: close, one each"
         demo.check(not bad and conns == (1 if keepalive else len(got)),

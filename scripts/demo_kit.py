@@ -9,10 +9,8 @@ tests/testbed/netns.py, which is plain Python and imported as it is."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import random
 import re
 import selectors
 import signal
@@ -40,10 +38,15 @@ from testbed.netns import (  # noqa: E402
     unpin_tree,
     wait_line,
 )
+from testbed.web import (  # noqa: E402  (re-exported for scripts/demo.py)
+    BIN,
+    CURL,
+    HOLD,
+    NGINX,
+    TEMP_KINDS,
+    sha256_file,
+)
 
-BIN = Path(sys.executable).parent  # the venv's entry points: mstackd, mstackctl, mstack-run
-NGINX = Path("/usr/sbin/nginx")
-CURL = Path("/usr/bin/curl")
 WRK = Path("/usr/bin/wrk")
 BPFFS = Path("/sys/fs/bpf")
 
@@ -147,31 +150,7 @@ def mstackd(attach: str, run_dir: Path) -> Iterator[Daemon]:
 # -- files -----------------------------------------------------------------------------------
 
 
-def make_docroot(root: Path, sizes: dict[str, int], seed: int = 6) -> dict[str, str]:
-    """Files of pseudo-random bytes, readable by nginx's workers; returns {name: sha256}."""
-    rng = random.Random(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    root.chmod(0o755)
-    out = {}
-    for name, size in sizes.items():
-        data = rng.randbytes(size)
-        (root / name).write_bytes(data)
-        (root / name).chmod(0o644)
-        out[name] = hashlib.sha256(data).hexdigest()
-    return out
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # -- nginx -----------------------------------------------------------------------------------
-
-TEMP_KINDS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
 @dataclass
@@ -427,42 +406,6 @@ def remote_curl(
     return out
 
 
-# Remote side: connect, one keep-alive GET, read the whole response, say "open", hold the
-# connection until stdin says so, then one more GET on it (the connection still works).
-HOLD = r"""
-import socket, sys
-host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-s = socket.create_connection((host, port), timeout=20)
-
-def get():
-    s.sendall(f"GET {path} HTTP/1.1\r\nHost: demo\r\n\r\n".encode())
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        d = s.recv(65536)
-        if not d:
-            raise SystemExit("end of stream in the headers")
-        buf += d
-    head, _, body = buf.partition(b"\r\n\r\n")
-    n = 0
-    for line in head.split(b"\r\n")[1:]:
-        k, _, v = line.partition(b":")
-        if k.strip().lower() == b"content-length":
-            n = int(v)
-    while len(body) < n:
-        d = s.recv(65536)
-        if not d:
-            raise SystemExit("end of stream in the body")
-        body += d
-    assert head.split()[1] == b"200", head
-
-get()
-print("open", s.getsockname()[1], flush=True)
-sys.stdin.readline()
-get()
-print("done", flush=True)
-"""
-
-
 def read_line(p: subprocess.Popen[Any], timeout: float) -> str:
     """The next line of p's stdout, or what came of it in `timeout` seconds (read a byte at a
     time from the pipe's fd, as testbed.netns.wait_line does, so nothing is left buffered)."""
@@ -487,7 +430,9 @@ def held_connection(rh: RemoteHost, ip: str, port: int, path: str) -> Iterator[i
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         line = read_line(p, 30)
-        if not line.startswith("open "):
+        if line == "open":
+            line = read_line(p, 30)
+        if not line.startswith("port "):
             err = p.stderr.read() if p.stderr and p.poll() is not None else ""
             raise DemoError(f"the held connection did not open: {line!r} {err}")
         yield int(line.split()[1])

@@ -20,11 +20,9 @@ import contextlib
 import hashlib
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -38,12 +36,10 @@ import pytest
 
 from mstack_testkit import Mstackd
 from testbed.netns import RemoteHost, stop_process, wait_line
+from testbed.web import BIN, CURL, HOLD, NGINX, TEMP_KINDS, make_docroot, sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent  # the venv's entry points: mstack-run, mstackctl, locust
-NGINX = Path("/usr/sbin/nginx")
 PY3 = Path("/usr/bin/python3")  # Debian's interpreter for `python3 -m http.server`
-CURL = Path("/usr/bin/curl")
 FULL = os.environ.get("MSTACK_FULL") == "1"
 NO_UTCP = "this shim has no UTCP yet"  # the shim's words for a listed socket left on the kernel
 WEB_PORT = 8080
@@ -70,14 +66,6 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @contextlib.contextmanager
 def workdir() -> Iterator[Path]:
     """A directory every user can traverse (nginx's workers run as www-data; pytest's tmp_path
@@ -88,21 +76,6 @@ def workdir() -> Iterator[Path]:
         yield d
     finally:
         shutil.rmtree(d, ignore_errors=True)
-
-
-def make_docroot(root: Path, sizes: dict[str, int] = SIZES, seed: int = 6) -> dict[str, str]:
-    """Files of pseudo-random bytes; returns {"/name": sha256}."""
-    rng = random.Random(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    root.chmod(0o755)
-    out = {}
-    for name, size in sizes.items():
-        data = rng.randbytes(size)
-        p = root / name
-        p.write_bytes(data)
-        p.chmod(0o644)
-        out[f"/{name}"] = sha256(data)
-    return out
 
 
 # -- how a program is started ---------------------------------------------------------------------
@@ -363,42 +336,6 @@ def by_size(files: dict[str, str]) -> list[str]:
 
 # -- held connections (what makes an ss sample deterministic) -------------------------------------
 
-# Remote side: connect, one keep-alive GET, read the whole response, say "open", hold the
-# connection until stdin says so, then one more GET on it (the connection still works).
-HOLD = r"""
-import socket, sys
-host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-s = socket.create_connection((host, port), timeout=20)
-
-def get():
-    s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        d = s.recv(65536)
-        if not d:
-            raise SystemExit("end of stream in the headers")
-        buf += d
-    head, _, body = buf.partition(b"\r\n\r\n")
-    n = 0
-    for line in head.split(b"\r\n")[1:]:
-        k, _, v = line.partition(b":")
-        if k.strip().lower() == b"content-length":
-            n = int(v)
-    while len(body) < n:
-        d = s.recv(65536)
-        if not d:
-            raise SystemExit("end of stream in the body")
-        body += d
-    assert head.split()[1] == b"200", head
-    return body
-
-get()
-print("open", flush=True)
-sys.stdin.readline()
-get()
-print("done", flush=True)
-"""
-
 
 @contextlib.contextmanager
 def held_connection(rh: RemoteHost, ip: str, port: int, path: str) -> Iterator[None]:
@@ -616,8 +553,6 @@ class Load:
 
 
 # -- nginx ---------------------------------------------------------------------------------------
-
-TEMP_KINDS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
 @dataclass
@@ -993,7 +928,7 @@ def running_nginx(launch: Launch, **kw: Any) -> Iterator[Nginx]:
     n.prefix.mkdir()
     n.prefix.chmod(0o755)
     docroot = n.prefix / "www"
-    n.files = make_docroot(docroot)
+    n.files = make_docroot(docroot, SIZES)
     try:
         n.start()
         n.assert_shim_loaded()

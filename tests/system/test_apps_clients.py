@@ -16,6 +16,7 @@ from appkit import (
     CURL_MAX_S,
     GATE_PORT,
     PY3,
+    SIZES,
     UPSTREAM_PORT,
     Launch,
     Proof,
@@ -46,7 +47,7 @@ def test_python_http_server(launch: Launch) -> None:  # noqa: F811
     is one connection for several files."""
     need(PY3)
     rh = launch.host
-    files = make_docroot(launch.dir / "www")
+    files = make_docroot(launch.dir / "www", SIZES)
     launch.write_policy({"pyhttp": {"exe": ["python3"], "listen": [f"{rh.host_ip}:{PY_PORT}"]}})
     err = launch.dir / "http-server.stderr"
     watches = [Watch("http.server's listener", rh.remote_ip, utcp=launch.shim,
@@ -109,7 +110,7 @@ def test_curl_client(launch: Launch) -> None:  # noqa: F811
     need(CURL)
     rh = launch.host
     root = launch.dir / "remote-www"
-    files = make_docroot(root, seed=8)
+    files = make_docroot(root, SIZES, seed=8)
     launch.write_policy({"curl": {"exe": ["curl"], "connect": [
         f"{rh.remote_ip}/32:{UPSTREAM_PORT}", f"{rh.remote_ip}/32:{GATE_PORT}"]}})  # fmt: skip
     watches = [Watch("curl's connections", rh.remote_ip, utcp=launch.shim)]

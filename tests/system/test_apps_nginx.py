@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from appkit import (
+    SIZES,
     UPSTREAM_PORT,
     WEB_PORT,
     Launch,
@@ -57,7 +58,7 @@ def test_proxy_pass(launch: Launch, upstream_listed: bool) -> None:  # noqa: F81
     rh = launch.host
     upstream = f"{rh.remote_ip}:{UPSTREAM_PORT}"
     up_root = launch.dir / "upstream"
-    files = make_docroot(up_root, seed=7)
+    files = make_docroot(up_root, SIZES, seed=7)
     connect = [f"{rh.remote_ip}/32:{UPSTREAM_PORT}"] if upstream_listed else []
     watches = [
         Watch("nginx's listener", rh.remote_ip, utcp=launch.shim, local_port=WEB_PORT),
