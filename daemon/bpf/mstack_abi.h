@@ -146,7 +146,45 @@ struct mstack_port_counters {
 #define MSTACK_EG_FLOW_FULL     10
 #define MSTACK_EG_SENT          11
 #define MSTACK_EG_FLOW_TAKEN    12   /* not a drop: a hand-off's new owner took its flow over */
-#define MSTACK_EG_NSLOTS        13
+#define MSTACK_EG_FAST          13   /* of `sent`: left by the XDP DEVMAP fast path, not TC */
+#define MSTACK_EG_NH_MISS       14   /* fast path on, no next hop cached: passed to TC */
+#define MSTACK_EG_NSLOTS        15
+
+/* ---- The egress fast path (port host end XDP -> NIC DEVMAP) ----------------------------- */
+
+#define MSTACK_MAX_NEXTHOPS     1024
+#define MSTACK_NH_WANTED_SLOTS  256
+/* The probe frame mstackd sends through the NIC DEVMAP (IEEE local experimental ethertype);
+ * its payload is the NIC's ifindex (u32, host order). */
+#define MSTACK_PROBE_ETHERTYPE  0x88B5
+
+/* (NIC ifindex, destination IPv4 in network order): the key of the next-hop cache. */
+struct mstack_nh_key {
+    __u32 ifindex;
+    __u32 daddr;
+};
+
+/* A cached next hop: the Ethernet header the fast path writes. */
+struct mstack_nexthop {
+    __u8 smac[6];   /* the NIC's MAC */
+    __u8 dmac[6];   /* the next hop's MAC (gateway or on-link destination) */
+    __u32 pad;
+};
+
+/* Per NIC, written by mstackd: is the fast path on (the probe got a frame through), and the
+ * longest frame the NIC takes (longer ones stay on the TC path). */
+struct mstack_nic_fast {
+    __u32 on;
+    __u32 max_len;
+};
+
+/* Per NIC, written by the xdp:xdp_devmap_xmit tracepoint program: what ndo_xdp_xmit of the
+ * NIC did with the frames the DEVMAP gave it; a drop turns the NIC's fast path off. */
+struct mstack_nic_xmit {
+    __u64 sent;
+    __u64 drops;
+    __u64 turned_off;
+};
 
 /* Port XDP (app end) counters (per-CPU array `portrx_stats`). */
 #define MSTACK_PX_TO_XSK        0

@@ -1,11 +1,19 @@
-/* switch_port: the two programs on a port's veth pair.
+/* switch_port: the programs on a port's veth pair and the egress fast path.
  *   port_xsk (XDP, app end, in the ports namespace): every frame goes to the port's own XSK;
  *     a frame with no XSK is dropped, so nothing on the app end ever reaches a host stack.
  *   port_egress (TC ingress of the host end, root namespace): a frame a user-level stack sent
  *     leaves for the NIC only if its source IP is a local address of that NIC and its source
  *     (proto, IP, port) is a binding of *this* port (or a flow it owns); next hop from the
  *     kernel's routes and neighbours, resolved by the kernel (bpf_redirect_neigh). Every
- *     drop is counted by reason. A listening port's SYN-ACK records the flow for ingress. */
+ *     drop is counted by reason. A listening port's SYN-ACK records the flow for ingress.
+ *   port_egress_xdp (native XDP of the host end, runs before port_egress): the same checks;
+ *     when the NIC's fast path is on and mstackd has cached the next hop, the frame leaves
+ *     through the NIC DEVMAP (ndo_xdp_xmit, which a veth peer's GRO can merge) instead of
+ *     TC. Anything else is passed to port_egress untouched, so the source check (which has
+ *     side effects on the flow table) runs exactly once per frame, in the program that sends.
+ *   nic_probe (XDP, BPF_PROG_TEST_RUN with live frames): mstackd's probe of a NIC's DEVMAP.
+ *   nic_xmit_watch (tracepoint xdp:xdp_devmap_xmit): counts what each NIC's ndo_xdp_xmit
+ *     sent and dropped; any drop turns that NIC's fast path off. */
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -35,6 +43,54 @@ struct {
     __type(value, __u64);
 } portrx_stats SEC(".maps");
 
+/* NIC ifindex -> NIC: where the fast path sends. Not pinned by name (the kernel marks devmaps
+ * BPF_F_RDONLY_PROG and libbpf 1.1 refuses to reuse such a pin): mstackd pins it itself. */
+struct {
+    __uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+    __uint(max_entries, MSTACK_MAX_NICS);
+    __type(key, __u32);
+    __type(value, __u32);
+} nic_devmap SEC(".maps");
+
+/* NIC ifindex -> fast path on/off and the longest frame (mstackd; the tracepoint turns off). */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
+    __uint(max_entries, MSTACK_MAX_NICS);
+    __type(key, __u32);
+    __type(value, struct mstack_nic_fast);
+} nic_fast SEC(".maps");
+
+/* NIC ifindex -> what its ndo_xdp_xmit did (made by mstackd, counted by the tracepoint). */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
+    __uint(max_entries, MSTACK_MAX_NICS);
+    __type(key, __u32);
+    __type(value, struct mstack_nic_xmit);
+} nic_xmit SEC(".maps");
+
+/* The next-hop cache, kept by mstackd from the kernel's routes and neighbours (bpf_fib_lookup
+ * would need forwarding enabled on the NIC). Only NUD-valid neighbours are cached. */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
+    __uint(max_entries, MSTACK_MAX_NEXTHOPS);
+    __type(key, struct mstack_nh_key);
+    __type(value, struct mstack_nexthop);
+} nexthops SEC(".maps");
+
+/* Destinations the fast path missed, for mstackd to resolve (value: bpf_ktime_get_ns of the
+ * first miss). Noted once until mstackd takes it; an LRU, so a flood of destinations costs a
+ * bounded map and a bounded amount of mstackd's work. */
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
+    __uint(max_entries, MSTACK_NH_WANTED_SLOTS);
+    __type(key, struct mstack_nh_key);
+    __type(value, __u64);
+} nh_wanted SEC(".maps");
+
 static __always_inline void bump(void *map, __u32 slot)
 {
     __u64 *v = bpf_map_lookup_elem(map, &slot);
@@ -58,14 +114,30 @@ int port_xsk(struct xdp_md *ctx)
     return bpf_redirect_map(&xsks, *port_id, XDP_DROP);
 }
 
-static __always_inline int drop(__u32 port_id, __u32 reason)
+static __always_inline void count_drop(__u32 port_id, __u32 reason)
 {
     struct mstack_port_counters *ps = bpf_map_lookup_elem(&port_stats, &port_id);
 
     if (ps)
         ps->tx_dropped += 1;
     bump(&egress_stats, reason);
+}
+
+static __always_inline int drop(__u32 port_id, __u32 reason)
+{
+    count_drop(port_id, reason);
     return TC_ACT_SHOT;
+}
+
+static __always_inline void count_sent(__u32 port_id, __u64 len)
+{
+    struct mstack_port_counters *ps = bpf_map_lookup_elem(&port_stats, &port_id);
+
+    if (ps) {
+        ps->tx_frames += 1;
+        ps->tx_bytes += len;
+    }
+    bump(&egress_stats, MSTACK_EG_SENT);
 }
 
 static __always_inline int is_member(const struct mstack_group *g, __u32 port_id)
@@ -157,75 +229,206 @@ static __always_inline __u32 check_source(__u32 port_id, __u8 proto, struct iphd
     return 0;
 }
 
+/* A frame a port sent, parsed: what both egress programs check. */
+struct egress_frame {
+    struct iphdr *ip;
+    struct tcphdr *tcp; /* 0 for UDP */
+    __u16 sport;
+    __u16 dport;
+};
+
+/* Bounds and header checks, no side effects: 0 or a drop reason. */
+static __always_inline __u32 parse_egress(void *data, void *end, struct egress_frame *f)
+{
+    struct ethhdr *eth = data;
+    struct udphdr *udp;
+    struct tcphdr *tcp;
+    struct iphdr *ip;
+    __u32 ihl;
+    void *l4;
+
+    if ((void *)(eth + 1) > end)
+        return MSTACK_EG_TRUNCATED;
+    if (eth->h_proto != bpf_htons(ETH_P_IP))
+        return MSTACK_EG_NOT_IPV4;
+    ip = (void *)(eth + 1);
+    if ((void *)(ip + 1) > end)
+        return MSTACK_EG_TRUNCATED;
+    ihl = ip->ihl * 4u;
+    if (ip->version != 4 || ihl < sizeof(*ip) || ihl > 60 || bpf_ntohs(ip->tot_len) < ihl ||
+        (void *)ip + bpf_ntohs(ip->tot_len) > end)
+        return MSTACK_EG_BAD_IP;
+    if (ip->frag_off & bpf_htons(0x3fff))
+        return MSTACK_EG_FRAGMENT;
+    l4 = (void *)ip + ihl;
+    f->ip = ip;
+    f->tcp = 0;
+    if (ip->protocol == IPPROTO_TCP) {
+        tcp = l4;
+        if ((void *)(tcp + 1) > end)
+            return MSTACK_EG_TRUNCATED;
+        f->tcp = tcp;
+        f->sport = tcp->source;
+        f->dport = tcp->dest;
+    } else if (ip->protocol == IPPROTO_UDP) {
+        udp = l4;
+        if ((void *)(udp + 1) > end)
+            return MSTACK_EG_TRUNCATED;
+        f->sport = udp->source;
+        f->dport = udp->dest;
+    } else {
+        return MSTACK_EG_BAD_PROTO;
+    }
+    return 0;
+}
+
 SEC("tc")
 int port_egress(struct __sk_buff *skb)
 {
     void *data = (void *)(long)skb->data;
     void *end = (void *)(long)skb->data_end;
-    struct ethhdr *eth = data;
-    struct mstack_port_counters *ps;
-    struct tcphdr *tcp = 0;
-    struct udphdr *udp;
-    struct iphdr *ip;
+    struct egress_frame f;
     __u32 ifindex = skb->ifindex;
-    __u32 *pid, *nic, port_id, ihl, reason;
-    __u16 sport, dport;
-    void *l4;
+    __u32 *pid, *nic, port_id, reason;
 
     bump(&egress_stats, MSTACK_EG_FRAMES);
     pid = bpf_map_lookup_elem(&port_by_host_if, &ifindex);
     if (!pid)
         return drop(0, MSTACK_EG_UNKNOWN_PORT);
     port_id = *pid;
-    if ((void *)(eth + 1) > end)
-        return drop(port_id, MSTACK_EG_TRUNCATED);
-    if (eth->h_proto != bpf_htons(ETH_P_IP))
-        return drop(port_id, MSTACK_EG_NOT_IPV4);
-    ip = (void *)(eth + 1);
-    if ((void *)(ip + 1) > end)
-        return drop(port_id, MSTACK_EG_TRUNCATED);
-    ihl = ip->ihl * 4u;
-    if (ip->version != 4 || ihl < sizeof(*ip) || ihl > 60 || bpf_ntohs(ip->tot_len) < ihl ||
-        (void *)ip + bpf_ntohs(ip->tot_len) > end)
-        return drop(port_id, MSTACK_EG_BAD_IP);
-    if (ip->frag_off & bpf_htons(0x3fff))
-        return drop(port_id, MSTACK_EG_FRAGMENT);
-    l4 = (void *)ip + ihl;
-    if (ip->protocol == IPPROTO_TCP) {
-        tcp = l4;
-        if ((void *)(tcp + 1) > end)
-            return drop(port_id, MSTACK_EG_TRUNCATED);
-        sport = tcp->source;
-        dport = tcp->dest;
-    } else if (ip->protocol == IPPROTO_UDP) {
-        udp = l4;
-        if ((void *)(udp + 1) > end)
-            return drop(port_id, MSTACK_EG_TRUNCATED);
-        sport = udp->source;
-        dport = udp->dest;
-    } else {
-        return drop(port_id, MSTACK_EG_BAD_PROTO);
-    }
-
-    /* The source must be a local address of an attached NIC, and the frame leaves by that
-     * NIC (strong host model). */
-    nic = bpf_map_lookup_elem(&local_addrs, &ip->saddr);
-    if (!nic)
-        return drop(port_id, MSTACK_EG_SRC_NOT_LOCAL);
-    reason = check_source(port_id, ip->protocol, ip, sport, dport, tcp);
+    reason = parse_egress(data, end, &f);
     if (reason)
         return drop(port_id, reason);
 
-    ps = bpf_map_lookup_elem(&port_stats, &port_id);
-    if (ps) {
-        ps->tx_frames += 1;
-        ps->tx_bytes += skb->len;
-    }
+    /* The source must be a local address of an attached NIC, and the frame leaves by that
+     * NIC (strong host model). */
+    nic = bpf_map_lookup_elem(&local_addrs, &f.ip->saddr);
+    if (!nic)
+        return drop(port_id, MSTACK_EG_SRC_NOT_LOCAL);
+    reason = check_source(port_id, f.ip->protocol, f.ip, f.sport, f.dport, f.tcp);
+    if (reason)
+        return drop(port_id, reason);
+
+    count_sent(port_id, skb->len);
     /* The kernel routes the frame out of that NIC and fills in the next hop's MAC from its
      * neighbour table, resolving a missing neighbour itself. (bpf_fib_lookup would refuse:
      * it requires forwarding enabled on the NIC, which a host must not need for this.) */
-    bump(&egress_stats, MSTACK_EG_SENT);
     return bpf_redirect_neigh(*nic, 0, 0, 0);
+}
+
+static __always_inline int xdp_drop(__u32 port_id, __u32 reason)
+{
+    bump(&egress_stats, MSTACK_EG_FRAMES);
+    count_drop(port_id, reason);
+    return XDP_DROP;
+}
+
+SEC("xdp")
+int port_egress_xdp(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *end = (void *)(long)ctx->data_end;
+    struct mstack_nh_key nk = {};
+    struct mstack_nic_fast *fast;
+    struct mstack_nexthop *nh;
+    struct egress_frame f;
+    struct ethhdr *eth = data;
+    __u32 ifindex = ctx->ingress_ifindex;
+    __u32 *pid, *nic, port_id, reason;
+    __u64 now;
+
+    /* The checks without side effects drop here, as port_egress would, counted the same. */
+    pid = bpf_map_lookup_elem(&port_by_host_if, &ifindex);
+    if (!pid)
+        return xdp_drop(0, MSTACK_EG_UNKNOWN_PORT);
+    port_id = *pid;
+    reason = parse_egress(data, end, &f);
+    if (reason)
+        return xdp_drop(port_id, reason);
+    nic = bpf_map_lookup_elem(&local_addrs, &f.ip->saddr);
+    if (!nic)
+        return xdp_drop(port_id, MSTACK_EG_SRC_NOT_LOCAL);
+
+    /* Can this frame take the fast path? If not, port_egress (TC) does all it does today. */
+    nk.ifindex = *nic;
+    nk.daddr = f.ip->daddr;
+    fast = bpf_map_lookup_elem(&nic_fast, &nk.ifindex);
+    if (!fast || !fast->on || (__u64)(end - data) > fast->max_len)
+        return XDP_PASS;
+    if (!bpf_map_lookup_elem(&nic_devmap, &nk.ifindex))
+        return XDP_PASS;
+    nh = bpf_map_lookup_elem(&nexthops, &nk);
+    if (!nh) {
+        bump(&egress_stats, MSTACK_EG_NH_MISS);
+        if (!bpf_map_lookup_elem(&nh_wanted, &nk)) {
+            now = bpf_ktime_get_ns();
+            bpf_map_update_elem(&nh_wanted, &nk, &now, BPF_NOEXIST);
+        }
+        return XDP_PASS;
+    }
+
+    /* From here the frame is this program's: the source check runs here, not in TC. */
+    bump(&egress_stats, MSTACK_EG_FRAMES);
+    reason = check_source(port_id, f.ip->protocol, f.ip, f.sport, f.dport, f.tcp);
+    if (reason) {
+        count_drop(port_id, reason);
+        return XDP_DROP;
+    }
+    __builtin_memcpy(eth->h_dest, nh->dmac, ETH_ALEN);
+    __builtin_memcpy(eth->h_source, nh->smac, ETH_ALEN);
+    count_sent(port_id, end - data);
+    bump(&egress_stats, MSTACK_EG_FAST);
+    return bpf_redirect_map(&nic_devmap, nk.ifindex, XDP_DROP);
+}
+
+/* The probe: a frame whose payload names the NIC goes out through the NIC DEVMAP (mstackd
+ * runs it with BPF_F_TEST_XDP_LIVE_FRAMES and reads nic_xmit to see if the NIC took it). */
+SEC("xdp")
+int nic_probe(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *end = (void *)(long)ctx->data_end;
+    struct ethhdr *eth = data;
+    __u32 *ifindex = (void *)(eth + 1);
+
+    if ((void *)(ifindex + 1) > end || eth->h_proto != bpf_htons(MSTACK_PROBE_ETHERTYPE))
+        return XDP_ABORTED;
+    return bpf_redirect_map(&nic_devmap, *ifindex, XDP_ABORTED);
+}
+
+/* The fields of xdp:xdp_devmap_xmit (/sys/kernel/tracing/events/xdp/xdp_devmap_xmit/format). */
+struct devmap_xmit_args {
+    __u64 common;
+    int from_ifindex;
+    __u32 act;
+    int to_ifindex;
+    int drops;
+    int sent;
+    int err;
+};
+
+SEC("tracepoint/xdp/xdp_devmap_xmit")
+int nic_xmit_watch(struct devmap_xmit_args *a)
+{
+    __u32 ifindex = a->to_ifindex;
+    struct mstack_nic_xmit *x = bpf_map_lookup_elem(&nic_xmit, &ifindex);
+    struct mstack_nic_fast *fast;
+
+    if (!x)
+        return 0;
+    if (a->sent > 0)
+        __sync_fetch_and_add(&x->sent, a->sent);
+    if (a->drops > 0) {
+        __sync_fetch_and_add(&x->drops, a->drops);
+        /* The NIC refused frames (a veth whose peer has neither XDP nor GRO, a driver
+         * without ndo_xdp_xmit support...): from the next frame on, TC carries them. */
+        fast = bpf_map_lookup_elem(&nic_fast, &ifindex);
+        if (fast && fast->on) {
+            fast->on = 0;
+            __sync_fetch_and_add(&x->turned_off, 1);
+        }
+    }
+    return 0;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
