@@ -102,6 +102,10 @@ int utcp_sk_connect(struct utcp_socks *ss, int sk, uint32_t raddr, uint16_t rpor
 /* Flags for send and recv. */
 #define UTCP_SK_MORE 0x1      /* send: more is coming, hold a partial segment (MSG_MORE) */
 #define UTCP_SK_PEEK 0x2      /* recv: leave the data queued (MSG_PEEK) */
+/* send: hold a final partial segment until utcp_sk_push() — autocorking by the caller, who
+ * pushes when its application next waits.  Full segments still go as they fill; a FIN
+ * (shutdown, close) takes the held data with it. */
+#define UTCP_SK_HOLD 0x4
 
 /* Queue data: bytes queued (may be short), -EAGAIN when the send buffer is full, -EPIPE
  * after shutdown(SHUT_WR) or once the connection has finished, the connection's pending
@@ -111,6 +115,11 @@ int utcp_sk_connect(struct utcp_socks *ss, int sk, uint32_t raddr, uint16_t rpor
  * utcp_flush/utcp_poll of the stack. */
 ssize_t utcp_sk_send(struct utcp_socks *ss, int sk, const struct iovec *iov, int iovcnt,
 		     int flags, uint64_t now_us);
+/* Ends what UTCP_SK_HOLD sends held: the partial segment goes out now (as the windows and
+ * Nagle allow) — unless TCP_CORK or a MSG_MORE send still holds it, as the application asked.
+ * 0 (also for a listener or a finished connection), -EBADF for a stale id.  Setting
+ * TCP_CORK off or TCP_NODELAY on pushes as well (Linux pushes there). */
+int utcp_sk_push(struct utcp_socks *ss, int sk, uint64_t now_us);
 /* Read data: bytes read, 0 at end of stream (peer's FIN, or after shutdown(SHUT_RD)),
  * -EAGAIN if nothing yet, -ENOTCONN if never connected, the pending error (-ECONNRESET,
  * -ETIMEDOUT) once, then 0.  Reading opens the receive window (a window update goes out

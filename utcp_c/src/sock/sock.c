@@ -743,7 +743,7 @@ ssize_t utcp_sk_send(struct utcp_socks *ss, int id, const struct iovec *iov, int
 		pieces += iov[i].iov_len > 0;
 	/* MSG_MORE or TCP_CORK hold a partial segment; the pieces of one call always go
 	 * out together. */
-	want_cork = s->cork || (flags & UTCP_SK_MORE);
+	want_cork = s->cork || (flags & (UTCP_SK_MORE | UTCP_SK_HOLD));
 	utcp_set_cork(ss->st, s->cid, want_cork || pieces > 1, now);
 	for (i = 0; i < iovcnt; i++) {
 		ssize_t r;
@@ -765,6 +765,20 @@ ssize_t utcp_sk_send(struct utcp_socks *ss, int id, const struct iovec *iov, int
 	utcp_set_cork(ss->st, s->cid, want_cork, now);
 	s->more = (flags & UTCP_SK_MORE) != 0;
 	return (ssize_t)done;
+}
+
+int utcp_sk_push(struct utcp_socks *ss, int id, uint64_t now)
+{
+	struct sk *s = usk_get(ss, id);
+
+	if (!s)
+		return -EBADF;
+	see_time(ss, now);
+	if (s->kind != SK_CONN || s->gone)
+		return 0;
+	/* what the application itself holds (TCP_CORK, MSG_MORE) stays held */
+	utcp_set_cork(ss->st, s->cid, s->cork || s->more, now);
+	return 0;
 }
 
 ssize_t utcp_sk_recv(struct utcp_socks *ss, int id, const struct iovec *iov, int iovcnt, int flags,
