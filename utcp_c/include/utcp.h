@@ -70,7 +70,11 @@ struct utcp_config {
 	 * time_wait_recycled), as Linux does past tcp_max_tw_buckets: TIME-WAIT never makes
 	 * the stack refuse a connection. */
 	uint32_t max_time_wait;
+	/* References (utcp_send_ref) one connection may hold queued at once, 0..UTCP_SEND_REFS_MAX;
+	 * slots allocated at creation (32 bytes each).  0: utcp_send_ref() says -ENOTSUP. */
+	uint32_t send_refs;
 };
+#define UTCP_SEND_REFS_MAX 64
 
 void utcp_config_init(struct utcp_config *cfg);
 
@@ -125,6 +129,38 @@ int utcp_connect(struct utcp_stack *st, uint32_t raddr, uint16_t rport, uint16_t
  * after shutdown, the connection's error once it is closed (-ECONNRESET...).  Data
  * queued before the handshake completes is sent once it does. */
 ssize_t utcp_send(struct utcp_stack *st, utcp_cid c, const void *buf, size_t len, uint64_t now_us);
+/* Zero-copy send: queues a reference to up to len bytes at buf instead of a copy.
+ *
+ * The caller promises that buf[0..n) (n: the value returned) stays valid and unchanged until
+ * the stack releases the reference; the stack reads it whenever it builds a segment (the first
+ * transmission and every retransmission, the checksum summed as the bytes are copied into the
+ * frame, as for copied data), and never writes it.  The reference is released exactly once,
+ * through the callback of utcp_set_ref_release() with `cookie`:
+ *   - when every byte of it is acknowledged by the peer (from utcp_poll(), utcp_input(),
+ *     utcp_timers(): the call that processed the ACK), or
+ *   - when the connection ends without sending it: reset by the peer, timed out, utcp_abort(),
+ *     utcp_close() with unread data (a reset), released after a move (utcp_conn_release), or
+ *     utcp_stack_destroy() — from within that call.
+ * References and copies (utcp_send) share one queue in call order: the bytes go out as they
+ * were queued, whatever mix of the two calls queued them.
+ *
+ * Accounting: referenced bytes count against the send buffer exactly as copied ones do
+ * (cfg.sndbuf, or less under utcp_set_bufcap): utcp_send() and utcp_send_ref() draw on the
+ * same room, UTCP_READY_OUT/UTCP_EV_WRITABLE, snd_queued and utcp_stack_unacked() count both.
+ * A reference holds no ring memory, but a caller cannot queue more than a send buffer's worth
+ * nor more than cfg.send_refs references per connection.  Like utcp_send(), a call may take
+ * only a prefix: returns n > 0 bytes referenced (one reference, one release), -EAGAIN if there
+ * is no room or no free reference slot (UTCP_EV_WRITABLE follows an ACK), 0 for len 0 (no
+ * reference), -ENOTSUP if cfg.send_refs is 0, and otherwise what utcp_send() returns.
+ * A connection holding queued data is not frozen for a move (utcp_conn_freeze: -EBUSY). */
+ssize_t utcp_send_ref(struct utcp_stack *st, utcp_cid c, const void *buf, size_t len,
+		      uint64_t cookie, uint64_t now_us);
+/* How references come back: fn(ctx, c, cookie) once per reference queued by utcp_send_ref(),
+ * c being the handle the reference was queued on (possibly released by the application since).
+ * Called from inside the stack: fn must not call into this stack.  NULL: releases are only
+ * counted (utcp_stats send_refs_released).  Set it before queueing references. */
+typedef void (*utcp_ref_release_fn)(void *ctx, utcp_cid c, uint64_t cookie);
+void utcp_set_ref_release(struct utcp_stack *st, utcp_ref_release_fn fn, void *ctx);
 /* Returns bytes read, 0 at end of stream, -EAGAIN if nothing yet. */
 ssize_t utcp_recv(struct utcp_stack *st, utcp_cid c, void *buf, size_t len, uint64_t now_us);
 /* Half-close: sends FIN after the queued data (deferred until established). */
@@ -162,6 +198,8 @@ struct utcp_conn_info {
 	uint64_t bytes_acked, bytes_received;
 	uint32_t reordering;         /* current DupThresh, segments */
 	const char *cc;
+	uint32_t sndbuf_refs;        /* of sndbuf_used: bytes held by reference (utcp_send_ref) */
+	uint32_t send_refs;          /* references queued and not yet released */
 };
 int utcp_conn_info(struct utcp_stack *st, utcp_cid c, struct utcp_conn_info *info);
 
@@ -199,6 +237,9 @@ struct utcp_stats {
 	uint64_t migrated_out;       /* frozen connections released because another stack has them */
 	uint64_t migrated_in;        /* connections adopted from another stack */
 	uint64_t frozen_drops;       /* segments (and ICMP errors) dropped for a frozen connection */
+	/* zero-copy send (utcp_send_ref): references queued and released (equal once every
+	 * connection is gone), and the bytes they carried */
+	uint64_t send_refs, send_refs_released, send_ref_bytes;
 };
 const struct utcp_stats *utcp_get_stats(const struct utcp_stack *st);
 
@@ -293,13 +334,16 @@ struct utcp_conn_image {
 };
 
 /* Freezes a connection the application holds (ESTABLISHED or CLOSE-WAIT): from now on it
- * drops every segment silently, sends nothing and runs no timers.  -EINVAL in another state. */
+ * drops every segment silently, sends nothing and runs no timers.  -EINVAL in another state;
+ * -EBUSY while it has data queued to send (copied or referenced): an image carries no send
+ * data, so such a connection cannot move without losing it. */
 int utcp_conn_freeze(struct utcp_stack *st, utcp_cid c);
 /* Freezes up to max half-open (SYN-RECEIVED) connections of a listener and hands their
  * handles out (out[0..n)): the caller holds them from now on.  Returns n.  out NULL: only
  * counts them (all of them), freezing nothing. */
 int utcp_listen_freeze_half_open(struct utcp_stack *st, int listener, utcp_cid *out, int max);
-/* The image of a frozen connection.  -EINVAL if it is not frozen. */
+/* The image of a frozen connection.  -EINVAL if it is not frozen, -EBUSY if data was queued
+ * to send since it was frozen. */
 int utcp_conn_export(struct utcp_stack *st, utcp_cid c, struct utcp_conn_image *img);
 /* Ends a frozen connection and releases the handle: moved, it goes without a word (no RST, no
  * TIME-WAIT; counted in migrated_out); otherwise it is reset as utcp_abort() would. */

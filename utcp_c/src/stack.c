@@ -43,6 +43,7 @@ void utcp_config_init(struct utcp_config *c)
 	c->keepalive_intvl_us = 75ull * 1000000;
 	c->keepalive_probes = 9;
 	strcpy(c->cc, "newreno");
+	c->send_refs = 16;
 }
 
 static int check_config(const struct utcp_config *c)
@@ -66,6 +67,8 @@ static int check_config(const struct utcp_config *c)
 		return -EINVAL;
 	if (c->max_time_wait > (1u << 24))
 		return -EINVAL;
+	if (c->send_refs > UTCP_SEND_REFS_MAX)
+		return -EINVAL;
 	if (!memchr(c->cc, 0, sizeof(c->cc)) || !utcp_cc_find(c->cc))
 		return -ENOENT;
 	return 0;
@@ -75,6 +78,11 @@ void utcp_stack_destroy(struct utcp_stack *st)
 {
 	if (!st)
 		return;
+	/* References still queued go back to their owners, each once, before the stack goes
+	 * (a connection gone earlier released its own). */
+	for (uint32_t i = 0; st->tcbs && i < st->cfg.max_conns; i++)
+		if (st->tcbs[i].nrefs)
+			tcp_sndq_drop(st, &st->tcbs[i]);
 	if (st->nlent)          /* the port's frames go back unsent */
 		st->port.ops->tx_send(st->port.ctx, st->tx, 0, st->nlent, st->now);
 	utcp_conntab_fini(&st->ct);
@@ -86,6 +94,7 @@ void utcp_stack_destroy(struct utcp_stack *st)
 	free(st->tx);
 	free(st->txmem);
 	free(st->rx);
+	free(st->sndrefs);
 	free(st);
 }
 
@@ -140,8 +149,9 @@ int utcp_stack_create(const struct utcp_config *cfg, const struct utcp_port *por
 	st->tx = calloc(c.tx_batch, sizeof(*st->tx));
 	st->txmem = malloc((size_t)c.tx_batch * st->frame_cap);
 	st->rx = calloc(c.rx_batch, sizeof(*st->rx));
+	st->sndrefs = calloc((size_t)c.max_conns * c.send_refs + 1, sizeof(*st->sndrefs));
 	if (!st->tcbs || !st->bufmem || !st->listeners || !st->wheel_slots || !st->tx || !st->txmem ||
-	    !st->rx) {
+	    !st->rx || !st->sndrefs) {
 		utcp_stack_destroy(st);
 		return -ENOMEM;
 	}
@@ -161,7 +171,8 @@ size_t utcp_conn_memory(const struct utcp_stack *st)
 	/* control block + buffers + table entry (tuple, chain link, state, generation) and
 	 * its share of the hash buckets */
 	return sizeof(struct utcp_tcb) + st->cfg.sndbuf + st->cfg.rcvbuf + sizeof(struct utcp_tuple) +
-	       sizeof(uint32_t) * 3 + 1 + sizeof(uint16_t);
+	       sizeof(uint32_t) * 3 + 1 + sizeof(uint16_t) +
+	       (size_t)st->cfg.send_refs * sizeof(struct utcp_sndref);
 }
 
 size_t utcp_time_wait_memory(const struct utcp_stack *st)
@@ -236,11 +247,40 @@ static struct utcp_frame *tx_slot(struct utcp_stack *st, uint64_t now, uint32_t 
 	return f;
 }
 
+/* The TCP segment at buf with a payload of more than two pieces (references in it): the
+ * header as utcp_tcp_emit2 writes it, then the checksum again over the whole segment, each
+ * piece summed as it is copied in (utcp_csum_add_at: a piece may start at an odd offset). */
+static int tcp_emit_pieces(uint8_t *buf, uint32_t cap, uint32_t src, uint32_t dst,
+			   const struct utcp_tcp *th, const struct utcp_piece *pc, unsigned npc)
+{
+	uint32_t payload = 0, off = 0, s;
+	unsigned i;
+	int hl;
+
+	for (i = 0; i < npc; i++)
+		payload += pc[i].len;
+	hl = utcp_tcp_emit2(buf, cap, src, dst, th, NULL, 0, NULL, 0);
+	if (hl < 0)
+		return hl;
+	if ((uint64_t)hl + payload > cap || (uint64_t)hl + payload > 0xffff)
+		return -ENOSPC;
+	buf[16] = buf[17] = 0;
+	s = utcp_csum_add(utcp_csum_pseudo(src, dst, UTCP_IPPROTO_TCP, (uint16_t)(hl + payload)), buf,
+			  (size_t)hl);
+	for (i = 0; i < npc; i++) {
+		s = utcp_csum_add_at(s, off, utcp_csum_copy(buf + hl + off, pc[i].p, pc[i].len, 0));
+		off += pc[i].len;
+	}
+	utcp_put16(buf + 16, utcp_csum_fold(s));
+	return (int)(hl + payload);
+}
+
 int stack_tcp_output(struct utcp_stack *st, const struct utcp_tuple *t, const uint8_t rmac[6],
-		     const struct utcp_tcp *th, const uint8_t *p1, uint32_t l1, const uint8_t *p2,
-		     uint32_t l2, uint64_t now)
+		     const struct utcp_tcp *th, const struct utcp_piece *pc, unsigned npc,
+		     uint64_t now)
 {
 	struct utcp_frame *f;
+	uint8_t *seg;
 	uint32_t cap;
 	int tl;
 
@@ -250,8 +290,14 @@ int stack_tcp_output(struct utcp_stack *st, const struct utcp_tuple *t, const ui
 		return -ENOBUFS;
 	}
 	utcp_eth_emit(f->data, cap, rmac, st->cfg.local_mac, UTCP_ETH_P_IPV4);
-	tl = utcp_tcp_emit2(f->data + UTCP_ETH_HLEN + UTCP_IP_HLEN, cap - UTCP_ETH_HLEN - UTCP_IP_HLEN,
-			    t->laddr, t->raddr, th, p1, l1, p2, l2);
+	seg = f->data + UTCP_ETH_HLEN + UTCP_IP_HLEN;
+	if (npc <= 2)           /* copied bytes only, or a piece of each kind: the usual case */
+		tl = utcp_tcp_emit2(seg, cap - UTCP_ETH_HLEN - UTCP_IP_HLEN, t->laddr, t->raddr, th,
+				    npc > 0 ? pc[0].p : NULL, npc > 0 ? pc[0].len : 0,
+				    npc > 1 ? pc[1].p : NULL, npc > 1 ? pc[1].len : 0);
+	else
+		tl = tcp_emit_pieces(seg, cap - UTCP_ETH_HLEN - UTCP_IP_HLEN, t->laddr, t->raddr, th,
+				     pc, npc);
 	if (tl < 0) {
 		st->stats.tx_dropped++;
 		return tl;
@@ -424,6 +470,7 @@ const char *utcp_strerror(int err)
 	case ENOTSUP: return "not supported";
 	case ENOSPC: return "no room in buffer";
 	case EEXIST: return "already exists";
+	case EBUSY: return "data queued to send";
 	default: return "unknown error";
 	}
 }

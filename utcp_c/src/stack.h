@@ -46,12 +46,18 @@ struct utcp_stack {
 	uint32_t nlent;
 	/* RX batch */
 	struct utcp_frame *rx;
+	/* zero-copy send: the references' slots (cfg.send_refs per connection) and where they
+	 * go back (utcp_set_ref_release) */
+	struct utcp_sndref *sndrefs;
+	utcp_ref_release_fn ref_release;
+	void *ref_release_ctx;
 };
 
-/* Builds Ethernet + IPv4 around a TCP header and payload and queues the frame. */
+/* Builds Ethernet + IPv4 around a TCP header and a payload given as npc pieces (copied into
+ * the frame in order, the checksum summed on the way) and queues the frame. */
 int stack_tcp_output(struct utcp_stack *st, const struct utcp_tuple *t, const uint8_t rmac[6],
-		     const struct utcp_tcp *th, const uint8_t *p1, uint32_t l1, const uint8_t *p2,
-		     uint32_t l2, uint64_t now);
+		     const struct utcp_tcp *th, const struct utcp_piece *pc, unsigned npc,
+		     uint64_t now);
 static inline void stack_drop(struct utcp_stack *st, enum utcp_drop why)
 {
 	st->stats.drops[why]++;

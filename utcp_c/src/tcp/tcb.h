@@ -23,9 +23,28 @@ struct utcp_stack;
 #define UTCP_XLOG_MAX 64    /* send-time records of original transmissions (rack.c) */
 #define UTCP_RXTLOG_MAX 16  /* send-time records of retransmissions */
 #define UTCP_RACK_MAX_REO_MULT 16
+/* Pieces of one segment's payload from the send queue: each reference in it and the runs of
+ * copied bytes around them, one of which may wrap in the ring (+1), and a spare slot that
+ * ring_peek may fill with an empty second piece (+1). */
+#define UTCP_SEG_PIECES_MAX (2 * UTCP_SEND_REFS_MAX + 3)
 
 struct utcp_ooo {
 	utcp_seq left, right;  /* [left, right) */
+};
+
+/* A piece of a segment's payload (stack_tcp_output gathers them into the frame). */
+struct utcp_piece {
+	const uint8_t *p;
+	uint32_t len;
+};
+
+/* A reference queued by utcp_send_ref (tcp_sndq.c): caller memory the send queue points at
+ * instead of holding a copy.  Shrinks from the front as its bytes are acknowledged. */
+struct utcp_sndref {
+	const uint8_t *p;        /* its first unacknowledged byte */
+	uint64_t pos;            /* that byte's position in the stream (bytes queued before it) */
+	uint64_t cookie;         /* the caller's, handed back on release */
+	uint32_t len;            /* bytes not yet acknowledged */
 };
 
 struct utcp_tcb {
@@ -46,7 +65,14 @@ struct utcp_tcb {
 	bool fin_queued;         /* the application closed its side */
 	bool fin_sent, fin_acked;
 	utcp_seq fin_seq;        /* sequence number of our FIN, fixed once queued */
-	struct utcp_ring sbuf;   /* bytes from the first unacknowledged data byte */
+	/* The send queue (tcp_sndq.c), from the first unacknowledged data byte: copied bytes in
+	 * the ring, interleaved in stream order with references to caller memory.  Positions
+	 * count the bytes ever queued (64-bit: no wrap); sq_head is that of the first byte. */
+	struct utcp_ring sbuf;   /* the copied bytes (utcp_send), in order */
+	struct utcp_sndref *refs;   /* nref_slots (cfg.send_refs) slots of the stack's memory */
+	uint8_t nref_slots, ref_first, nrefs;   /* a circular FIFO from ref_first */
+	uint32_t ref_bytes;      /* unacknowledged bytes held by reference */
+	uint64_t sq_head;
 
 	/* receive sequence space */
 	utcp_seq irs, rcv_nxt, rcv_adv;   /* rcv_adv: right edge we advertised */
@@ -172,6 +198,28 @@ struct utcp_seg {
 	uint32_t wnd;            /* unscaled */
 	uint64_t now;
 };
+
+/* tcp_sndq.c: the send queue.  Its length is what the sequence space above SND.UNA holds
+ * of data (sent or not); offsets are from its head (SND.UNA once established). */
+static inline uint32_t tcp_sndq_len(const struct utcp_tcb *tcb)
+{
+	return tcb->sbuf.len + tcb->ref_bytes;
+}
+/* What the queue may hold: the ring's size, or less under an SO_SNDBUF cap. */
+uint32_t tcp_sndq_limit(const struct utcp_tcb *tcb);
+/* Room for more bytes, copied or referenced: both count against the same limit. */
+uint32_t tcp_sndq_room(const struct utcp_tcb *tcb);
+uint32_t tcp_sndq_append(struct utcp_tcb *tcb, const void *buf, uint32_t n);
+uint32_t tcp_sndq_append_ref(struct utcp_stack *st, struct utcp_tcb *tcb, const void *buf,
+			     uint32_t n, uint64_t cookie);
+/* The bytes [off, off + n) of the queue as pieces (at most UTCP_SEG_PIECES_MAX); returns
+ * how many. */
+unsigned tcp_sndq_gather(const struct utcp_tcb *tcb, uint32_t off, uint32_t n,
+			 struct utcp_piece *pc);
+/* The first n bytes were acknowledged: references wholly acknowledged are released. */
+void tcp_sndq_consume(struct utcp_stack *st, struct utcp_tcb *tcb, uint32_t n);
+/* The connection ends: the queue is emptied and every reference released. */
+void tcp_sndq_drop(struct utcp_stack *st, struct utcp_tcb *tcb);
 
 /* tcp_in.c */
 void tcp_input(struct utcp_stack *st, const struct utcp_seg *seg);

@@ -73,6 +73,8 @@ struct utcp_tcb *tcp_tcb_new(struct utcp_stack *st, const struct utcp_tuple *t, 
 	tcb->nodelay = st->cfg.nodelay;
 	mem = st->bufmem + (size_t)idx * (st->cfg.sndbuf + st->cfg.rcvbuf);
 	ring_init(&tcb->sbuf, mem, st->cfg.sndbuf);
+	tcb->refs = st->sndrefs + (size_t)idx * st->cfg.send_refs;
+	tcb->nref_slots = (uint8_t)st->cfg.send_refs;
 	ring_init(&tcb->rbuf, mem + st->cfg.sndbuf, st->cfg.rcvbuf);
 	tcb->rto_us = st->cfg.rto_init_us;          /* RFC 6298 (2.1) */
 	tcb->cc = utcp_cc_find(st->cfg.cc);         /* validated at stack creation */
@@ -162,6 +164,7 @@ int utcp_next_event(struct utcp_stack *st, struct utcp_event *ev)
 
 static void tcb_free(struct utcp_stack *st, struct utcp_tcb *tcb)
 {
+	tcp_sndq_drop(st, tcb);         /* (normally empty by now: the connection ended first) */
 	utcp_wheel_cancel(&st->wheel, &tcb->timer);
 	tcb->app_owned = false;
 	tcb->ev_pending = 0;
@@ -176,6 +179,7 @@ void tcp_tcb_closed(struct utcp_stack *st, struct utcp_tcb *tcb, int error)
 	if (error == -ECONNRESET || error == -ECONNREFUSED || error == -EPIPE)
 		st->stats.resets++;
 	tcb->state = UTCP_CLOSED;
+	tcp_sndq_drop(st, tcb);         /* never to be sent: references go back now */
 	tcb->rtx_at = tcb->delack_at = tcb->tw_at = 0;
 	utcp_wheel_cancel(&st->wheel, &tcb->timer);
 	utcp_conntab_remove(&st->ct, tcb->idx);
@@ -197,6 +201,7 @@ void tcp_enter_time_wait(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t n
 	tcp_set_state(st, tcb, UTCP_TIME_WAIT);
 	tcb->rtx_at = 0;
 	tcb->persist = false;
+	tcp_sndq_drop(st, tcb);         /* our FIN was acknowledged: nothing is left in it */
 	tcp_output(st, tcb, now);       /* the ACK of the peer's FIN, if that brought us here */
 	tcp_tw_add(st, tcb, tcb->app_owned ? tcp_cid_of(st, tcb) : UTCP_CID_NONE, now);
 	utcp_conntab_remove(&st->ct, tcb->idx);
@@ -401,20 +406,6 @@ int utcp_connect(struct utcp_stack *st, uint32_t raddr, uint16_t rport, uint16_t
 	return 0;
 }
 
-/* Room for utcp_send(): the ring's, or less under an SO_SNDBUF cap. */
-static uint32_t snd_room(const struct utcp_tcb *tcb)
-{
-	uint32_t room = ring_free(&tcb->sbuf);
-
-	if (tcb->snd_cap) {
-		uint32_t c = tcb->snd_cap > tcb->sbuf.len ? tcb->snd_cap - tcb->sbuf.len : 0;
-
-		if (c < room)
-			room = c;
-	}
-	return room;
-}
-
 uint32_t tcp_rcv_space(const struct utcp_tcb *tcb)
 {
 	uint32_t space = ring_free(&tcb->rbuf);
@@ -447,26 +438,63 @@ bool tcp_cork_holds(struct utcp_tcb *tcb, uint64_t now)
 	return true;
 }
 
-ssize_t utcp_send(struct utcp_stack *st, utcp_cid c, const void *buf, size_t len, uint64_t now)
+/* Whether SEND is allowed (3.10.2): 0, or the error to return. */
+static int send_check(const struct utcp_tcb *tcb)
 {
-	struct utcp_tcb *tcb = tcp_tcb_of(st, c);
-	uint32_t n, room;
-
 	if (!tcb)
 		return -EBADF;
 	if (tcb->state == UTCP_CLOSED)
 		return tcb->ev_error ? tcb->ev_error : -ENOTCONN;
 	if (tcb->fin_queued)
 		return -EPIPE;
+	return 0;
+}
+
+ssize_t utcp_send(struct utcp_stack *st, utcp_cid c, const void *buf, size_t len, uint64_t now)
+{
+	struct utcp_tcb *tcb = tcp_tcb_of(st, c);
+	int rc = send_check(tcb);
+	uint32_t n;
+
+	if (rc)
+		return rc;
 	if (len > UINT32_MAX)
 		len = UINT32_MAX;
-	room = snd_room(tcb);
-	n = ring_append(&tcb->sbuf, buf, len < room ? (uint32_t)len : room);
+	n = tcp_sndq_append(tcb, buf, (uint32_t)len);
 	if (!n)
 		return len ? -EAGAIN : 0;
 	if (tcp_synchronized(tcb->state))
 		tcp_output(st, tcb, now);
 	return n;
+}
+
+ssize_t utcp_send_ref(struct utcp_stack *st, utcp_cid c, const void *buf, size_t len,
+		      uint64_t cookie, uint64_t now)
+{
+	struct utcp_tcb *tcb = tcp_tcb_of(st, c);
+	int rc = send_check(tcb);
+	uint32_t n;
+
+	if (rc)
+		return rc;
+	if (!st->cfg.send_refs)
+		return -ENOTSUP;
+	if (!len)
+		return 0;
+	if (len > UINT32_MAX)
+		len = UINT32_MAX;
+	n = tcp_sndq_append_ref(st, tcb, buf, (uint32_t)len, cookie);
+	if (!n)
+		return -EAGAIN;
+	if (tcp_synchronized(tcb->state))
+		tcp_output(st, tcb, now);
+	return n;
+}
+
+void utcp_set_ref_release(struct utcp_stack *st, utcp_ref_release_fn fn, void *ctx)
+{
+	st->ref_release = fn;
+	st->ref_release_ctx = ctx;
 }
 
 ssize_t utcp_recv(struct utcp_stack *st, utcp_cid c, void *buf, size_t len, uint64_t now)
@@ -508,16 +536,16 @@ static int do_shutdown(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now
 	case UTCP_SYN_SENT:
 	case UTCP_SYN_RECEIVED:
 		tcb->fin_queued = true;
-		tcb->fin_seq = seq_add(tcb->iss, 1 + tcb->sbuf.len);
+		tcb->fin_seq = seq_add(tcb->iss, 1 + tcp_sndq_len(tcb));
 		return 0;               /* FIN-WAIT-1 once established */
 	case UTCP_ESTABLISHED:
 		tcb->fin_queued = true;
-		tcb->fin_seq = seq_add(tcb->snd_una, tcb->sbuf.len);
+		tcb->fin_seq = seq_add(tcb->snd_una, tcp_sndq_len(tcb));
 		tcp_set_state(st, tcb, UTCP_FIN_WAIT_1);
 		break;
 	case UTCP_CLOSE_WAIT:
 		tcb->fin_queued = true;
-		tcb->fin_seq = seq_add(tcb->snd_una, tcb->sbuf.len);
+		tcb->fin_seq = seq_add(tcb->snd_una, tcp_sndq_len(tcb));
 		tcp_set_state(st, tcb, UTCP_LAST_ACK);
 		break;
 	default:
@@ -653,7 +681,7 @@ int utcp_conn_ready(struct utcp_stack *st, utcp_cid c)
 	if (tcb->rbuf.len || tcb->fin_rcvd || tcb->state == UTCP_CLOSED)
 		m |= UTCP_READY_IN;
 	if ((tcb->state == UTCP_ESTABLISHED || tcb->state == UTCP_CLOSE_WAIT) && !tcb->fin_queued &&
-	    snd_room(tcb))
+	    tcp_sndq_room(tcb))
 		m |= UTCP_READY_OUT;
 	if (tcb->state == UTCP_CLOSED || (tcb->fin_rcvd && tcb->fin_acked))
 		m |= UTCP_READY_HUP;
@@ -694,7 +722,9 @@ int utcp_conn_info(struct utcp_stack *st, utcp_cid c, struct utcp_conn_info *inf
 	ci.rttvar_us = tcb->rttvar_us;
 	ci.rto_us = tcp_rto_current(tcb, &st->cfg);
 	ci.unacked = tcp_flight(tcb);
-	ci.sndbuf_used = tcb->sbuf.len;
+	ci.sndbuf_used = tcp_sndq_len(tcb);
+	ci.sndbuf_refs = tcb->ref_bytes;
+	ci.send_refs = tcb->nrefs;
 	ci.rcvbuf_used = tcb->rbuf.len;
 	ci.retransmits = tcb->retransmits;
 	ci.rto_timeouts = tcb->rto_timeouts;
@@ -731,8 +761,8 @@ int utcp_conn_status(struct utcp_stack *st, utcp_cid c, struct utcp_conn_status 
 	memset(out, 0, sizeof(*out));
 	out->state = tcb->state;
 	out->rcv_queued = tcb->rbuf.len;
-	out->snd_queued = tcb->sbuf.len + (tcb->fin_queued && !tcb->fin_acked ? 1 : 0);
-	out->snd_cap = tcb->snd_cap && tcb->snd_cap < tcb->sbuf.cap ? tcb->snd_cap : tcb->sbuf.cap;
+	out->snd_queued = tcp_sndq_len(tcb) + (tcb->fin_queued && !tcb->fin_acked ? 1 : 0);
+	out->snd_cap = tcp_sndq_limit(tcb);
 	out->peer_fin = tcb->fin_rcvd;
 	out->fin_queued = tcb->fin_queued;
 	out->error = tcb->state == UTCP_CLOSED ? tcb->ev_error : 0;
@@ -839,7 +869,7 @@ size_t utcp_stack_unacked(const struct utcp_stack *st)
 		case UTCP_CLOSE_WAIT:
 		case UTCP_SYN_SENT:
 		case UTCP_SYN_RECEIVED:
-			owed += tcb->sbuf.len;
+			owed += tcp_sndq_len(tcb);
 			break;
 		default:
 			break;

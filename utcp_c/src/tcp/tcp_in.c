@@ -247,7 +247,7 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 
 	if (seq_lt(tcb->snd_una, seg->ack) && seq_le(seg->ack, tcb->snd_max)) {
 		uint32_t acked = (uint32_t)seq_diff(seg->ack, tcb->snd_una);
-		uint32_t data_acked = acked < tcb->sbuf.len ? acked : tcb->sbuf.len;
+		uint32_t qlen = tcp_sndq_len(tcb), data_acked = acked < qlen ? acked : qlen;
 
 		/* Reordering (the idea of Linux's tcp_check_sack_reordering): the hole at
 		 * SND.UNA was filled by its original transmission, never retransmitted, while
@@ -264,7 +264,7 @@ static void process_ack(struct utcp_stack *st, struct utcp_tcb *tcb, const struc
 				tcb->reordering = (uint8_t)(dist + 1 < UTCP_MAX_REORDERING
 								 ? dist + 1 : UTCP_MAX_REORDERING);
 		}
-		ring_consume(&tcb->sbuf, data_acked);
+		tcp_sndq_consume(st, tcb, data_acked);      /* releases references completed */
 		tcb->snd_una = seg->ack;
 		if (seq_lt(tcb->snd_nxt, tcb->snd_una))
 			tcb->snd_nxt = tcb->snd_una;

@@ -25,6 +25,11 @@ int utcp_conn_freeze(struct utcp_stack *st, utcp_cid c)
 		return -EBADF;
 	if (tcb->state != UTCP_ESTABLISHED && tcb->state != UTCP_CLOSE_WAIT)
 		return -EINVAL;
+	/* An image carries no send data (only what was received moves): a connection with bytes
+	 * queued to send, copied or referenced, stays here rather than lose them.  Nothing is
+	 * materialised for the move either: the other stack adopts connections nobody wrote to. */
+	if (tcp_sndq_len(tcb))
+		return -EBUSY;
 	tcb->frozen = true;
 	tcp_timer_update(st, tcb);      /* cancels the wheel entry */
 	return 0;
@@ -63,6 +68,8 @@ int utcp_conn_export(struct utcp_stack *st, utcp_cid c, struct utcp_conn_image *
 		return -EBADF;
 	if (!tcb->frozen || !migratable(tcb->state))
 		return -EINVAL;
+	if (tcp_sndq_len(tcb))
+		return -EBUSY;          /* written to while frozen: see utcp_conn_freeze */
 	memset(im, 0, sizeof(*im));
 	im->state = tcb->state;
 	im->laddr = tcb->t.laddr;

@@ -9,7 +9,7 @@
 
 static int emit(struct utcp_stack *st, const struct utcp_tuple *t, const uint8_t rmac[6],
 		utcp_seq seq, utcp_seq ack, uint8_t flags, uint16_t wnd, const struct utcp_tcp_opts *opt,
-		const uint8_t *p1, uint32_t l1, const uint8_t *p2, uint32_t l2, uint64_t now)
+		const struct utcp_piece *pc, unsigned npc, uint32_t data_len, uint64_t now)
 {
 	struct utcp_tcp th;
 
@@ -25,9 +25,9 @@ static int emit(struct utcp_stack *st, const struct utcp_tuple *t, const uint8_t
 	st->stats.segs_out++;
 	if (flags & UTCP_TH_RST)
 		st->stats.rst_out++;
-	if (l1 + l2)
+	if (data_len)
 		st->stats.data_segs_out++;
-	return stack_tcp_output(st, t, rmac, &th, p1, l1, p2, l2, now);
+	return stack_tcp_output(st, t, rmac, &th, pc, npc, now);
 }
 
 uint32_t tcp_ts_now(const struct utcp_tcb *tcb, uint64_t now)
@@ -134,15 +134,16 @@ int tcp_send_segment(struct utcp_stack *st, struct utcp_tcb *tcb, utcp_seq seq, 
 		     uint32_t data_off, uint32_t data_len, uint64_t now)
 {
 	struct utcp_tcp_opts o;
-	const uint8_t *p1 = NULL, *p2 = NULL;
-	uint32_t l1 = 0, l2 = 0, wnd = 0, field;
+	struct utcp_piece pc[UTCP_SEG_PIECES_MAX];
+	unsigned npc = 0;
+	uint32_t wnd = 0, field;
 	int rc;
 
 	if (tcb->frozen)
 		return 0;               /* being moved: its flow may belong to another stack already */
 	segment_options(st, tcb, flags, now, &o);
-	if (data_len)
-		ring_peek(&tcb->sbuf, data_off, data_len, &p1, &l1, &p2, &l2);
+	if (data_len)           /* copies and references alike: read from where they are */
+		npc = tcp_sndq_gather(tcb, data_off, data_len, pc);
 	if (!(flags & UTCP_TH_RST))
 		wnd = tcp_rcv_window(tcb);
 	/* RFC 7323 2.2: the window in a SYN is never scaled. */
@@ -164,8 +165,8 @@ int tcp_send_segment(struct utcp_stack *st, struct utcp_tcb *tcb, utcp_seq seq, 
 		    ((uint64_t)(field + 1) << sh) <= ring_free(&tcb->rbuf))
 			field++;
 	}
-	rc = emit(st, &tcb->t, tcb->rmac, seq, tcb->rcv_nxt, flags, (uint16_t)field, &o, p1, l1, p2, l2,
-		  now);
+	rc = emit(st, &tcb->t, tcb->rmac, seq, tcb->rcv_nxt, flags, (uint16_t)field, &o, pc, npc,
+		  data_len, now);
 	/* RACK keeps the send time of every data segment; PRR counts what recovery sends. */
 	if (!(flags & (UTCP_TH_SYN | UTCP_TH_RST)) && (data_len || (flags & UTCP_TH_FIN)))
 		tcp_rack_sent(tcb, seq, seq_add(seq, data_len + ((flags & UTCP_TH_FIN) ? 1 : 0)), now);
@@ -231,18 +232,18 @@ void tcp_reply_rst(struct utcp_stack *st, const struct utcp_seg *seg)
 	if (seg->th->flags & UTCP_TH_RST)
 		return;                 /* never answer a reset */
 	if (seg->th->flags & UTCP_TH_ACK)
-		emit(st, &t, seg->eth->src, seg->ack, seq_of(0), UTCP_TH_RST, 0, NULL, NULL, 0, NULL, 0,
+		emit(st, &t, seg->eth->src, seg->ack, seq_of(0), UTCP_TH_RST, 0, NULL, NULL, 0, 0,
 		     seg->now);
 	else
 		emit(st, &t, seg->eth->src, seq_of(0), seq_add(seg->seq, seg->len),
-		     UTCP_TH_RST | UTCP_TH_ACK, 0, NULL, NULL, 0, NULL, 0, seg->now);
+		     UTCP_TH_RST | UTCP_TH_ACK, 0, NULL, NULL, 0, 0, seg->now);
 }
 
 /* Retransmits the first unacknowledged segment regardless of windows (RTO, fast
  * retransmit, partial ACK, PMTU change). */
 void tcp_retransmit_first(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 {
-	uint32_t outstanding = tcp_flight(tcb), len = tcb->sbuf.len;
+	uint32_t outstanding = tcp_flight(tcb), len = tcp_sndq_len(tcb);
 	uint32_t mp = max_payload(st, tcb, now);
 	uint8_t flags = UTCP_TH_ACK;
 	bool fin;
@@ -257,7 +258,7 @@ void tcp_retransmit_first(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t 
 		return;
 	if (fin)
 		flags |= UTCP_TH_FIN;
-	if (len && len == tcb->sbuf.len)
+	if (len && len == tcp_sndq_len(tcb))
 		flags |= UTCP_TH_PSH;
 	tcp_send_segment(st, tcb, tcb->snd_una, flags, 0, len, now);
 	tcb->episode_rxts++;
@@ -290,8 +291,8 @@ void tcp_output(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t now)
 	utcp_seq last_rs = tcb->snd_una;
 
 	while (can_send_data(tcb->state)) {
-		uint32_t off = (uint32_t)seq_diff(tcb->snd_nxt, tcb->snd_una);
-		uint32_t left = off < tcb->sbuf.len ? tcb->sbuf.len - off : 0;
+		uint32_t off = (uint32_t)seq_diff(tcb->snd_nxt, tcb->snd_una), qlen = tcp_sndq_len(tcb);
+		uint32_t left = off < qlen ? qlen - off : 0;
 		bool fin_pending = tcb->fin_queued && !tcb->fin_acked && seq_le(tcb->snd_nxt, tcb->fin_seq);
 		/* Limited transmit (RFC 3042): the first two duplicate ACKs each let one new
 		 * segment out beyond cwnd (cwnd itself unchanged). */
@@ -406,7 +407,7 @@ send_new:
 	 * (RFC 9293 3.8.6.1) keeps probing until the window opens. */
 	if (can_send_data(tcb->state) && tcb->snd_wnd == 0 && !tcb->rtx_at &&
 	    seq_eq(tcb->snd_una, tcb->snd_max) &&
-	    (tcb->sbuf.len > 0 || (tcb->fin_queued && !tcb->fin_sent))) {
+	    (tcp_sndq_len(tcb) > 0 || (tcb->fin_queued && !tcb->fin_sent))) {
 		tcb->persist = true;
 		tcp_arm_rtx(st, tcb, now);
 	}

@@ -78,7 +78,7 @@ static void tlp_expired(struct utcp_stack *st, struct utcp_tcb *tcb, uint64_t no
 		uint32_t off = (uint32_t)seq_diff(tcb->snd_nxt, tcb->snd_una);
 		int32_t room = seq_diff(seq_add(tcb->snd_una, tcb->snd_wnd), tcb->snd_nxt);
 
-		len = off < tcb->sbuf.len ? tcb->sbuf.len - off : 0;
+		len = off < tcp_sndq_len(tcb) ? tcp_sndq_len(tcb) - off : 0;
 		if (len > mp)
 			len = mp;
 		if (room > 0 && len > 0 && (uint32_t)room >= len) {

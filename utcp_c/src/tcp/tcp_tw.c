@@ -193,7 +193,7 @@ static void send_ack(struct utcp_stack *st, uint32_t i, uint64_t now)
 		th.opt.tsecr = w->ts_recent;
 	}
 	st->stats.segs_out++;
-	stack_tcp_output(st, t, w->rmac, &th, NULL, 0, NULL, 0, now);
+	stack_tcp_output(st, t, w->rmac, &th, NULL, 0, now);
 }
 
 /* RFC 5961 7: challenge ACKs share the stack's budget per second. */
