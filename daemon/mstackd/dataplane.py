@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from pyroute2.ethtool import Ethtool
 
 from mstackd import kabi, libbpf, paths
 from mstackd.abi import consts
+from mstackd.nexthop import FastPath
 from mstackd.nsexec import NetnsExecutor, ensure_netns, netns_path, remove_netns
 from mstackd.switch import SwitchMaps, mac_bytes
 from mstackd.xsk import Geometry, XskHandle, create_xsk
@@ -88,10 +90,16 @@ class Dataplane:
         self.port_prefix = port_prefix
         ensure_bpffs(bpf_dir)
         self.ingress = self._load_ingress(bpf_dir)
-        self.portprog = libbpf.BpfObject(paths.bpf_object("switch_port.bpf.o"), bpf_dir).load()
+        self.portprog = self._load_port(bpf_dir)
         self.maps = SwitchMaps(self.ingress)
         self.xsks = self.portprog.map("xsks", "__u32", "__u32")
         self.egress_stats = self.portprog.map("egress_stats", "__u32", "__u64")
+        # The XDP egress fast path (port host end -> NIC DEVMAP); MSTACK_EGRESS_FAST=0 leaves
+        # every port on the TC path alone, with no XDP program on its host end.
+        self.fastpath = FastPath(
+            self.portprog, bpf_dir, os.environ.get("MSTACK_EGRESS_FAST", "1") != "0"
+        )
+        self.fastpath.start()
         # Ours to remove at teardown if we made it — or a previous mstackd did (state file).
         self.created_netns = ensure_netns(ports_netns)
         self.ns = NetnsExecutor(ports_netns)
@@ -111,6 +119,21 @@ class Dataplane:
             obj.load()
             if not pin.exists():
                 obj.map("port_devmap", "__u32", "__u32").pin(pin)
+        except BaseException:
+            obj.close()
+            raise
+        return obj
+
+    @staticmethod
+    def _load_port(bpf_dir: Path) -> libbpf.BpfObject:
+        obj = libbpf.BpfObject(paths.bpf_object("switch_port.bpf.o"), bpf_dir)
+        pin = bpf_dir / "nic_devmap"
+        try:
+            if pin.exists():  # a restarted daemon: the DEVMAP attached port programs use
+                obj.reuse_map("nic_devmap", pin)
+            obj.load()
+            if not pin.exists():
+                obj.map("nic_devmap", "__u32", "__u32").pin(pin)
         except BaseException:
             obj.close()
             raise
@@ -157,6 +180,7 @@ class Dataplane:
             raise AttachError(f"{ifname}: attaching the switch in {mode} mode failed: {e}") from e
         nic = Nic(ifname, ifindex, mac, mtu, mode, libbpf.xdp_query_id(ifindex, MODES[mode]), addrs)
         self.nics[ifname] = nic
+        self._fast_add(nic)
         log.info("attached %s (%s, prog %d), addresses %s", ifname, mode, nic.prog_id, addrs)
         return nic
 
@@ -164,6 +188,7 @@ class Dataplane:
         nic = self.nics.pop(ifname, None)
         if nic is None:
             raise AttachError(f"{ifname}: not attached")
+        self.fastpath.remove_nic(nic.ifindex)  # before the NIC loses its program
         with contextlib.suppress(libbpf.BpfError, OSError):
             if libbpf.xdp_query_id(nic.ifindex, MODES[nic.mode]) == nic.prog_id:
                 libbpf.xdp_detach(nic.ifindex, MODES[nic.mode])
@@ -190,8 +215,31 @@ class Dataplane:
         for a in addrs:
             self.maps.add_local_addr(ifindex, a)
         self.nics[ifname] = nic
+        self._fast_add(nic)
         log.info("adopted %s (%s, prog %d)", ifname, mode, prog_id)
         return nic
+
+    def _fast_add(self, nic: Nic) -> None:
+        """The fast path for a NIC: only in native mode, and only once the probe passed; any
+        failure leaves it off (the TC path needs none of it)."""
+        try:
+            self.fastpath.add_nic(nic.ifindex, nic.mac, nic.mtu, nic.mode == "native")
+        except (libbpf.BpfError, OSError) as e:
+            log.warning("%s: egress fast path off: %s", nic.ifname, e)
+            with contextlib.suppress(libbpf.BpfError, OSError):
+                self.fastpath.remove_nic(nic.ifindex)
+
+    def _attach_port_xdp(self, port: Port) -> None:
+        """The XDP half of the egress check on a port's host end (native; it passes every frame
+        it does not send itself to port_egress). Without it the port is on the TC path."""
+        if not self.fastpath.enabled:
+            return
+        try:
+            if libbpf.xdp_query_id(port.host_ifindex) == 0:
+                fd = self.portprog.program_fd("port_egress_xdp")
+                libbpf.xdp_attach(port.host_ifindex, fd, kabi.XDP_FLAGS_DRV_MODE)
+        except libbpf.BpfError as e:
+            log.warning("port %d: no XDP egress fast path: %s", port.port_id, e)
 
     def adopt_port(self, port: Port) -> bool:
         """A restarted daemon: take over a port whose links still exist (True), or clear what is
@@ -201,6 +249,7 @@ class Dataplane:
             with IPRoute() as ipr:
                 idx = ipr.link_lookup(ifname=port.host_if)
             if idx == [port.host_ifindex]:
+                self._attach_port_xdp(port)  # a port made by a daemon without the fast path
                 return True
         except Exception:
             pass
@@ -252,6 +301,7 @@ class Dataplane:
             self.maps.port_by_app_if.update(port.app_ifindex, port_id)
             self.maps.port_by_host_if.update(port.host_ifindex, port_id)
             libbpf.tc_attach(port.host_ifindex, self.portprog.program_fd("port_egress"))
+            self._attach_port_xdp(port)
             port.xsk = self.ns.run(create_xsk, app_if, geom, f"mstack-port-{port_id}")
             self.xsks.update(port_id, port.xsk.xsk_fd)
             self.maps.set_port(port_id, port.host_ifindex)
@@ -320,6 +370,7 @@ class Dataplane:
                 self.delete_port(port_id)
             for ifname in list(self.nics):
                 self.detach_nic(ifname)
+        self.fastpath.close(teardown)
         self.ns.close()
         self.ingress.close()
         self.portprog.close()

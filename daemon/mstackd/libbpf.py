@@ -63,6 +63,11 @@ ffi.cdef(
     int bpf_map_delete_elem(int fd, const void *key);
     int bpf_map_get_next_key(int fd, const void *key, void *next_key);
     int bpf_obj_pin(int fd, const char *pathname);
+    struct bpf_link;
+    struct bpf_link *bpf_program__attach_tracepoint(const struct bpf_program *prog,
+                                                    const char *tp_category, const char *tp_name);
+    int bpf_link__pin(struct bpf_link *link, const char *path);
+    int bpf_link__destroy(struct bpf_link *link);
     int bpf_obj_get(const char *pathname);
 
     int bpf_xdp_attach(int ifindex, int prog_fd, uint32_t flags, const void *opts);
@@ -298,6 +303,22 @@ class BpfObject:
             raise BpfError(errno.ENOENT, f"map {name} in {self.path}")
         return m
 
+    def attach_tracepoint_pinned(self, name: str, category: str, event: str, pin: Path) -> None:
+        """Attach program `name` to a tracepoint and pin the link at `pin`, so it outlives
+        this process; a link pinned there before (a dead daemon's) is replaced."""
+        prog = lib().bpf_object__find_program_by_name(self._obj, name.encode())
+        if prog == ffi.NULL:
+            raise BpfError(errno.ENOENT, f"program {name} in {self.path}")
+        link = lib().bpf_program__attach_tracepoint(prog, category.encode(), event.encode())
+        if link == ffi.NULL:
+            raise BpfError(ffi.errno or errno.EINVAL, f"attach {name} to {category}:{event}")
+        try:
+            if pin.exists():
+                pin.unlink()
+            _check(lib().bpf_link__pin(link, str(pin).encode()), f"pin link {pin}")
+        finally:
+            lib().bpf_link__destroy(link)  # the pin holds the link
+
     def program_fd(self, name: str) -> int:
         prog = lib().bpf_object__find_program_by_name(self._obj, name.encode())
         if prog == ffi.NULL:
@@ -378,23 +399,33 @@ class ProgRun:
     duration_ns: int
 
 
-def prog_test_run(prog_fd: int, data: bytes, ctx: bytes | None = None, repeat: int = 1) -> ProgRun:
+BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
+
+
+def prog_test_run(
+    prog_fd: int, data: bytes, ctx: bytes | None = None, repeat: int = 1, flags: int = 0
+) -> ProgRun:
     """Run a loaded program on one frame in the kernel (BPF_PROG_TEST_RUN), nothing attached:
-    how the switch's verdicts are unit-tested without a network."""
+    how the switch's verdicts are unit-tested without a network. With
+    BPF_F_TEST_XDP_LIVE_FRAMES an XDP program's redirects really happen (no data out)."""
     opts = ffi.new("struct bpf_test_run_opts *")
     opts.sz = ffi.sizeof("struct bpf_test_run_opts")
     din = ffi.from_buffer(data)
-    dout = ffi.new("char[]", len(data) + 512)
     opts.data_in = din
     opts.data_size_in = len(data)
-    opts.data_out = dout
-    opts.data_size_out = len(data) + 512
+    opts.flags = flags
+    dout = ffi.new("char[]", len(data) + 512)
+    if not flags & BPF_F_TEST_XDP_LIVE_FRAMES:
+        opts.data_out = dout
+        opts.data_size_out = len(data) + 512
     if ctx is not None:
         cin = ffi.from_buffer(ctx)
         opts.ctx_in = cin
         opts.ctx_size_in = len(ctx)
     opts.repeat = repeat
     _check(lib().bpf_prog_test_run_opts(prog_fd, opts), "BPF_PROG_TEST_RUN")
+    if flags & BPF_F_TEST_XDP_LIVE_FRAMES:
+        return ProgRun(int(opts.retval), b"", opts.duration)
     return ProgRun(int(opts.retval), bytes(ffi.buffer(dout, opts.data_size_out)), opts.duration)
 
 

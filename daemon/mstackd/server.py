@@ -34,6 +34,7 @@ from mstackd.config import Config
 from mstackd.dataplane import AttachError, Dataplane, Port
 from mstackd.handoff import Handoffs, Inbox, Timers
 from mstackd.leases import LeaseError, LeaseManager
+from mstackd.nexthop import TICK_S
 from mstackd.registry import Registry, RegistryError
 from mstackd.switch import INGRESS_COUNTERS, ip_be, ip_text, mac_bytes
 from mstackd.xsk import Geometry
@@ -175,20 +176,27 @@ class Daemon:
             wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             signal.set_wakeup_fd(wake_w)
             self._add_reader(wake_r, self._drain, wake_r)
+            mon = self.dp.fastpath.monitor_fd()
+            if mon is not None:
+                self._add_reader(mon, self._fast_netlink)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._on_signal)
             (self.run_dir / "mstackd.pid").write_text(f"{os.getpid()}\n")
             print("mstackd: ready", flush=True)
             log.info("mstackd %s serving %s", __version__, self.run_dir)
             next_sweep = time.monotonic() + self.cfg.sweep_interval
+            next_fast = time.monotonic() + TICK_S
             while not self.stopping:
-                wake = min(next_sweep, self.timers.next_deadline() or next_sweep)
+                wake = min(next_sweep, next_fast, self.timers.next_deadline() or next_sweep)
                 for key, _ in self.sel.select(max(0.0, wake - time.monotonic())):
                     fn, args = key.data
                     fn(*args)
                     if self.stopping:
                         break
                 self.timers.run_due()
+                if time.monotonic() >= next_fast:
+                    self._fast_tick()
+                    next_fast = time.monotonic() + TICK_S
                 if time.monotonic() >= next_sweep:
                     self._sweep()
                     next_sweep = time.monotonic() + self.cfg.sweep_interval
@@ -221,6 +229,20 @@ class Daemon:
             self._save()
         except Exception:
             log.exception("sweep failed")
+
+    def _fast_netlink(self) -> None:
+        try:
+            self.dp.fastpath.on_netlink()
+        except Exception:
+            log.exception("netlink monitor failed")
+
+    def _fast_tick(self) -> None:
+        """The egress fast path's next-hop cache and probes (a failure costs the fast path a
+        tick, never the daemon: the TC path needs none of it)."""
+        try:
+            self.dp.fastpath.tick()
+        except Exception:
+            log.exception("egress fast path tick failed")
 
     # -- state across a restart ----------------------------------------------------------------
 
@@ -651,6 +673,7 @@ class Daemon:
                     "mtu": n.mtu,
                     "prog_id": n.prog_id,
                     "addrs": sorted(n.addrs),
+                    "fast_path": self.dp.fastpath.nic_view(n.ifindex),
                 }
                 for n in self.dp.nics.values()
             ],
@@ -734,6 +757,9 @@ class Daemon:
         return {
             "ingress": self.dp.maps.ingress_counters(),
             "egress": eg,
+            "fast_path": {
+                n.ifname: self.dp.fastpath.nic_view(n.ifindex) for n in self.dp.nics.values()
+            },
             "flows": sum(1 for _ in self.dp.maps.flows.each_key()),
             "ports": {p["port_id"]: p["counters"] for p in self.ports_view()},
             "handoff": self.handoffs.stats(),

@@ -78,9 +78,11 @@ def status(c: Ctx, as_json: bool) -> None:
     if not st["nics"]:
         click.echo("no NIC attached")
         return
-    rows = [{**n, "addrs": ",".join(n["addrs"])} for n in st["nics"]]
+    rows = [{**n, "addrs": ",".join(n["addrs"]),
+             "fast": "on" if n.get("fast_path", {}).get("on") else "off"}
+            for n in st["nics"]]  # fmt: skip
     table(rows, [("iface", "NIC"), ("mode", "MODE"), ("prog_id", "PROG"), ("mtu", "MTU"),
-                 ("mac", "MAC"), ("addrs", "ADDRESSES")])  # fmt: skip
+                 ("mac", "MAC"), ("fast", "FAST-PATH"), ("addrs", "ADDRESSES")])  # fmt: skip
 
 
 @main.command(help="Attach the switch to IFACE (running daemon only; see mstackd.toml).")
@@ -175,6 +177,9 @@ def conns(c: Ctx, pid: int | None, as_json: bool) -> None:
 def _print_stats(st: dict[str, Any]) -> None:
     click.echo("ingress (NIC):  " + "  ".join(f"{k}={v}" for k, v in st["ingress"].items() if v))
     click.echo("egress (ports): " + "  ".join(f"{k}={v}" for k, v in st["egress"].items() if v))
+    for nic, fp in st.get("fast_path", {}).items():
+        click.echo(f"fast path {nic}: " + ("on" if fp["on"] else "off") + "  " +
+                   "  ".join(f"{k}={v}" for k, v in fp.items() if k != "on"))  # fmt: skip
     click.echo(f"flows: {st['flows']}")
     ho = st.get("handoff", {})
     click.echo("hand-offs:      " + ("  ".join(f"{k}={v}" for k, v in ho.items() if v) or "none"))
