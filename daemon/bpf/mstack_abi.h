@@ -178,11 +178,14 @@ struct mstack_nic_fast {
     __u32 max_len;
 };
 
-/* Per NIC, written by the xdp:xdp_devmap_xmit tracepoint program: what ndo_xdp_xmit of the
- * NIC did with the frames the DEVMAP gave it; a drop turns the NIC's fast path off. */
+/* Per NIC, written by the tracepoint programs: what ndo_xdp_xmit of the NIC did with the
+ * frames the DEVMAP gave it (xdp:xdp_devmap_xmit), and redirects to it that failed before
+ * (xdp:xdp_redirect_err: a veth whose peer has neither XDP nor GRO does not even take them).
+ * A drop or a failed redirect turns the NIC's fast path off. */
 struct mstack_nic_xmit {
     __u64 sent;
     __u64 drops;
+    __u64 redirect_errs;
     __u64 turned_off;
 };
 

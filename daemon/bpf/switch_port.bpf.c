@@ -12,8 +12,9 @@
  *     TC. Anything else is passed to port_egress untouched, so the source check (which has
  *     side effects on the flow table) runs exactly once per frame, in the program that sends.
  *   nic_probe (XDP, BPF_PROG_TEST_RUN with live frames): mstackd's probe of a NIC's DEVMAP.
- *   nic_xmit_watch (tracepoint xdp:xdp_devmap_xmit): counts what each NIC's ndo_xdp_xmit
- *     sent and dropped; any drop turns that NIC's fast path off. */
+ *   nic_xmit_watch, nic_redirect_watch (tracepoints xdp:xdp_devmap_xmit, xdp_redirect_err):
+ *     count what each NIC's ndo_xdp_xmit sent and dropped and the redirects to it that
+ *     failed; any loss turns that NIC's fast path off. */
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -407,12 +408,22 @@ struct devmap_xmit_args {
     int err;
 };
 
+/* Frames to this NIC were lost: from the next frame on, TC carries them. */
+static __always_inline void fast_off(__u32 ifindex, struct mstack_nic_xmit *x)
+{
+    struct mstack_nic_fast *fast = bpf_map_lookup_elem(&nic_fast, &ifindex);
+
+    if (fast && fast->on) {
+        fast->on = 0;
+        __sync_fetch_and_add(&x->turned_off, 1);
+    }
+}
+
 SEC("tracepoint/xdp/xdp_devmap_xmit")
 int nic_xmit_watch(struct devmap_xmit_args *a)
 {
     __u32 ifindex = a->to_ifindex;
     struct mstack_nic_xmit *x = bpf_map_lookup_elem(&nic_xmit, &ifindex);
-    struct mstack_nic_fast *fast;
 
     if (!x)
         return 0;
@@ -420,14 +431,33 @@ int nic_xmit_watch(struct devmap_xmit_args *a)
         __sync_fetch_and_add(&x->sent, a->sent);
     if (a->drops > 0) {
         __sync_fetch_and_add(&x->drops, a->drops);
-        /* The NIC refused frames (a veth whose peer has neither XDP nor GRO, a driver
-         * without ndo_xdp_xmit support...): from the next frame on, TC carries them. */
-        fast = bpf_map_lookup_elem(&nic_fast, &ifindex);
-        if (fast && fast->on) {
-            fast->on = 0;
-            __sync_fetch_and_add(&x->turned_off, 1);
-        }
+        fast_off(ifindex, x);
     }
+    return 0;
+}
+
+/* The fields of xdp:xdp_redirect_err (/sys/kernel/tracing/events/xdp/xdp_redirect_err/format). */
+struct redirect_err_args {
+    __u64 common;
+    int prog_id;
+    __u32 act;
+    int ifindex;
+    int err;
+    int to_ifindex;
+    __u32 map_id;
+    int map_index;
+};
+
+SEC("tracepoint/xdp/xdp_redirect_err")
+int nic_redirect_watch(struct redirect_err_args *a)
+{
+    __u32 ifindex = a->to_ifindex;
+    struct mstack_nic_xmit *x = bpf_map_lookup_elem(&nic_xmit, &ifindex);
+
+    if (!x)
+        return 0;
+    __sync_fetch_and_add(&x->redirect_errs, 1);
+    fast_off(ifindex, x);
     return 0;
 }
 

@@ -36,7 +36,7 @@ RTMGRP_LINK, RTMGRP_NEIGH, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x1, 0x4, 0x1
 RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR = 16, 17, 20, 21
 RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH = 24, 25, 28, 29
 
-TICK_S = 0.2  # how often the daemon's loop calls tick(): misses wait at most this long
+TICK_S = 0.1  # how often the daemon's loop calls tick(): misses wait at most this long
 AGE_S = 2.0  # every cached next hop is re-resolved this often (a changed MAC is followed)
 REPROBE_S = 5.0  # a NIC whose fast path is off is probed again this often
 MISSES_PER_TICK = 64  # bound on the work a flood of misses can cause per tick
@@ -79,9 +79,11 @@ class FastPath:
         if not self.enabled:
             return
         try:
-            self.obj.attach_tracepoint_pinned(
-                "nic_xmit_watch", "xdp", "xdp_devmap_xmit", self.bpf_dir / "nic_xmit_watch"
-            )
+            for prog, event in (
+                ("nic_xmit_watch", "xdp_devmap_xmit"),
+                ("nic_redirect_watch", "xdp_redirect_err"),
+            ):
+                self.obj.attach_tracepoint_pinned(prog, "xdp", event, self.bpf_dir / prog)
             self.watching = True
         except libbpf.BpfError as e:  # without the watch, the fast path stays off
             log.warning("egress fast path off: %s", e)
@@ -137,7 +139,7 @@ class FastPath:
             return
         self.devmap.update(ifindex, ifindex)
         with contextlib.suppress(libbpf.BpfError):  # EEXIST: adopted, keep its counters
-            self.xmit.update(ifindex, {"sent": 0, "drops": 0, "turned_off": 0}, kabi.BPF_NOEXIST)
+            self.xmit.update(ifindex, {}, kabi.BPF_NOEXIST)
         self._set(ifindex, False, mtu)
         self.probe(ifindex)
 
@@ -170,7 +172,7 @@ class FastPath:
     def probe(self, ifindex: int) -> bool:
         """Send one harmless frame (to the NIC's own MAC, ethertype MSTACK_PROBE_ETHERTYPE)
         through the NIC DEVMAP for real and turn the fast path on only if the NIC's
-        ndo_xdp_xmit sent it and dropped nothing (the tracepoint's counts)."""
+        ndo_xdp_xmit sent it and nothing was lost meanwhile (the tracepoints' counts)."""
         nic = self.nics.get(ifindex)
         if nic is None or not nic.native or not self.watching:
             return False
@@ -192,6 +194,7 @@ class FastPath:
                 and after is not None
                 and after.sent > before.sent
                 and after.drops == before.drops
+                and after.redirect_errs == before.redirect_errs
             )
         except libbpf.BpfError as e:
             log.info("fast path probe of ifindex %d failed: %s", ifindex, e)
@@ -259,22 +262,22 @@ class FastPath:
         if not self.enabled or not self.nics:
             return
         now = time.monotonic() if now is None else now
-        with IPRoute() as ipr:
-            n = 0
-            for k in list(self.wanted.each_key()):
-                with contextlib.suppress(libbpf.BpfError):
-                    self.wanted.delete(k)
-                if n < MISSES_PER_TICK and k.ifindex in self.nics:
-                    self._refresh(ipr, k.ifindex, k.daddr)
-                    n += 1
-            aging = now - self.last_age >= AGE_S
-            if aging:
-                self.last_age = now
-            if aging or self.dirty:
-                for k in list(self.nexthops.each_key()):
-                    if aging or k.ifindex in self.dirty:
+        wanted = list(self.wanted.each_key())
+        aging = now - self.last_age >= AGE_S
+        if aging:
+            self.last_age = now
+        if wanted or aging or self.dirty:
+            with IPRoute() as ipr:
+                for i, k in enumerate(wanted):
+                    with contextlib.suppress(libbpf.BpfError):
+                        self.wanted.delete(k)
+                    if i < MISSES_PER_TICK and k.ifindex in self.nics:
                         self._refresh(ipr, k.ifindex, k.daddr)
-                self.dirty.clear()
+                if aging or self.dirty:
+                    for k in list(self.nexthops.each_key()):
+                        if aging or k.ifindex in self.dirty:
+                            self._refresh(ipr, k.ifindex, k.daddr)
+                    self.dirty.clear()
         for nic in list(self.nics.values()):
             due = now - nic.last_probe >= REPROBE_S and not self.is_on(nic.ifindex)
             if nic.ifindex in self.reprobe or due:
@@ -296,6 +299,7 @@ class FastPath:
             "probes": nic.probes if nic else 0,
             "xmit_sent": int(x.sent) if x is not None else 0,
             "xmit_drops": int(x.drops) if x is not None else 0,
+            "redirect_errs": int(x.redirect_errs) if x is not None else 0,
             "turned_off": int(x.turned_off) if x is not None else 0,
             "nexthops": sum(1 for k in self.nexthops.each_key() if k.ifindex == ifindex),
         }
