@@ -157,7 +157,7 @@ static enum httpd_conn_status run(struct httpd_conn *c, uint64_t now)
 	const struct httpd_timeouts *t = &c->srv->timeouts;
 	struct iovec iov[2];
 	long n;
-	int cnt;
+	int cnt, ncopy;
 
 	for (;;) {
 		switch (c->state) {
@@ -184,6 +184,7 @@ static enum httpd_conn_status run(struct httpd_conn *c, uint64_t now)
 			if (c->head_off < c->head_len)
 				iov[cnt++] = (struct iovec){ c->head + c->head_off,
 							     c->head_len - c->head_off };
+			ncopy = cnt;    /* the head; the body lives as long as the process */
 			if (c->body_off < c->body_len)
 				iov[cnt++] = (struct iovec){ (void *)(c->body + c->body_off),
 							     c->body_len - c->body_off };
@@ -191,7 +192,8 @@ static enum httpd_conn_status run(struct httpd_conn *c, uint64_t now)
 				response_written(c, now);
 				continue;
 			}
-			n = c->ops->writev(c->io, iov, cnt);
+			n = c->ops->writev_body ? c->ops->writev_body(c->io, iov, cnt, ncopy)
+						: c->ops->writev(c->io, iov, cnt);
 			if (n == -EAGAIN)
 				return HTTPD_CONN_OPEN;
 			if (n <= 0) {

@@ -27,6 +27,12 @@ struct httpd_io_ops {
 	long (*writev)(void *io, const struct iovec *iov, int iovcnt);
 	/* Sends FIN after everything accepted so far; reading goes on. */
 	int (*shutdown_write)(void *io);
+	/* Optional (NULL: writev serves): writev for a response whose pieces from iov[ncopy] on are
+	 * body bytes that stay valid and unchanged while the process lives (the files mapped at
+	 * start, constant strings): a transport may queue those by reference instead of copying
+	 * them (UTCP's utcp_send_ref).  The first ncopy pieces (the head) are the connection's
+	 * own buffer and must be copied.  Same return values as writev. */
+	long (*writev_body)(void *io, const struct iovec *iov, int iovcnt, int ncopy);
 };
 
 /* Timeouts (ms); httpd_server_init() sets the defaults below. */

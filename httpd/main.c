@@ -18,6 +18,7 @@
 #define EX_USAGE       64
 #define EX_NOINPUT     66
 #define EX_UNAVAILABLE 69
+#define EX_SOFTWARE    70
 #define EX_OSERR       71
 
 #define DEFAULT_MAX_CONNS 4096
@@ -158,6 +159,10 @@ int main(int argc, char **argv)
 		struct httpd_utcp_opts uopts = { .listen = kopts.listen, .max_conns = kopts.max_conns,
 						 .run_dir = run_dir, .ready = stdout };
 		rc = httpd_utcp_serve(&srv, &uopts);
+		if (rc == -ENOTRECOVERABLE) { /* served, but the stack kept a body reference: a bug */
+			httpd_files_free(files);
+			return EX_SOFTWARE;
+		}
 		if (rc < 0) {
 			httpd_files_free(files);
 			return EX_UNAVAILABLE; /* mstackd unreachable or refusing: the message says */

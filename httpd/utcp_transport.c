@@ -43,6 +43,8 @@ struct utx {
 	unsigned cap, used;
 	uint32_t *corked;      /* slots corked in this pass */
 	unsigned ncorked;
+	/* bodies sent by reference (utcp_send_ref): queued, and handed back by the stack */
+	uint64_t refs_queued, refs_released;
 };
 
 /* The port as the stack sees it: the xdp backend's, with its kick held back until the end
@@ -196,6 +198,48 @@ static long u_writev(void *io, const struct iovec *iov, int iovcnt)
 	return total;
 }
 
+/* A response: the head copied (the connection's buffer is reused), the body by reference into
+ * the file's mapping, which lives as long as the process — the copy from the mapping into the
+ * send buffer is gone; the stack copies from the mapping straight into the frames. */
+static long u_writev_body(void *io, const struct iovec *iov, int iovcnt, int ncopy)
+{
+	struct uconn *k = io;
+	struct utx *u = k->u;
+	long total = 0;
+
+	cork(k);
+	for (int i = 0; i < iovcnt; i++) {
+		ssize_t r;
+
+		if (!iov[i].iov_len)
+			continue;
+		if (i < ncopy)
+			r = utcp_send(u->st, k->cid, iov[i].iov_base, iov[i].iov_len, u->now_us);
+		else
+			r = utcp_send_ref(u->st, k->cid, iov[i].iov_base, iov[i].iov_len,
+					  u->refs_queued, u->now_us);
+		if (r < 0)
+			return total ? total : (long)r;
+		if (i >= ncopy)
+			u->refs_queued++;
+		total += r;
+		if ((size_t)r < iov[i].iov_len)
+			break;
+	}
+	return total;
+}
+
+/* The stack is done with a body reference: nothing to free (the mapping stays), only counted,
+ * so that the end can check none is outstanding. */
+static void ref_released(void *ctx, utcp_cid c, uint64_t cookie)
+{
+	struct utx *u = ctx;
+
+	(void)c;
+	(void)cookie;
+	u->refs_released++;
+}
+
 static int u_shutdown(void *io)
 {
 	struct uconn *k = io;
@@ -207,6 +251,7 @@ static const struct httpd_io_ops utcp_io = {
 	.read = u_read,
 	.writev = u_writev,
 	.shutdown_write = u_shutdown,
+	.writev_body = u_writev_body,
 };
 
 /* The pass is over: what was corked goes out (a FIN queued meanwhile already took the
@@ -341,6 +386,7 @@ int httpd_utcp_serve(struct httpd_server *srv, const struct httpd_utcp_opts *opt
 	rc = utcp_stack_create(&cfg, &p, u.now_us, &u.st);
 	if (rc)
 		goto fail;
+	utcp_set_ref_release(u.st, ref_released, &u);
 	rc = utcp_listen(u.st, ntohs(opts->listen.sin_port), 1024);
 	if (rc < 0)
 		goto fail;
@@ -449,8 +495,17 @@ out:
 		mstack_stats_close(&u.stats);
 	free(u.conns);
 	free(u.corked);
-	if (u.st)
-		utcp_stack_destroy(u.st);
+	if (u.st) {
+		utcp_stack_destroy(u.st);       /* hands back the references still queued */
+		/* every reference comes back exactly once: anything else is a bug worth an exit code */
+		fprintf(stderr, "mstack-httpd: bodies by reference: %llu queued, %llu released\n",
+			(unsigned long long)u.refs_queued, (unsigned long long)u.refs_released);
+		if (u.refs_released != u.refs_queued && rc == 0) {
+			fprintf(stderr, "mstack-httpd: %lld body references outstanding at exit\n",
+				(long long)(u.refs_queued - u.refs_released));
+			rc = -ENOTRECOVERABLE;
+		}
+	}
 	if (x)
 		utcp_xdp_close(x);
 	if (port)

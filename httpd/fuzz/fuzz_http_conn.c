@@ -78,7 +78,7 @@ static int p_shutdown(void *io)
 	return 0;
 }
 
-static const struct httpd_io_ops peer_ops = { p_read, p_writev, p_shutdown };
+static const struct httpd_io_ops peer_ops = { p_read, p_writev, p_shutdown, NULL };
 
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {

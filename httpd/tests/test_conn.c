@@ -75,7 +75,31 @@ static int f_shutdown(void *io)
 	return 0;
 }
 
-static const struct httpd_io_ops fake_ops = { f_read, f_writev, f_shutdown };
+static const struct httpd_io_ops fake_ops = { f_read, f_writev, f_shutdown, NULL };
+
+/* A transport that takes bodies by reference (writev_body): what it is given past ncopy must
+ * point into the file's mapping itself, never at a copy (checked against `ref_lo..ref_hi`). */
+static const char *ref_lo, *ref_hi;
+static size_t ref_pieces, copy_pieces;
+
+static long f_writev_body(void *io, const struct iovec *iov, int cnt, int ncopy)
+{
+	CHECK(ncopy >= 0 && ncopy <= 1 && ncopy <= cnt);
+	for (int i = 0; i < cnt; i++) {
+		const char *b = iov[i].iov_base;
+
+		if (i < ncopy) {
+			copy_pieces++;
+			continue;
+		}
+		ref_pieces++;
+		if (ref_lo && (b < ref_lo || b + iov[i].iov_len > ref_hi))
+			FAIL("body piece %p+%zu outside the mapping", (const void *)b, iov[i].iov_len);
+	}
+	return f_writev(io, iov, cnt);
+}
+
+static const struct httpd_io_ops fake_ref_ops = { f_read, f_writev, f_shutdown, f_writev_body };
 
 /* The document root every test serves. */
 static char *root;
@@ -306,6 +330,43 @@ TEST(conn_partial_writes)
 	expect_body(&r, "alpha", 5);
 	CHECK_EQ(c->state, HTTPD_READING);
 	done(&f, c);
+	teardown_root();
+}
+
+/* With writev_body the head is offered to copy and the body by reference into the mapping,
+ * across partial writes too; the bytes are the same. */
+TEST(conn_body_by_reference)
+{
+	const struct httpd_file *bf;
+	struct fake f;
+	struct httpd_conn *c;
+	struct resp r;
+	size_t pos = 0;
+	int rounds = 0;
+
+	setup_root();
+	bf = httpd_files_lookup(files, "/big.bin", 8);
+	CHECK(bf != NULL);
+	ref_lo = bf->data;
+	ref_hi = bf->data + bf->len;
+	ref_pieces = copy_pieces = 0;
+	fake_init(&f, "GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+	c = malloc(sizeof(*c));
+	httpd_conn_init(c, &srv, &fake_ref_ops, &f, 1000);
+	f.budget = 100;                 /* the head in two writes, then the body in many */
+	CHECK_EQ(httpd_conn_on_readable(c, 1000), HTTPD_CONN_OPEN);
+	while (c->state == HTTPD_WRITING) {
+		if (++rounds > 100000)
+			FAIL("no progress");
+		f.budget = 1 + (size_t)rounds * 37 % 9000;
+		CHECK_EQ(httpd_conn_on_writable(c, 1000 + (uint64_t)rounds), HTTPD_CONN_OPEN);
+	}
+	CHECK(copy_pieces >= 2);
+	CHECK(ref_pieces > 10);
+	CHECK(next_response(&f, &pos, &r, false));
+	expect_body(&r, big, sizeof(big));
+	done(&f, c);
+	ref_lo = ref_hi = NULL;
 	teardown_root();
 }
 

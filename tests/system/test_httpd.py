@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -308,6 +309,11 @@ def serving(
     assert rc == 0, f"mstack-httpd exited {rc} on SIGTERM\n{err}"
     for mark in SANITIZER_MARKS:
         assert mark not in err, err
+    if run_dir is not None:
+        # UTCP sends file bodies by reference (utcp_send_ref): every one came back, once
+        refs = re.search(r"bodies by reference: (\d+) queued, (\d+) released", err)
+        assert refs is not None, err
+        assert refs.group(1) == refs.group(2), err
 
 
 @pytest.fixture(params=[(v, m) for m in ("kernel", "utcp") for v in VARIANTS],
