@@ -2,7 +2,9 @@
  * what the stack sends, so fuzzed segments carry near-valid sequence and
  * acknowledgment numbers and reach every state.  Each 8-byte record of the input is
  * one step: a segment from the peer (flags, deltas to the numbers the stack expects,
- * length, window, options), an application call, or time passing.
+ * length, window, options), an application call, or time passing.  Sends are copies or
+ * references (utcp_send_ref) to buffers freed the moment the stack releases them, so a read
+ * after the release is an ASan report, and every reference must come back exactly once.
  * Built by `make fuzz` (clang). */
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +26,39 @@ struct peer {
 };
 
 static struct peer P;
+
+/* References queued by utcp_send_ref: each a heap buffer, freed on release. */
+#define MAX_REFS 4096
+static uint8_t *refs[MAX_REFS];
+static unsigned nrefs, nreleased;
+
+static void on_release(void *ctx, utcp_cid c, uint64_t cookie)
+{
+	(void)ctx, (void)c;
+	if (cookie >= nrefs || !refs[cookie])
+		abort();                /* unknown, or released twice */
+	memset(refs[cookie], 0xa5, 1);
+	free(refs[cookie]);
+	refs[cookie] = NULL;
+	nreleased++;
+}
+
+static void send_ref(struct utcp_stack *st, utcp_cid c, size_t len, uint64_t now)
+{
+	uint8_t *b;
+
+	if (nrefs == MAX_REFS || !len)
+		return;
+	b = malloc(len);
+	if (!b)
+		abort();
+	memset(b, (int)nrefs, len);
+	refs[nrefs] = b;
+	if (utcp_send_ref(st, c, b, len, nrefs, now) > 0)
+		nrefs++;
+	else
+		free(b);
+}
 
 static int sink_tx(void *c, const struct utcp_frame *f, unsigned n, uint64_t now)
 {
@@ -112,6 +147,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static uint8_t buf[4096];
 
 	memset(&P, 0, sizeof(P));
+	nrefs = nreleased = 0;
 	fs_config(&cfg, 4096);
 	memcpy(cfg.gw_mac, pmac, 6);
 	cfg.keepalive = size & 1;
@@ -121,6 +157,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		strcpy(cfg.cc, "cubic");
 	if (utcp_stack_create(&cfg, &port, now, &st))
 		abort();
+	utcp_set_ref_release(st, on_release, NULL);
 	utcp_listen(st, 80, 4);
 	for (unsigned k = 0; k < 4; k++)
 		if (utcp_connect(st, PIP, (uint16_t)(40000 + k), 1234, NULL, now, &conns[nconns]) == 0)
@@ -135,18 +172,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			send_seg(st, r, now);
 			break;
 		case 4:
-			utcp_send(st, c, buf, (size_t)r[3] * 16, now);
+			if (r[2] & 1)
+				send_ref(st, c, (size_t)r[3] * 16 + (r[2] >> 1), now);
+			else
+				utcp_send(st, c, buf, (size_t)r[3] * 16, now);
 			break;
 		case 5:
 			utcp_recv(st, c, buf, (size_t)r[3] * 16, now);
 			break;
 		case 6:
-			switch (r[2] % 5) {
+			switch (r[2] % 7) {
 			case 0: utcp_shutdown(st, c, now); break;
 			case 1: utcp_close(st, c, now); break;
 			case 2: utcp_abort(st, c, now); break;
 			case 3: utcp_set_nodelay(st, c, r[3] & 1); break;
-			default: utcp_set_keepalive(st, c, r[3] & 1, now); break;
+			case 4: utcp_set_keepalive(st, c, r[3] & 1, now); break;
+			case 5: utcp_set_cork(st, c, r[3] & 1, now); break;
+			default: {
+				/* a move: refused with data queued; else frozen, maybe written to, gone */
+				struct utcp_conn_image im;
+
+				if (utcp_conn_freeze(st, c) == 0) {
+					if (r[3] & 2)
+						send_ref(st, c, 100, now);
+					(void)utcp_conn_export(st, c, &im);
+					utcp_conn_release(st, c, r[3] & 1, now);
+				}
+				break;
+			}
 			}
 			break;
 		default:
@@ -160,5 +213,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		utcp_flush(st, now);
 	}
 	utcp_stack_destroy(st);
+	if (nreleased != nrefs)
+		abort();                /* a reference never came back */
 	return 0;
 }

@@ -566,6 +566,7 @@ static void peer_file(const char *name, const struct rec *r, size_t n)
 #define OPTS_TS 0x08
 #define OPTS_SACK(nb) (uint8_t)(0x18 | (((nb) - 1) << 6))
 #define SEND(k, x16) {{P_SEND, (k), 0, (x16), 0, 0, 0, 0}}
+#define SENDREF(k, x16) {{P_SEND, (k), 1, (x16), 0, 0, 0, 0}}     /* utcp_send_ref */
 #define RECV(k) {{P_RECV, (k), 0, 255, 0, 0, 0, 0}}
 #define APP(k, op) {{P_APP, (k), (op), 1, 0, 0, 0, 0}}
 #define TIME(ms, mul) {{P_TIME, 0, 0, (ms), (mul), 0, 0, 0}}
@@ -593,6 +594,15 @@ static void peer_scripts(void)
 		SEG(0, ACK, 0, 0, 0x03, 0xff, OPTS_SACK(1)), SEG(0, ACK, 0, 0, 0x02, 0xff, OPTS_SACK(2)),
 		SEG(0, ACK, 0, 0, 0x01, 0xff, OPTS_SACK(3)), SEG(0, ACK, 0, 0, 0x01, 0xff, OPTS_SACK(4)),
 		TIME(30, 0), SEG(0, ACK, 0, 0, 0, 0xff, OPTS_TS), TIME(255, 3),
+	};
+	/* The same by reference, mixed with copies, corked; a move refused while data is queued,
+	 * then the peer's RST with references outstanding. */
+	static const struct rec sackref[] = {
+		SEG(0, SYN | ACK, 0, 0, 0, 0xff, OPTS_ALL), APP(0, 5), SENDREF(0, 255), SEND(0, 17),
+		SENDREF(0, 255), {{P_APP, 0, 5, 0, 0, 0, 0, 0}}, TIME(5, 0), APP(0, 6),
+		SEG(0, ACK, 0, 0, 0x03, 0xff, OPTS_SACK(1)), SEG(0, ACK, 0, 0, 0x02, 0xff, OPTS_SACK(2)),
+		SEG(0, ACK, 0, 0, 0x01, 0xff, OPTS_SACK(3)), SEG(0, ACK, 0, 0, 0x01, 0xff, OPTS_SACK(4)),
+		TIME(30, 0), SEG(0, ACK, 0, 0, 0, 0xff, OPTS_TS), SEG(0, RST, 0, 0, 0, 0, 0), TIME(255, 3),
 	};
 	/* RST in and out of the window, SYN in ESTABLISHED (challenge ACKs, RFC 5961). */
 	static const struct rec rst[] = {
@@ -637,6 +647,7 @@ static void peer_scripts(void)
 	peer_file("passive-data-close-first", passive, sizeof(passive) / sizeof(*passive));
 	peer_file("sack-holes-fast-retransmit", sack, sizeof(sack) / sizeof(*sack));
 	peer_file("rst-challenge-ack", rst, sizeof(rst) / sizeof(*rst));
+	peer_file("sack-holes-by-reference", sackref, sizeof(sackref) / sizeof(*sackref));
 	peer_file("zero-window-persist", zwnd, sizeof(zwnd) / sizeof(*zwnd));
 	peer_file("simultaneous-open-close", simul, sizeof(simul) / sizeof(*simul));
 	peer_file("rto-backoff-timeout", rto, sizeof(rto) / sizeof(*rto));
