@@ -194,6 +194,7 @@ def main(argv: list[str]) -> int:
             if a.alternate_gro:
                 for h in (bed.a, bed.b):
                     h.run(["ethtool", "-K", h.remote_if, "gro", "on" if run % 2 == 0 else "off"])
+                wait_fast_path(bed, run % 2 == 0, log)
             k = (run - 1) % len(systems)
             for s in systems[k:] + systems[:k]:
                 perf = None
@@ -260,6 +261,21 @@ def main(argv: list[str]) -> int:
     summarize([s.name for s in systems], rows)
     (a.out / "runs.json").write_text(json.dumps(rows, indent=1))
     return 0
+
+
+def wait_fast_path(bed: H.Bed, on: bool, log: Any, timeout: float = 15.0) -> None:
+    """mstackd's egress fast path follows the client end's GRO (its probe, every 5 s): wait
+    until it has, so a run measures one path (a daemon without one is left alone)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        nics = bed.d.admin("status")["nics"]
+        states = [n["fast_path"]["on"] for n in nics if "fast_path" in n]
+        if not states or all(s == on for s in states):
+            if states:
+                log(f"egress fast path {'on' if on else 'off'}")
+            return
+        time.sleep(0.2)
+    log(f"egress fast path did not turn {'on' if on else 'off'} within {timeout:.0f} s")
 
 
 def runs_of(specs: list[str]) -> dict[str, set[int]]:

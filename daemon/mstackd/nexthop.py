@@ -38,7 +38,7 @@ RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH = 24, 25, 28, 29
 
 TICK_S = 0.1  # how often the daemon's loop calls tick(): misses wait at most this long
 AGE_S = 2.0  # every cached next hop is re-resolved this often (a changed MAC is followed)
-REPROBE_S = 5.0  # a NIC whose fast path is off is probed again this often
+REPROBE_S = 5.0  # every native NIC is probed again this often
 MISSES_PER_TICK = 64  # bound on the work a flood of misses can cause per tick
 PROBE_FRAME_LEN = 60
 
@@ -258,7 +258,7 @@ class FastPath:
 
     def tick(self, now: float | None = None) -> None:
         """The daemon's loop, every TICK_S: resolve misses (a bounded number), re-resolve what
-        netlink flagged, age the whole cache every AGE_S, re-probe NICs that are off."""
+        netlink flagged, age the whole cache every AGE_S, probe every NIC every REPROBE_S."""
         if not self.enabled or not self.nics:
             return
         now = time.monotonic() if now is None else now
@@ -279,8 +279,8 @@ class FastPath:
                             self._refresh(ipr, k.ifindex, k.daddr)
                     self.dirty.clear()
         for nic in list(self.nics.values()):
-            due = now - nic.last_probe >= REPROBE_S and not self.is_on(nic.ifindex)
-            if nic.ifindex in self.reprobe or due:
+            # Also while on: a peer that stopped taking XDP frames is found without live loss.
+            if nic.ifindex in self.reprobe or now - nic.last_probe >= REPROBE_S:
                 self.probe(nic.ifindex)
         self.reprobe.clear()
 

@@ -366,7 +366,7 @@ def test_mstackctl_shows_the_daemon(mstackd: Mstackd) -> None:
         (b,) = json.loads(mstackd.ctl("bindings", "--json").stdout)
         assert (b["port"], b["members"], b["kind"]) == (8130, [port_id], "listen")
         s = json.loads(mstackd.ctl("stats", "--json").stdout)
-        assert set(s) == {"ingress", "egress", "flows", "ports", "handoff"}
+        assert set(s) == {"ingress", "egress", "fast_path", "flows", "ports", "handoff"}
         assert s["handoff"]["handoffs"] == 0 and s["handoff"]["inboxes"] == 0
         text = mstackd.ctl("bindings").stdout
         assert f"{h.host_ip}:8130" in text and "listen" in text
