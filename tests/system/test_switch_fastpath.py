@@ -20,6 +20,7 @@ from pyroute2 import IPRoute
 
 from mstack_testkit import Mstackd
 from mstackd import libbpf
+from mstackd.abi import consts
 from mstackd.nexthop import NUD_PERMANENT
 from mstackd.switch import ip_be
 from system.test_utcp_xdp import ECHO_AFTER_EOF, payload, sha, utcp_sends, xdpcat
@@ -182,3 +183,54 @@ def test_a_changed_neighbour_mac_is_followed(
     with IPRoute() as ipr:  # neighbour gone: the entry leaves the cache, TC resolves it
         ipr.neigh("del", dst=h.remote_ip, ifindex=h.host_ifindex, family=socket.AF_INET)
     wait_for(lambda: cached_mac(d, h) is None, 5, "the entry to go")
+
+
+def test_the_fast_path_outlives_the_daemon_and_a_restart_adopts_it(
+    remote_host_factory: Callable[..., RemoteHost],
+    mstackd_factory: Callable[..., Mstackd],
+    payload: Path,
+    tmp_path: Path,
+) -> None:
+    h = remote_host_factory(remote_gro=True)
+    d = mstackd_factory(h)
+    n = 6_000_000
+    data = payload.read_bytes()[:n]
+    srv = h.python_popen(ECHO_AFTER_EOF, h.remote_ip, "9001", ready="ready")
+    out = tmp_path / "echoed"
+    q = n // 4
+    with open(out, "wb") as fout:
+        p = xdpcat(d, h.host_ip, "connect", h.remote_ip, "9001", stdin=subprocess.PIPE,
+                   stdout=fout)  # fmt: skip
+        assert p.stdin is not None
+        p.stdin.write(data[:q])  # its first frames make mstackd cache the next hop
+        p.stdin.flush()
+        wait_for(lambda: fast(d)["nexthops"] == 1, 10, "the next hop in the cache")
+        p.stdin.write(data[q : 2 * q])
+        p.stdin.flush()
+        wait_for(lambda: egress(d)["fast"] > 500, 10, "the fast path to carry it")
+        d.kill()
+        before = egress_pinned(d)
+        p.stdin.write(data[2 * q : 3 * q])  # no daemon: XDP, maps and DEVMAP carry on
+        p.stdin.flush()
+        wait_for(lambda: egress_pinned(d)["fast"] > before["fast"] + 500, 10, "frames")
+        d.restart()
+        wait_for(lambda: bool(fast(d)["on"]), 10, "the restarted daemon's probe")
+        assert len(d.admin("ports")) == 1  # adopted
+        before = egress(d)
+        p.stdin.write(data[3 * q :])
+        p.stdin.close()
+        assert p.wait(120) == 0
+    srv_out, _ = srv.communicate(timeout=60)
+    assert int(srv_out.split()[-2]) == n and sha(out, n) == hashlib.sha256(data).hexdigest()
+    assert egress(d)["fast"] > before["fast"]
+    assert libbpf.xdp_query_id(d.admin("status")["nics"][0]["ifindex"]) != 0
+
+
+def egress_pinned(d: Mstackd) -> dict[str, int]:
+    """The egress counters read from the pins (no daemon to ask)."""
+    m = libbpf.BpfMap.open_pinned(d.bpf_dir / "egress_stats", "__u32", "__u64", percpu=True)
+    try:
+        vals: Any = m.lookup(consts.MSTACK_EG_FAST)
+        return {"fast": int(sum(vals))}
+    finally:
+        m.close()
