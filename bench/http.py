@@ -702,8 +702,11 @@ def testbed(plan: Plan, log: Any) -> Iterator[Bed]:
         work = Path(tempfile.mkdtemp(prefix="mst-bench-http-"))
         work.chmod(0o755)  # nginx's worker (nobody) reads the files
         stack.callback(shutil.rmtree, work, True)
-        a = stack.enter_context(remote_host_cm())
-        b = stack.enter_context(remote_host_cm())
+        # GRO on at the remote ends, as on any real NIC (design.md section 7: the switch's
+        # XDP DEVMAP egress fast path needs it on veth, and only frames that arrive that way
+        # are merged; the kernel servers' TSO skbs cross the veth whole either way).
+        a = stack.enter_context(remote_host_cm(remote_gro=True))
+        b = stack.enter_context(remote_host_cm(remote_gro=True))
         for h in (a, b):
             # The load generators reuse their TIME-WAIT ports, as load generators do: a server
             # that lets the client close first (nginx's response, then its FIN) otherwise
@@ -728,6 +731,18 @@ def testbed(plan: Plan, log: Any) -> Iterator[Bed]:
         bed = Bed(a, b, d, work, www, digests, {}, cg)
         start_systems(plan, bed, stack, log)
         yield bed
+
+
+def egress_paths(bed: Bed) -> dict[str, Any]:
+    """Which egress path host A's UTCP frames took: the NIC's fast-path state and the switch's
+    egress counters at the end of the run (docs/mstackd.md, "Egress")."""
+    out: dict[str, Any] = {}
+    with contextlib.suppress(Exception):
+        st = bed.d.admin("status")
+        out["fast_path"] = {n["iface"]: n.get("fast_path") for n in st.get("nics", [])}
+    with contextlib.suppress(Exception):
+        out["counters"] = bed.d.admin("stats").get("egress")
+    return out
 
 
 def measure(plan: Plan, bed: Bed, log: Any) -> tuple[list[Any], list[Any], list[Any]]:
@@ -981,6 +996,7 @@ def main(argv: Sequence[str]) -> int:
                 + ", ".join(f"{s.name}={s.status}" for s in bed.systems.values()))  # fmt: skip
             verify_log, runs, latency = measure(plan, bed, log)
             systems = [s.entry() for s in bed.systems.values()]
+            egress = egress_paths(bed)
     except BenchError as e:
         print(f"bench http: {e}", file=sys.stderr)
         return 1
@@ -1034,6 +1050,8 @@ def main(argv: Sequence[str]) -> int:
             "connection -r/--rate-period (new connections at a fixed rate), -N 5s",
             "cpu_counted": "user+nice+system+irq+softirq, all cores, minus the generator",
             "nginx": nginx_version,
+            "remote_gro": True,
+            "switch_egress": egress,
         },
         "systems": systems,
         "verify": verify_log,
