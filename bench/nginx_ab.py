@@ -9,10 +9,12 @@ for the published figures (`python -m bench http` makes those).
 
 Variant i listens on host A (the switch's host) at port 8100+i, its listener listed for UTCP
 by a policy; nginx is started as the benchmark starts it (MSTACK_SHIM selects the library).
-Servers on CPU 1, wrk on CPU 0. --nginx adds kernel nginx on host B, --httpd mstack-httpd on
-UTCP (host A), as references. --perf NAME:RUNS records `perf record -g` of that variant's
-worker during those runs; --strace NAME:RUNS counts its worker's syscalls (strace -c -f; it
-slows the run: the counts per request are what it is for). Files go to --out."""
+Servers on CPU 1, wrk on CPU 0. --env NAME:KEY=VALUE gives one variant's nginx an environment
+variable of its own (the same library twice, e.g. MSTACK_AUTOCORK=0 for one). --nginx adds
+kernel nginx on host B, --httpd mstack-httpd on UTCP (host A), as references. --perf NAME:RUNS
+records `perf record -g` of that variant's worker during those runs; --strace NAME:RUNS counts
+its worker's syscalls (strace -c -f; it slows the run: the counts per request are what it is
+for). Files go to --out."""
 
 from __future__ import annotations
 
@@ -33,13 +35,19 @@ from bench.httpd_ab import runs_of, server_pids, stack_view, summarize
 
 
 def start_variant(plan: H.Plan, bed: H.Bed, name: str, shim: Path, port: int,
-                  stack: contextlib.ExitStack) -> H.System:  # fmt: skip
+                  stack: contextlib.ExitStack, extra_env: dict[str, str] | None = None,
+                  ) -> H.System:  # fmt: skip
     s = H.System(name, bed.a, bed.a.host_ip, port, f"nginx under mstack-run, {shim}", True)
     prefix = bed.work / f"nginx-{name}"
     prefix.mkdir()
     policy = prefix / "policy.toml"
     policy.write_text(f'[apps.bench-nginx]\nexe = ["nginx"]\nlisten = ["{s.ip}:{s.port}"]\n')
-    env = {**os.environ, "MSTACK_RUN_DIR": str(bed.d.run_dir), "MSTACK_SHIM": str(shim)}
+    env = {
+        **os.environ,
+        "MSTACK_RUN_DIR": str(bed.d.run_dir),
+        "MSTACK_SHIM": str(shim),
+        **(extra_env or {}),
+    }
     run = [str(H.BIN / "mstack-run"), "--policy", str(policy), "--app", "bench-nginx", "--"]
     p = H.start_nginx(plan, bed, prefix, [f"{s.ip}:{s.port}"], run, env)
     stack.callback(H.stop_process, p, 10.0)
@@ -62,6 +70,9 @@ def worker_pid(s: H.System) -> int:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.nginx_ab")
     ap.add_argument("--variant", action="append", default=[], help="NAME=PATH to libmstack.so")
+    ap.add_argument("--env", action="append", default=[],
+                    help="NAME:KEY=VALUE, an environment variable for that variant's nginx "
+                         "(e.g. off:MSTACK_AUTOCORK=0; repeatable)")  # fmt: skip
     ap.add_argument("--nginx", action="store_true", help="kernel nginx on host B too")
     ap.add_argument("--httpd", action="store_true", help="mstack-httpd on UTCP too")
     ap.add_argument("--size", type=int, default=1, help="KB")
@@ -92,7 +103,10 @@ def main(argv: list[str]) -> int:
         systems = list(bed.systems.values())
         for i, v in enumerate(a.variant):
             name, path = v.split("=", 1)
-            systems.append(start_variant(plan, bed, name, Path(path), 8100 + i, stack))
+            env = dict(
+                e.split(":", 1)[1].split("=", 1) for e in a.env if e.split(":", 1)[0] == name
+            )
+            systems.append(start_variant(plan, bed, name, Path(path), 8100 + i, stack, env))
         for s in systems:
             bad = [v for v in H.verify(bed, s, "before") if not v["ok"]]
             if bad:

@@ -75,6 +75,15 @@ static struct proc {
 	unsigned inline_waiters;         /* application threads in epoll_wait running the stack */
 	uint64_t inline_at;              /* when an application thread last ran the stack */
 	bool helper_port;                /* the helper thread's poll includes the port */
+	/* autocorking: the connections whose sends are held (socket ids), since when the oldest
+	 * hold (0: none), how many holds began (the helper thread watches it change), and when
+	 * the helper thread next looks at the holds (it does without the lock) */
+	int *held;
+	unsigned nheld, held_cap;
+	_Atomic uint64_t hold_since;
+	_Atomic unsigned holds;
+	_Atomic uint64_t hold_look_at;
+	uint64_t helper_pushes;          /* holds the helper thread found past the bound */
 	struct mstack_stats_writer stats;
 	uint64_t published_us;
 	unsigned published_slots;
@@ -279,20 +288,51 @@ static void publish(uint64_t now)
  * moving if the application stops calling. */
 #define INLINE_IDLE_MS 50
 
+/* Autocorking's bound.  Holds are pushed by the application itself when it waits; the helper
+ * thread only covers a thread that sent and then blocked where the shim does not see it (a
+ * futex, a sleep, a kernel descriptor's read): it looks at the holds at the oldest one's bound,
+ * without taking the lock unless one is past it.  While holds keep beginning it looks every
+ * bound whether or not one is there (a busy application: then proc_hold never has to wake
+ * it); once a whole bound passed with no new hold it stops, and the next hold wakes it.  The
+ * time it will look is published before it reads the holds again, and proc_hold publishes its
+ * hold before it reads that time (both sequentially consistent): either the helper sees the
+ * new hold, or proc_hold sees that the helper would look too late and wakes it. */
+static uint64_t hold_look(uint64_t now, unsigned *seen)
+{
+	for (;;) {
+		uint64_t since = atomic_load(&P.hold_since), at;
+		unsigned h = atomic_load(&P.holds);
+
+		at = since ? since + shim.autocork_us : h != *seen ? now + shim.autocork_us : UINT64_MAX;
+		*seen = h;
+		atomic_store(&P.hold_look_at, at);
+		if (at != UINT64_MAX || (atomic_load(&P.hold_since) == 0 && atomic_load(&P.holds) == h))
+			return at;
+	}
+}
+
+static bool hold_overdue(uint64_t now)
+{
+	uint64_t since = atomic_load(&P.hold_since);
+
+	return since && now >= since + shim.autocork_us;
+}
+
 static void *helper_main(void *arg)
 {
-	REAL(poll);
+	REAL(ppoll);
 	/* the nudge, the inbox (-1: none; poll skips it), the port (while not left to the
 	 * application's threads) */
 	struct pollfd pf[3] = { { .fd = P.nudge, .events = POLLIN },
 				{ .fd = -1, .events = POLLIN },
 				{ .fd = mstack_port_fd(P.port), .events = POLLIN } };
+	unsigned seen = 0;
 
 	(void)arg;
 	shim_lock();
 	while (!P.stopping) {
-		uint64_t now = shim_now_us(), next;
-		int tmo;
+		uint64_t now = shim_now_us(), next, due;
+		nfds_t npf;
 
 		if (pf[1].revents)
 			handoff_inbox_drain();
@@ -300,28 +340,48 @@ static void *helper_main(void *arg)
 		utcp_poll(P.st, now);
 		if (utcp_socks_process(P.ss, now) > 0)
 			wait_wake_threads();
+		if (hold_overdue(now) && proc_push())
+			P.helper_pushes++;
 		publish(now);
 		next = utcp_next_deadline(P.st);
-		tmo = next <= now ? 0 : next - now > 250000 ? 250 : (int)((next - now + 999) / 1000);
+		due = next > now + 250000u ? now + 250000u : next;
 		if (P.inline_waiters > 0) {
 			P.helper_port = false;
-			if (tmo > INLINE_IDLE_MS)
-				tmo = INLINE_IDLE_MS;
+			if (due > now + INLINE_IDLE_MS * 1000u)
+				due = now + INLINE_IDLE_MS * 1000u;
 		} else if (!wait_threads_blocked() &&
 			   now - P.inline_at < (uint64_t)INLINE_IDLE_MS * 1000u) {
 			/* the application ran the stack just now and will again */
-			int idle = (int)((P.inline_at + INLINE_IDLE_MS * 1000u - now + 999) / 1000);
-
 			P.helper_port = false;
-			if (tmo > idle)
-				tmo = idle;
+			if (due > P.inline_at + INLINE_IDLE_MS * 1000u)
+				due = P.inline_at + INLINE_IDLE_MS * 1000u;
 		} else {
 			P.helper_port = true;
 		}
-		P.helper_wake_at = now + (uint64_t)tmo * 1000u;
+		P.helper_wake_at = due;
+		npf = P.helper_port ? 3 : 2;
 		shim_unlock();
-		pf[0].revents = pf[1].revents = pf[2].revents = 0;
-		real_poll(pf, P.helper_port ? 3 : 2, tmo);
+		/* Sleep until `due` (an earlier timer nudges), looking at the holds on the way
+		 * without the lock. */
+		for (;;) {
+			uint64_t at, wake;
+			struct timespec ts;
+			int r;
+
+			now = shim_now_us();
+			at = hold_look(now, &seen);
+			wake = at < due ? at : due;
+			wake = wake > now ? wake - now : 0;
+			ts.tv_sec = (time_t)(wake / 1000000u);
+			ts.tv_nsec = (long)(wake % 1000000u) * 1000;
+			pf[0].revents = pf[1].revents = pf[2].revents = 0;
+			r = real_ppoll(pf, npf, &ts, NULL);
+			if (r != 0)
+				break;
+			now = shim_now_us();
+			if (now >= due || hold_overdue(now))
+				break;
+		}
 		if (pf[0].revents & POLLIN) {
 			uint64_t v;
 			(void)!read(P.nudge, &v, sizeof(v));
@@ -369,6 +429,68 @@ bool proc_inline_nobody(void)
 {
 	/* no thread runs the stack inline, and the helper thread is not watching the port */
 	return P.st && P.pid == shim_pid() && P.inline_waiters == 0 && !P.helper_port;
+}
+
+void proc_hold(struct usock *us)
+{
+	uint64_t now;
+
+	if (us->held || !P.st || P.pid != shim_pid())
+		return;
+	if (P.nheld == P.held_cap) { /* not expected: one entry per connection */
+		(void)utcp_sk_push(P.ss, us->sk, shim_now_us());
+		return;
+	}
+	us->held = true;
+	P.held[P.nheld++] = us->sk;
+	if (P.nheld > 1)
+		return;
+	now = shim_now_us();
+	atomic_store(&P.hold_since, now);
+	atomic_fetch_add(&P.holds, 1u);
+	if (P.thread_on && atomic_load(&P.hold_look_at) > now + shim.autocork_us) {
+		atomic_store(&P.hold_look_at, now);
+		(void)!eventfd_write(P.nudge, 1); /* it would look too late */
+	}
+}
+
+bool proc_push(void)
+{
+	uint64_t now;
+
+	if (!P.nheld || !P.st || P.pid != shim_pid())
+		return false;
+	now = shim_now_us();
+	for (unsigned i = 0; i < P.nheld; i++) {
+		struct usock *us = lookup(P.held[i]);
+
+		if (us)
+			us->held = false;
+		(void)utcp_sk_push(P.ss, P.held[i], now); /* a closed one: -EBADF, nothing to do */
+	}
+	P.nheld = 0;
+	atomic_store(&P.hold_since, 0);
+	proc_flush();
+	return true;
+}
+
+bool proc_holding(void)
+{
+	return atomic_load_explicit(&P.hold_since, memory_order_relaxed) != 0 && P.pid == shim_pid();
+}
+
+void proc_push_unlocked(void)
+{
+	if (!proc_holding())
+		return;
+	shim_lock();
+	proc_push();
+	shim_unlock();
+}
+
+uint64_t proc_segs_out(void)
+{
+	return P.st && P.pid == shim_pid() ? utcp_get_stats(P.st)->segs_out : 0;
 }
 
 void proc_nudge(void)
@@ -442,8 +564,12 @@ static void stack_teardown(void)
 	P.port = NULL;
 	free(P.keys);
 	free(P.vals);
+	free(P.held);
 	P.keys = NULL;
 	P.vals = NULL;
+	P.held = NULL;
+	P.nheld = P.held_cap = 0;
+	atomic_store(&P.hold_since, 0);
 }
 
 int proc_stack(char *why, size_t whylen)
@@ -545,6 +671,14 @@ int proc_stack(char *why, size_t whylen)
 		goto fail;
 	}
 	memset(P.keys, 0xff, P.cap * sizeof(*P.keys));
+	P.held = malloc(cfg.max_conns * sizeof(*P.held));
+	if (!P.held) {
+		rc = -ENOMEM;
+		stack_fail(why, whylen, "the autocork list", rc);
+		goto fail;
+	}
+	P.held_cap = cfg.max_conns;
+	P.nheld = 0;
 	utcp_socks_set_notify(P.ss, on_notify, NULL);
 	if (mstack_stats_open(&P.stats, cfg.max_conns, shim.have_policy ? shim.policy.app : "?") == 0 &&
 	    mstack_ctl_stats_region(P.ctl, P.info.port_id, P.stats.fd) != 0) {
@@ -602,6 +736,7 @@ static void atfork_child(void)
 	if (P.nudge >= 0)
 		close(P.nudge);
 	handoff_after_fork_child();
+	free(P.held); /* the parent's holds are the parent's to push */
 	memset(&P, 0, sizeof(P));
 	P.nudge = -1;
 	P.stats.fd = -1;

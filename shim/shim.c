@@ -19,8 +19,33 @@
 struct shim_state shim;
 
 static const char *const env_names[SHIM_ENV_N] = {
-	"LD_PRELOAD", MSTACK_POLICY_ENV, "MSTACK_RUN_DIR", "MSTACK_VERBOSE",
+	"LD_PRELOAD", MSTACK_POLICY_ENV, "MSTACK_RUN_DIR", "MSTACK_VERBOSE", "MSTACK_AUTOCORK",
+	"MSTACK_AUTOCORK_US",
 };
+
+#define AUTOCORK_US_DEFAULT 200 /* docs/shim.md, "Autocorking": why this bound */
+
+/* MSTACK_AUTOCORK (0: off; default on) and MSTACK_AUTOCORK_US (the helper thread's bound),
+ * read once at load: nginx's workers see none of the environment later. */
+static void autocork_init(void)
+{
+	const char *on = getenv("MSTACK_AUTOCORK"), *us = getenv("MSTACK_AUTOCORK_US");
+
+	shim.autocork = !(on && !strcmp(on, "0"));
+	if (on && strcmp(on, "0") && strcmp(on, "1") && *on)
+		shim_log("MSTACK_AUTOCORK=%s is not 0 or 1: autocorking stays on", on);
+	shim.autocork_us = AUTOCORK_US_DEFAULT;
+	if (us && *us) {
+		char *end;
+		unsigned long v = strtoul(us, &end, 10);
+
+		if (*end || v < 20 || v > 200000)
+			shim_log("MSTACK_AUTOCORK_US=%s is not a number in 20..200000: using %u", us,
+				 AUTOCORK_US_DEFAULT);
+		else
+			shim.autocork_us = (uint32_t)v;
+	}
+}
 
 void shim_log(const char *fmt, ...)
 {
@@ -60,6 +85,7 @@ __attribute__((constructor)) static void shim_init(void)
 	if (dladdr((void *)shim_init, &info) && info.dli_fname)
 		shim.self_path = info.dli_fname;
 	shim.verbose = verbose && verbose[0] == '1';
+	autocork_init();
 	/* our copy, not getenv()'s pointer: nginx writes its process title over the original
 	 * environment strings */
 	if (shim.env[SHIM_ENV_RUN_DIR])

@@ -38,7 +38,15 @@ void *shim_real(const char *name);
 
 /* Environment the shim needs across exec: captured at load, before the application can
  * change its environment, and put back into any exec that drops it. */
-enum { SHIM_ENV_PRELOAD, SHIM_ENV_POLICY, SHIM_ENV_RUN_DIR, SHIM_ENV_VERBOSE, SHIM_ENV_N };
+enum {
+	SHIM_ENV_PRELOAD,
+	SHIM_ENV_POLICY,
+	SHIM_ENV_RUN_DIR,
+	SHIM_ENV_VERBOSE,
+	SHIM_ENV_AUTOCORK,
+	SHIM_ENV_AUTOCORK_US,
+	SHIM_ENV_N
+};
 
 struct shim_state {
 	int have_policy;
@@ -49,6 +57,12 @@ struct shim_state {
 	const char *run_dir;            /* MSTACK_RUN_DIR or NULL */
 	unsigned long warned_listen[2]; /* listed endpoints already reported (bitmaps) */
 	unsigned long warned_connect[2];
+	/* Autocorking (proc.c): what the application sends on a UTCP connection is held until it
+	 * next waits (or closes, shuts down, fills a segment), then every held connection is
+	 * pushed and the port flushed once; the helper thread pushes what is held longer than
+	 * autocork_us.  MSTACK_AUTOCORK=0 turns it off, MSTACK_AUTOCORK_US sets the bound. */
+	bool autocork;
+	uint32_t autocork_us;
 };
 
 extern struct shim_state shim;
@@ -115,6 +129,7 @@ struct usock {
 	bool shut;                /* listener: shutdown(SHUT_RD) stopped it (until listen again) */
 	bool foreign_said;        /* a forked child was told it cannot use this connection */
 	bool connect_said;        /* connection: a connect() call has reported the outcome */
+	bool held;                /* connection: in the process's autocork list (proc.c) */
 	int64_t binding;          /* listener: mstackd's binding id, -1 none */
 	uint32_t laddr;           /* listener: bound address, host order (0: wildcard) */
 	uint16_t lport;
@@ -235,6 +250,20 @@ bool proc_inline_nobody(void);
 void proc_nudge(void);
 /* Send what API calls queued (with the lock held). */
 void proc_flush(void);
+/* Autocorking.  A send on `us` was held (UTCP_SK_HOLD): remember it until the next push.
+ * Lock held. */
+void proc_hold(struct usock *us);
+/* The application waits (epoll, poll, select, a blocking call), closes or shuts down: push
+ * every held connection, then send everything queued (one kick: proc_flush).  False if
+ * nothing was held (and nothing done).  Lock held. */
+bool proc_push(void);
+/* Without the lock: is anything held?  (A thread about to wait on kernel descriptors only
+ * takes the lock and pushes if so: proc_push_unlocked.) */
+bool proc_holding(void);
+void proc_push_unlocked(void);
+/* Segments the stack has built so far: a send that built some (full segments) flushes
+ * them at once (proc_flush) instead of at the next push. */
+uint64_t proc_segs_out(void);
 /* Register / unregister the socket id -> usock mapping used by notifications. */
 void proc_map(int sk, struct usock *us);
 void proc_unmap(int sk);

@@ -524,8 +524,9 @@ void usock_put(int fd, struct usock *us)
 					;
 			}
 			proc_unmap(us->sk);
-			utcp_sk_close(ss, us->sk, shim_now_us());
-			proc_flush();
+			utcp_sk_close(ss, us->sk, shim_now_us()); /* the FIN takes held data along */
+			if (!proc_push())
+				proc_flush();
 		}
 		if (us->binding >= 0 && us->pid == shim_pid()) {
 			struct reg_arg a = { .binding = us->binding };
@@ -1015,7 +1016,7 @@ static ssize_t conn_send(int fd, struct usock *us, const struct iovec *iov, int 
 	struct utcp_socks *ss = proc_socks();
 	bool nb = us->nonblock || (flags & MSG_DONTWAIT);
 	uint64_t deadline = us->sndtimeo_us ? shim_now_us() + (uint64_t)us->sndtimeo_us : UINT64_MAX;
-	int uflags = (flags & MSG_MORE) ? UTCP_SK_MORE : 0;
+	int uflags = ((flags & MSG_MORE) ? UTCP_SK_MORE : 0) | (shim.autocork ? UTCP_SK_HOLD : 0);
 	size_t want = iov_total(iov, n), done = 0;
 	struct iovec rest[64];
 
@@ -1023,13 +1024,18 @@ static ssize_t conn_send(int fd, struct usock *us, const struct iovec *iov, int 
 		return fail(EINVAL);
 	for (;;) {
 		int k = iov_skip(iov, n, done, rest);
+		uint64_t segs = proc_segs_out();
 		ssize_t r = utcp_sk_send(ss, us->sk, rest, k, uflags, shim_now_us());
 		int w;
 		bool gone;
 
 		if (r >= 0) {
 			done += (size_t)r;
-			if (r)
+			/* Autocorking: a partial segment waits for the application's next wait
+			 * (proc_push); full segments go now. */
+			if (r && shim.autocork)
+				proc_hold(us);
+			if (r && (!shim.autocork || proc_segs_out() != segs))
 				proc_flush();
 			if (done >= want || nb)
 				return (ssize_t)done;
@@ -1299,7 +1305,10 @@ SHIM_EXPORT int shutdown(int fd, int how)
 	{
 		WITH_CONN(fd, us);
 		int r = utcp_sk_shutdown(proc_socks(), us->sk, how, shim_now_us());
-		proc_flush(); /* the socket layer's notification wakes recv and epoll waiters */
+		/* a FIN took this connection's held data along; the others go too, and the socket
+		 * layer's notification wakes recv and epoll waiters */
+		if (!proc_push())
+			proc_flush();
 		shim_unlock();
 		return r < 0 ? fail(-r) : 0;
 	}
@@ -1773,6 +1782,7 @@ void sock_after_fork_parent(void)
 void sock_before_exec(void)
 {
 	shim_lock();
+	proc_push(); /* what the application sent reaches the wire before the image goes */
 	leave_groups("before exec"); /* the new image joins with a port of its own */
 	listeners_kernel_flags(true);
 	shim_unlock();

@@ -195,6 +195,13 @@ int wait_block(int kfd, short kevents, uint64_t deadline)
 				{ .fd = kfd, .events = kevents } };
 	int r, e;
 
+	if (proc_push()) {
+		/* Autocorking: what this thread sent went just now, and the answer may follow at
+		 * once (the kick runs the peer's receive on this core): look again before blocking,
+		 * as the caller would have after a send that went out at once. */
+		proc_run_inline();
+		return 0;
+	}
 	dl_add_tail(&threads, &w.link);
 	if (proc_inline_nobody())
 		proc_nudge(); /* the helper thread must watch the port while this thread blocks */
@@ -239,6 +246,7 @@ static int mixed_poll(struct pollfd *fds, nfds_t n, uint64_t deadline, const sig
 		int ready = 0, r, e, tmo;
 
 		shim_lock();
+		proc_push(); /* autocorking: held sends go when the application waits */
 		proc_run_inline();
 		if (proc_inline_nobody())
 			proc_nudge();
@@ -310,8 +318,10 @@ SHIM_EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)
 {
 	REAL(poll);
 
-	if (!shim_fds || !any_usock(fds, n))
+	if (!shim_fds || !any_usock(fds, n)) {
+		proc_push_unlocked(); /* a wait on kernel descriptors is a wait too */
 		return real_poll(fds, n, timeout);
+	}
 	return mixed_poll(fds, n, deadline_ms(timeout), NULL);
 }
 
@@ -327,8 +337,10 @@ SHIM_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts,
 {
 	REAL(ppoll);
 
-	if (!shim_fds || !any_usock(fds, n))
+	if (!shim_fds || !any_usock(fds, n)) {
+		proc_push_unlocked();
 		return real_ppoll(fds, n, ts, mask);
+	}
 	return mixed_poll(fds, n, deadline_ts(ts), mask);
 }
 
@@ -427,8 +439,10 @@ SHIM_EXPORT int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct time
 	uint64_t deadline;
 	int r;
 
-	if (nfds < 0 || nfds > FD_SETSIZE || !any_usock_set(nfds, rd, wr, ex))
+	if (nfds < 0 || nfds > FD_SETSIZE || !any_usock_set(nfds, rd, wr, ex)) {
+		proc_push_unlocked();
 		return real_select(nfds, rd, wr, ex, tv);
+	}
 	deadline = tv ? shim_now_us() + (uint64_t)tv->tv_sec * 1000000u + (uint64_t)tv->tv_usec
 		      : UINT64_MAX;
 	r = mixed_select(nfds, rd, wr, ex, deadline, NULL);
@@ -445,8 +459,10 @@ SHIM_EXPORT int pselect(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, const stru
 {
 	REAL(pselect);
 
-	if (nfds < 0 || nfds > FD_SETSIZE || !any_usock_set(nfds, rd, wr, ex))
+	if (nfds < 0 || nfds > FD_SETSIZE || !any_usock_set(nfds, rd, wr, ex)) {
+		proc_push_unlocked();
 		return real_pselect(nfds, rd, wr, ex, ts, mask);
+	}
 	return mixed_select(nfds, rd, wr, ex, deadline_ts(ts), mask);
 }
 
@@ -919,6 +935,7 @@ static int sepoll_wait(int epfd, struct epoll_event *ev, int max, uint64_t deadl
 		bool inline_wait = false;
 
 		shim_lock();
+		proc_push(); /* autocorking: held sends go when the application looks for events */
 		ep = fd_sepoll(epfd);
 		if (!ep) {
 			shim_unlock();
@@ -983,9 +1000,11 @@ SHIM_EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeou
 	REAL(epoll_wait);
 	uint64_t deadline = deadline_ms(timeout);
 
-	if (!fd_sepoll(epfd))
+	if (!fd_sepoll(epfd)) {
+		proc_push_unlocked();
 		return plain_wait_done(epfd, ev, max, real_epoll_wait(epfd, ev, max, timeout),
 				       deadline, NULL);
+	}
 	return sepoll_wait(epfd, ev, max, deadline, NULL);
 }
 
@@ -995,9 +1014,11 @@ SHIM_EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeo
 	REAL(epoll_pwait);
 	uint64_t deadline = deadline_ms(timeout);
 
-	if (!fd_sepoll(epfd))
+	if (!fd_sepoll(epfd)) {
+		proc_push_unlocked();
 		return plain_wait_done(epfd, ev, max,
 				       real_epoll_pwait(epfd, ev, max, timeout, mask), deadline, mask);
+	}
 	return sepoll_wait(epfd, ev, max, deadline, mask);
 }
 
@@ -1007,9 +1028,11 @@ SHIM_EXPORT int epoll_pwait2(int epfd, struct epoll_event *ev, int max,
 	REAL(epoll_pwait2);
 	uint64_t deadline = deadline_ts(ts);
 
-	if (!fd_sepoll(epfd))
+	if (!fd_sepoll(epfd)) {
+		proc_push_unlocked();
 		return plain_wait_done(epfd, ev, max, real_epoll_pwait2(epfd, ev, max, ts, mask),
 				       deadline, mask);
+	}
 	return sepoll_wait(epfd, ev, max, deadline, mask);
 }
 
