@@ -481,9 +481,11 @@ bool proc_holding(void)
 
 void proc_push_unlocked(void)
 {
-	if (!proc_holding())
+	/* trylock: the shim's own code waits on kernel descriptors with the lock held (its
+	 * requests to mstackd poll their socket) — and a lock another thread holds means the
+	 * application is in a socket call: the helper thread's bound covers this wait then */
+	if (!proc_holding() || pthread_mutex_trylock(&mu) != 0)
 		return;
-	shim_lock();
 	proc_push();
 	shim_unlock();
 }

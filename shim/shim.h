@@ -258,7 +258,8 @@ void proc_hold(struct usock *us);
  * nothing was held (and nothing done).  Lock held. */
 bool proc_push(void);
 /* Without the lock: is anything held?  (A thread about to wait on kernel descriptors only
- * takes the lock and pushes if so: proc_push_unlocked.) */
+ * pushes if so and the lock is free — never waiting for it, since the shim's own requests to
+ * mstackd poll with the lock held: proc_push_unlocked.) */
 bool proc_holding(void);
 void proc_push_unlocked(void);
 /* Segments the stack has built so far: a send that built some (full segments) flushes
