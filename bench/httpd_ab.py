@@ -149,6 +149,12 @@ def main(argv: list[str]) -> int:
         help="GRO on the client's veth end in even runs, off in odd ones (an "
         "experiment: how much of the cost is the client's per-segment receive)",
     )
+    ap.add_argument(
+        "--alternate-fast-path",
+        action="store_true",
+        help="GRO on at the client ends; mstackd's XDP egress fast path on in even runs, off "
+        "(TC only, `mstackctl fast-path off`) in odd ones",
+    )
     ap.add_argument("--flows", action="store_true", help="count the switch's flow entries")
     a = ap.parse_args(argv)
     variants = [(v.split("=", 1)[0], Path(v.split("=", 1)[1])) for v in a.variant]
@@ -190,7 +196,13 @@ def main(argv: list[str]) -> int:
                     log(f"warm {kb} KB {i + 1} {s.name:<14} {r['rps']:8.0f} req/s  own "
                         f"{r['cpu_per_req_own_us'] or 0:7.1f} us/req"
                         + ("" if r["ok"] else f"  FAILED {r['error']}"))  # fmt: skip
+        if a.alternate_fast_path:
+            for h in (bed.a, bed.b):
+                h.run(["ethtool", "-K", h.remote_if, "gro", "on"])
         for run in range(1, a.runs + 1):
+            if a.alternate_fast_path:
+                bed.d.admin("fast_path", on=run % 2 == 0)
+                wait_fast_path(bed, run % 2 == 0, log)
             if a.alternate_gro:
                 for h in (bed.a, bed.b):
                     h.run(["ethtool", "-K", h.remote_if, "gro", "on" if run % 2 == 0 else "off"])
@@ -233,6 +245,7 @@ def main(argv: list[str]) -> int:
                     perf.wait(timeout=60)
                 r["run"] = run
                 r["client_gro"] = a.alternate_gro and run % 2 == 0
+                r["fast_path"] = a.alternate_fast_path and run % 2 == 0
                 r["server_pids"] = server_pids(s.pids())
                 extra = ""
                 if s.port >= 8090:
@@ -269,7 +282,7 @@ def wait_fast_path(bed: H.Bed, on: bool, log: Any, timeout: float = 15.0) -> Non
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         nics = bed.d.admin("status")["nics"]
-        states = [n["fast_path"]["on"] for n in nics if "fast_path" in n]
+        states = [n["fast_path"]["on"] for n in nics if n.get("fast_path", {}).get("enabled")]
         if not states or all(s == on for s in states):
             if states:
                 log(f"egress fast path {'on' if on else 'off'}")

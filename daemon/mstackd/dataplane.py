@@ -241,6 +241,28 @@ class Dataplane:
         except libbpf.BpfError as e:
             log.warning("port %d: no XDP egress fast path: %s", port.port_id, e)
 
+    def set_fast_path(self, on: bool) -> None:
+        """Turn the egress fast path on or off for the whole switch at run time (an operator's
+        switch, and how benchmarks compare the two paths): off takes the XDP program off every
+        port's host end and the NICs' flags down, so TC carries everything as without it."""
+        fp = self.fastpath
+        if on and not fp.watching:
+            raise AttachError("the egress fast path is not available in this daemon")
+        fp.enabled = on
+        if on:
+            for port in self.ports.values():
+                self._attach_port_xdp(port)
+            for nic in self.nics.values():
+                self._fast_add(nic)
+            return
+        for nic in self.nics.values():
+            with contextlib.suppress(libbpf.BpfError, OSError):
+                fp.add_nic(nic.ifindex, nic.mac, nic.mtu, False)  # flag off, stays off
+        for port in self.ports.values():  # a host end carries no XDP program but ours
+            with contextlib.suppress(libbpf.BpfError, OSError):
+                if libbpf.xdp_query_id(port.host_ifindex, kabi.XDP_FLAGS_DRV_MODE):
+                    libbpf.xdp_detach(port.host_ifindex, kabi.XDP_FLAGS_DRV_MODE)
+
     def adopt_port(self, port: Port) -> bool:
         """A restarted daemon: take over a port whose links still exist (True), or clear what is
         left of it from the switch (False)."""

@@ -295,6 +295,8 @@ class FastPath:
         nic = self.nics.get(ifindex)
         x: Any = self.xmit.lookup(ifindex)
         return {
+            # Could it be on (native NIC, fast path enabled in this daemon, tracepoints on)?
+            "enabled": bool(nic and nic.native and self.enabled and self.watching),
             "on": self.is_on(ifindex),
             "probes": nic.probes if nic else 0,
             "xmit_sent": int(x.sent) if x is not None else 0,

@@ -655,6 +655,12 @@ class Daemon:
             iface = str(req.get("iface", ""))
             self.dp.detach_nic(iface)
             return {"iface": iface}
+        if cmd == "fast_path":
+            on = req.get("on")
+            if not isinstance(on, bool):
+                raise ValueError("on must be true or false")
+            self.dp.set_fast_path(on)
+            return {n.ifname: self.dp.fastpath.nic_view(n.ifindex) for n in self.dp.nics.values()}
         raise ValueError(f"unknown command {cmd!r}")
 
     def status(self) -> dict[str, Any]:

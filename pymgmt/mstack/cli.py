@@ -190,6 +190,23 @@ def _print_stats(st: dict[str, Any]) -> None:
                      ("tx_dropped", "TX-DROP")])  # fmt: skip
 
 
+@main.command(
+    "fast-path",
+    help="Turn the switch's XDP egress fast path on or off at run time (off: TC carries every "
+    "frame, no XDP program on the ports' host ends; on: each native NIC is probed again).",
+)
+@click.argument("state", type=click.Choice(["on", "off"]))
+@json_opt
+@click.pass_obj
+def fast_path(c: Ctx, state: str, as_json: bool) -> None:
+    r = c.ask("fast_path", on=state == "on")
+    if as_json:
+        emit_json(r)
+        return
+    for nic, fp in r.items():
+        click.echo(f"{nic}: fast path " + ("on" if fp["on"] else "off"))
+
+
 @main.command(help="Switch counters: ingress verdicts, egress drops by reason, per port.")
 @click.option("--watch", is_flag=True, help="Refresh every second until interrupted.")
 @click.option("--count", type=int, default=0, help="With --watch: stop after N refreshes.")

@@ -8,6 +8,7 @@ reaches the next-hop cache."""
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import subprocess
 import time
@@ -234,3 +235,36 @@ def egress_pinned(d: Mstackd) -> dict[str, int]:
         return {"fast": int(sum(vals))}
     finally:
         m.close()
+
+
+def test_mstackctl_turns_the_fast_path_off_and_on(
+    remote_host_factory: Callable[..., RemoteHost],
+    mstackd_factory: Callable[..., Mstackd],
+    payload: Path,
+    tmp_path: Path,
+) -> None:
+    h = remote_host_factory(remote_gro=True)
+    d = mstackd_factory(h)
+    with d.client() as c:  # a port, so that off has an XDP program to take off
+        c.hello()
+        _, fds, _ = c.port_open()
+        for fd in fds:
+            os.close(fd)
+        (port,) = d.admin("ports")
+        host_ifindex = socket.if_nametoindex(port["host_if"])
+        assert libbpf.xdp_query_id(host_ifindex) != 0
+        assert "fast path off" in d.ctl("fast-path", "off").stdout
+        assert not fast(d)["on"] and libbpf.xdp_query_id(host_ifindex) == 0
+        time.sleep(0.5)  # no probe turns it on again
+        assert not fast(d)["on"]
+        before = egress(d)
+        utcp_sends(d, h, payload, N // 4, tmp_path)
+        after = egress(d)
+        assert after["fast"] == before["fast"] and after["nh_miss"] == before["nh_miss"]
+        assert after["sent"] > before["sent"]
+        assert "fast path on" in d.ctl("fast-path", "on").stdout
+        assert fast(d)["on"] and libbpf.xdp_query_id(host_ifindex) != 0
+        utcp_sends(d, h, payload, N // 4, tmp_path)  # its misses fill the cache
+        wait_for(lambda: fast(d)["nexthops"] == 1, 2, "the next hop in the cache")
+        utcp_sends(d, h, payload, N // 4, tmp_path)
+        assert egress(d)["fast"] > after["fast"]
