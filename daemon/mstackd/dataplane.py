@@ -108,6 +108,7 @@ class Dataplane:
         self.ns.run(_write_sysctl, "/proc/sys/net/ipv6/conf/all/disable_ipv6", "1")
         self.nics: dict[str, Nic] = {}
         self.ports: dict[int, Port] = {}
+        self.port_xdp: bool | None = None  # XDP on the ports' host ends (None: not yet known)
 
     @staticmethod
     def _load_ingress(bpf_dir: Path) -> libbpf.BpfObject:
@@ -189,6 +190,7 @@ class Dataplane:
         if nic is None:
             raise AttachError(f"{ifname}: not attached")
         self.fastpath.remove_nic(nic.ifindex)  # before the NIC loses its program
+        self.sync_port_xdp()
         with contextlib.suppress(libbpf.BpfError, OSError):
             if libbpf.xdp_query_id(nic.ifindex, MODES[nic.mode]) == nic.prog_id:
                 libbpf.xdp_detach(nic.ifindex, MODES[nic.mode])
@@ -228,11 +230,12 @@ class Dataplane:
             log.warning("%s: egress fast path off: %s", nic.ifname, e)
             with contextlib.suppress(libbpf.BpfError, OSError):
                 self.fastpath.remove_nic(nic.ifindex)
+        self.sync_port_xdp()
 
     def _attach_port_xdp(self, port: Port) -> None:
         """The XDP half of the egress check on a port's host end (native; it passes every frame
-        it does not send itself to port_egress). Without it the port is on the TC path."""
-        if not self.fastpath.enabled:
+        it does not send itself to port_egress), while some NIC's fast path is on."""
+        if not self.port_xdp:
             return
         try:
             if libbpf.xdp_query_id(port.host_ifindex) == 0:
@@ -241,27 +244,42 @@ class Dataplane:
         except libbpf.BpfError as e:
             log.warning("port %d: no XDP egress fast path: %s", port.port_id, e)
 
+    @staticmethod
+    def _detach_port_xdp(port: Port) -> None:
+        with contextlib.suppress(libbpf.BpfError, OSError):  # a host end has no XDP but ours
+            if libbpf.xdp_query_id(port.host_ifindex, kabi.XDP_FLAGS_DRV_MODE):
+                libbpf.xdp_detach(port.host_ifindex, kabi.XDP_FLAGS_DRV_MODE)
+
+    def sync_port_xdp(self) -> None:
+        """XDP on the ports' host ends only while some NIC's fast path is on: native XDP on a
+        veth is not free (every frame is taken through XDP one by one, and copied for want of
+        headroom), so with no NIC to use it the TC path stays exactly as without it."""
+        want = self.fastpath.enabled and self.fastpath.any_on()
+        if want == self.port_xdp:
+            return
+        self.port_xdp = want
+        log.info("XDP egress on the ports' host ends: %s", "on" if want else "off")
+        for port in self.ports.values():
+            if want:
+                self._attach_port_xdp(port)
+            else:
+                self._detach_port_xdp(port)
+
     def set_fast_path(self, on: bool) -> None:
         """Turn the egress fast path on or off for the whole switch at run time (an operator's
-        switch, and how benchmarks compare the two paths): off takes the XDP program off every
-        port's host end and the NICs' flags down, so TC carries everything as without it."""
+        switch, and how benchmarks compare the two paths): off takes the NICs' flags down and
+        the XDP program off every port's host end, so TC carries everything as without it."""
         fp = self.fastpath
         if on and not fp.watching:
             raise AttachError("the egress fast path is not available in this daemon")
         fp.enabled = on
-        if on:
-            for port in self.ports.values():
-                self._attach_port_xdp(port)
-            for nic in self.nics.values():
-                self._fast_add(nic)
-            return
         for nic in self.nics.values():
-            with contextlib.suppress(libbpf.BpfError, OSError):
-                fp.add_nic(nic.ifindex, nic.mac, nic.mtu, False)  # flag off, stays off
-        for port in self.ports.values():  # a host end carries no XDP program but ours
-            with contextlib.suppress(libbpf.BpfError, OSError):
-                if libbpf.xdp_query_id(port.host_ifindex, kabi.XDP_FLAGS_DRV_MODE):
-                    libbpf.xdp_detach(port.host_ifindex, kabi.XDP_FLAGS_DRV_MODE)
+            if on:
+                self._fast_add(nic)
+            else:
+                with contextlib.suppress(libbpf.BpfError, OSError):
+                    fp.add_nic(nic.ifindex, nic.mac, nic.mtu, False)  # flag off, stays off
+        self.sync_port_xdp()
 
     def adopt_port(self, port: Port) -> bool:
         """A restarted daemon: take over a port whose links still exist (True), or clear what is
@@ -271,7 +289,10 @@ class Dataplane:
             with IPRoute() as ipr:
                 idx = ipr.link_lookup(ifname=port.host_if)
             if idx == [port.host_ifindex]:
-                self._attach_port_xdp(port)  # a port made by a daemon without the fast path
+                if self.port_xdp:
+                    self._attach_port_xdp(port)
+                elif self.port_xdp is False:
+                    self._detach_port_xdp(port)
                 return True
         except Exception:
             pass

@@ -165,6 +165,9 @@ class FastPath:
             max_len = mtu + 14  # an Ethernet frame of the NIC's MTU
         self.fast.update(ifindex, {"on": int(on), "max_len": max_len})
 
+    def any_on(self) -> bool:
+        return any(self.is_on(i) for i in self.nics)
+
     def is_on(self, ifindex: int) -> bool:
         v: Any = self.fast.lookup(ifindex)
         return bool(v is not None and v.on)

@@ -241,6 +241,7 @@ class Daemon:
         tick, never the daemon: the TC path needs none of it)."""
         try:
             self.dp.fastpath.tick()
+            self.dp.sync_port_xdp()
         except Exception:
             log.exception("egress fast path tick failed")
 

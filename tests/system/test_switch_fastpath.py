@@ -112,6 +112,14 @@ def test_without_remote_gro_the_probe_keeps_it_off(
     # The only frames lost are the probes': live traffic never tried the DEVMAP.
     fp = fast(d)
     assert fp["xmit_drops"] + fp["redirect_errs"] == fp["probes"], fp
+    # With no NIC to use it, no port carries the XDP program: the TC path is as without it.
+    with d.client() as c:
+        c.hello()
+        _, fds, _ = c.port_open()
+        for fd in fds:
+            os.close(fd)
+        (port,) = d.admin("ports")
+        assert libbpf.xdp_query_id(socket.if_nametoindex(port["host_if"])) == 0
 
 
 def test_remote_gro_off_mid_transfer_falls_back_and_comes_back(
