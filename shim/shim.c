@@ -23,7 +23,7 @@ static const char *const env_names[SHIM_ENV_N] = {
 	"MSTACK_AUTOCORK_US",
 };
 
-#define AUTOCORK_US_DEFAULT 200 /* docs/shim.md, "Autocorking": why this bound */
+#define AUTOCORK_US_DEFAULT 500 /* docs/shim.md, "Autocorking": why this bound */
 
 /* MSTACK_AUTOCORK (0: off; default on) and MSTACK_AUTOCORK_US (the helper thread's bound),
  * read once at load: nginx's workers see none of the environment later. */

@@ -37,7 +37,7 @@ BUILD = Path(os.environ.get("MSTACK_BUILD_DIR", REPO / "build"))
 VARIANTS = {"normal": BUILD, "asan": BUILD / "asan"}
 PORT = 8511
 RESPONSE = 41 + 1000  # autocork_probe's head and body
-STUCK_BOUND_MS = 100  # far above the shim's bound (200 µs), below the stack's cork bound (200 ms)
+STUCK_BOUND_MS = 100  # far above the shim's bound (500 µs), below the stack's cork bound (200 ms)
 
 
 def probe(variant: str, mode: str, rh: RemoteHost, port: int, n: int, env: dict[str, str]) -> Any:
