@@ -14,8 +14,12 @@ DIRECTIONS = ("nic_to_port", "port_to_nic")
 # The switch's own figures and the limit line measured beside them in the same run.
 SYSTEMS = {
     "nic_to_port": ("switch", "limit_xdp_drop"),
-    "port_to_nic": ("switch", "limit_xsk_tx"),
+    "port_to_nic": ("switch", "switch_tc", "limit_xsk_tx"),
 }
+# The switch's own figures: "switch" as mstackd runs it (port -> NIC by the XDP DEVMAP fast path
+# where the NIC takes XDP frames), "switch_tc" the same ports with the fast path turned off
+# (every frame by the TC path), measured only when the fast path was on.
+SWITCHES = ("switch", "switch_tc")
 LIMIT = {"nic_to_port": "limit_xdp_drop", "port_to_nic": "limit_xsk_tx"}
 
 RUN_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -124,17 +128,17 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         med = medians[key]
         sw = _median(float(x["switched_fps"]) for x in groups[key])
         limit = None
-        if system == "switch":
+        if system in SWITCHES:
             limit = next(
                 (m for k, m in medians.items() if k[:4] == (direction, LIMIT[direction], size,
                                                               attached)),
                 None,
             )  # fmt: skip
-        one_key = (direction, "switch", size, 1, 1)
-        one = medians.get(one_key) if system == "switch" else None
+        one_key = (direction, system, size, 1, 1)
+        one = medians.get(one_key) if system in SWITCHES else None
         one_sw = (
             _median(float(x["switched_fps"]) for x in groups[one_key])
-            if system == "switch" and one_key in groups
+            if system in SWITCHES and one_key in groups
             else None
         )
         rows.append(
@@ -268,7 +272,7 @@ def validate(doc: Any) -> list[str]:
                 abs(float(statistics.median(fps)) - r["median_fps"]) > 1e-6 * (1 + r["median_fps"])
             ):
                 errors.append(f"{where}.median_fps: not the median of fps")
-        if r.get("system") != "switch" and (
+        if r.get("system") not in SWITCHES and (
             r.get("ratio_to_limit") is not None or r.get("switched_ratio_to_limit") is not None
         ):
             errors.append(f"{where}: a limit line has no ratio_to_limit")

@@ -412,13 +412,17 @@ def phase_frames(bed: Bed, plan: Plan, log: Any) -> list[dict[str, Any]]:
             return {
                 "to_port": int(st["ingress"]["to_port_conn"]),
                 "egress_sent": int(eg["sent"]),
+                "egress_fast": int(eg.get("fast", 0)),
                 "egress_dropped": int(eg["frames"]) - int(eg["sent"]),
             }
 
         def egress(system: str, size: int, attached: int, used: int, rep: int) -> None:
-            sw0 = switch_counters() if system == "switch" else {}
+            switch = system in schema.SWITCHES
+            if switch and fast_path_on:
+                set_fast_path(system == "switch")
+            sw0 = switch_counters() if switch else {}
             before = sink_a.json_cmd("snap")
-            if system == "switch":
+            if switch:
                 g = app.json_cmd(f"send {size} {plan.seconds} {used}", plan.seconds + 30)
             else:
                 g = run_gen(
@@ -432,12 +436,39 @@ def phase_frames(bed: Bed, plan: Plan, log: Any) -> list[dict[str, Any]]:
             after = sink_a.json_cmd("snap")
             delivered = int(after["frames"]) - int(before["frames"])
             detail: dict[str, Any] = {"gen": g}
-            if system == "switch":
-                # The TC egress check's own counts: frames it let out and frames it dropped.
+            if switch:
+                # The egress checks' own counts: frames let out (of them by the XDP fast path)
+                # and frames dropped.
                 sw1 = switch_counters()
-                detail.update({k: sw1[k] - sw0[k] for k in ("egress_sent", "egress_dropped")})
+                detail.update({k: sw1[k] - sw0[k] for k in ("egress_sent", "egress_fast",
+                                                             "egress_dropped")})  # fmt: skip
             runs.append(_run("port_to_nic", system, size, attached, used, rep, g, delivered,
                              delivered, detail))  # fmt: skip
+
+        def nic_fast_path() -> bool:
+            nics = bed.d.admin("status")["nics"]
+            return any((n.get("fast_path") or {}).get("on") for n in nics)
+
+        def set_fast_path(on: bool) -> None:
+            nonlocal fast_state
+            if fast_state is on:
+                return
+            bed.d.admin("fast_path", on=on)
+            # Turned on, each NIC is probed again; the runs of "switch" need it on.
+            t0 = time.monotonic()
+            while on and not nic_fast_path() and time.monotonic() - t0 < 10:
+                time.sleep(0.1)
+            fast_state = on
+
+        # The XDP egress fast path is on where the NIC takes XDP frames (docs/mstackd.md): here
+        # the sink's XDP program on A's remote end makes it so. Then the same ports are also
+        # measured with it off ("switch_tc"), interleaved.
+        t0 = time.monotonic()
+        while not nic_fast_path() and time.monotonic() - t0 < 10:
+            time.sleep(0.1)
+        fast_path_on = nic_fast_path()
+        fast_state: bool | None = fast_path_on
+        log(f"egress fast path {'on' if fast_path_on else 'off'} at the start")
 
         def hold(n: int) -> None:
             t0 = time.monotonic()
@@ -458,6 +489,8 @@ def phase_frames(bed: Bed, plan: Plan, log: Any) -> list[dict[str, Any]]:
                     fn = ingress if direction == "nic_to_port" else egress
                     jobs.append((fn, schema.LIMIT[direction], 1))
                     jobs += [(fn, "switch", u) for u in used_list]
+                    if direction == "port_to_nic" and fast_path_on:
+                        jobs += [(fn, "switch_tc", u) for u in used_list]
                 for size in plan.sizes:
                     # A B A B ..., and the order turned round every other repetition.
                     for fn, system, used in jobs if rep % 2 == 0 else list(reversed(jobs)):
@@ -584,13 +617,16 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
         for r in doc["results"]:
             if r["direction"] != d:
                 continue
-            key = (r["system"], r["ports_attached"] if r["system"] == "switch" else 0,
-                   r["ports_used"] if r["system"] == "switch" else 0)  # fmt: skip
+            sw = r["system"] in schema.SWITCHES
+            key = (r["system"], r["ports_attached"] if sw else 0,
+                   r["ports_used"] if sw else 0)  # fmt: skip
             series.setdefault(key, []).append((r["size"], r["median_fps"] / 1e6))
         for (system, att, used), pts in sorted(series.items()):
             pts = sorted(pts)
             if system == "switch":
                 label, style = f"switch, {att} attached, {used} used", "-o"
+            elif system == "switch_tc":
+                label, style = f"switch (TC path), {att} attached, {used} used", ":s"
             else:
                 # The limit line is measured in every phase: show the median over phases.
                 by: dict[int, list[float]] = {}
