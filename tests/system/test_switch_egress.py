@@ -6,70 +6,30 @@ by reason; a listening member's SYN-ACK records the flow that ingress then follo
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.l2 import ARP, Ether
+from scapy.layers.inet import TCP, UDP
 
-from mstackd import libbpf, paths
 from mstackd.abi import consts
-from mstackd.switch import BindKey, SwitchMaps, flow_key, mac_bytes
+from mstackd.switch import BindKey, flow_key
+from switchkit import MALFORMED, ME, OTHER, EgressRun, egress_stats, out, port_object
 
 pytestmark = pytest.mark.system
 
 TC_ACT_SHOT, TC_ACT_REDIRECT = 2, 7
-ME, OTHER = 3, 4  # port ids: the sender and another port
-
-EG = {
-    name[len("MSTACK_EG_") :].lower(): getattr(consts, name)
-    for name in dir(consts)
-    if name.startswith("MSTACK_EG_") and name != "MSTACK_EG_NSLOTS"
-}
 
 
-@dataclass
-class Egress:
-    obj: libbpf.BpfObject
-    maps: SwitchMaps
-    fd: int
-    host: object  # the remote_host fixture's object
-    stats: libbpf.BpfMap
-
-    def run(self, frame: bytes) -> tuple[int, bytes]:
-        # struct __sk_buff up to `ifindex` isn't settable; the sender is told by skb->ifindex,
-        # which for a test run is the loopback: map the loopback as this port's host end.
-        r = libbpf.prog_test_run(self.fd, frame)
-        return r.retval, r.data
-
-    def counters(self) -> dict[str, int]:
-        out = {}
-        for name, slot in EG.items():
-            vals = self.stats.lookup(slot)
-            assert isinstance(vals, list)
-            out[name] = int(sum(vals))
-        return out
+class Egress(EgressRun):
+    """port_egress, the TC program on a port's host end."""
 
 
 @pytest.fixture
 def eg(remote_host, bpf_pin_dir: Path) -> Iterator[Egress]:  # type: ignore[no-untyped-def]
-    obj = libbpf.BpfObject(paths.bpf_object("switch_port.bpf.o"), bpf_pin_dir).load()
-    try:
-        maps = SwitchMaps.of_port_object(obj)
-        maps.add_nic(remote_host.host_ifindex, mac_bytes(remote_host.host_mac))
-        maps.add_local_addr(remote_host.host_ifindex, remote_host.host_ip)
-        maps.port_by_host_if.update(1, ME)
-        stats = obj.map("egress_stats", "__u32", "__u64")
-        yield Egress(obj, maps, obj.program_fd("port_egress"), remote_host, stats)
-    finally:
-        obj.close()
-
-
-def out(h, l4, src: str | None = None, dst: str | None = None) -> bytes:  # type: ignore[no-untyped-def]
-    ip = IP(src=src or h.host_ip, dst=dst or h.remote_ip)
-    return bytes(Ether(src="02:00:00:00:00:aa", dst="02:00:00:00:00:bb") / ip / l4)
+    with port_object(remote_host, bpf_pin_dir) as (obj, maps):
+        yield Egress(obj, maps, obj.program_fd("port_egress"), remote_host, egress_stats(obj))
 
 
 def test_connect_binding_may_send(eg: Egress) -> None:
@@ -167,25 +127,10 @@ def test_non_member_cannot_send_from_a_listen_binding(eg: Egress) -> None:
     assert eg.maps.flow_entries() == []
 
 
-@pytest.mark.parametrize(
-    "build, reason",
-    [
-        (lambda h: bytes(Ether() / ARP(pdst=h.remote_ip)), "not_ipv4"),
-        (lambda h: out(h, ICMP(type=8)), "bad_proto"),
-        # (A frame shorter than Ethernet + IPv4 headers: the kernel's test run refuses it.)
-        (
-            lambda h: bytes(Ether() / IP(src=h.host_ip, dst=h.remote_ip, len=26) / TCP())[:40],
-            "truncated",
-        ),
-        (
-            lambda h: bytes(Ether() / IP(src=h.host_ip, dst=h.remote_ip, flags="MF") / TCP()),
-            "fragment",
-        ),
-        (lambda h: bytes(Ether() / IP(src=h.host_ip, dst=h.remote_ip, ihl=4) / TCP()), "bad_ip"),
-        (lambda h: bytes(Ether() / IP(src=h.host_ip, dst=h.remote_ip, len=999) / TCP()), "bad_ip"),
-    ],
-)
-def test_malformed_and_unroutable_frames_are_dropped_by_reason(eg: Egress, build, reason) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("build, reason", MALFORMED)
+def test_malformed_and_unroutable_frames_are_dropped_by_reason(
+    eg: Egress, build: Callable[[Any], bytes], reason: str
+) -> None:
     eg.maps.bind(BindKey("tcp", "0.0.0.0", 50000), "connect", port_id=ME)
     assert eg.run(build(eg.host))[0] == TC_ACT_SHOT
     c = eg.counters()

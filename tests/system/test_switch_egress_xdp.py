@@ -7,89 +7,55 @@ port_egress (TC), which then does all it does today — the source check runs on
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.l2 import ARP, Ether
+from scapy.layers.inet import TCP, UDP
 
-from mstackd import libbpf, paths
+from mstackd import libbpf
 from mstackd.abi import consts
 from mstackd.nexthop import FastPath
-from mstackd.switch import BindKey, SwitchMaps, flow_key, ip_be, mac_bytes
+from mstackd.switch import BindKey, flow_key, ip_be, mac_bytes
+from switchkit import MALFORMED, ME, OTHER, EgressRun, egress_stats, out, port_object
 
 pytestmark = pytest.mark.system
 
 XDP_DROP, XDP_PASS, XDP_REDIRECT = 1, 2, 4
-ME, OTHER = 3, 4  # port ids: the sender and another port
 NH_MAC = "02:11:22:33:44:55"  # the cached next hop (not the remote's real MAC: proves the rewrite)
-
-EG = {
-    name[len("MSTACK_EG_") :].lower(): getattr(consts, name)
-    for name in dir(consts)
-    if name.startswith("MSTACK_EG_") and name != "MSTACK_EG_NSLOTS"
-}
 
 
 @dataclass
-class FastEgress:
-    obj: libbpf.BpfObject
-    maps: SwitchMaps
+class FastEgress(EgressRun):
+    """port_egress_xdp, the fast path on a port's host end, and the fast path's maps."""
+
     fp: FastPath
-    fd: int
-    host: object  # the remote_host fixture's object
-    stats: libbpf.BpfMap
-
-    def run(self, frame: bytes) -> tuple[int, bytes]:
-        # A test run's xdp_md.ingress_ifindex is the loopback: map it as this port's host end.
-        r = libbpf.prog_test_run(self.fd, frame)
-        return r.retval, r.data
-
-    def counters(self) -> dict[str, int]:
-        out = {}
-        for name, slot in EG.items():
-            vals = self.stats.lookup(slot)
-            assert isinstance(vals, list)
-            out[name] = int(sum(vals))
-        return out
 
     def nic(self) -> int:
-        return self.host.host_ifindex  # type: ignore[attr-defined,no-any-return]
+        return int(self.host.host_ifindex)
 
     def set_fast(self, on: bool, max_len: int = 1514) -> None:
         self.fp.fast.update(self.nic(), {"on": int(on), "max_len": max_len})
 
     def cache(self, daddr: str, mac: str = NH_MAC) -> None:
         key = {"ifindex": self.nic(), "daddr": ip_be(daddr)}
-        smac = mac_bytes(self.host.host_mac)  # type: ignore[attr-defined]
+        smac = mac_bytes(self.host.host_mac)
         self.fp.nexthops.update(key, {"smac": list(smac), "dmac": list(mac_bytes(mac))})
 
 
 @pytest.fixture
 def fe(remote_host, bpf_pin_dir: Path) -> Iterator[FastEgress]:  # type: ignore[no-untyped-def]
-    obj = libbpf.BpfObject(paths.bpf_object("switch_port.bpf.o"), bpf_pin_dir).load()
-    try:
-        maps = SwitchMaps.of_port_object(obj)
-        h = remote_host
-        maps.add_nic(h.host_ifindex, mac_bytes(h.host_mac))
-        maps.add_local_addr(h.host_ifindex, h.host_ip)
-        maps.port_by_host_if.update(1, ME)
+    h = remote_host
+    with port_object(h, bpf_pin_dir) as (obj, maps):
         fp = FastPath(obj, bpf_pin_dir)  # its maps only: no tracepoint, no monitor
         fp.devmap.update(h.host_ifindex, h.host_ifindex)
-        stats = obj.map("egress_stats", "__u32", "__u64")
-        f = FastEgress(obj, maps, fp, obj.program_fd("port_egress_xdp"), h, stats)
+        fd = obj.program_fd("port_egress_xdp")
+        f = FastEgress(obj, maps, fd, h, egress_stats(obj), fp)
         f.set_fast(True)
         f.cache(h.remote_ip)
         yield f
-    finally:
-        obj.close()
-
-
-def out(h, l4, src: str | None = None, dst: str | None = None) -> bytes:  # type: ignore[no-untyped-def]
-    ip = IP(src=src or h.host_ip, dst=dst or h.remote_ip)
-    return bytes(Ether(src="02:00:00:00:00:aa", dst="02:00:00:00:00:bb") / ip / l4)
 
 
 def test_a_cached_next_hop_sends_through_the_devmap_with_rewritten_macs(fe: FastEgress) -> None:
@@ -249,24 +215,10 @@ def test_a_full_flow_table_drops_the_synack(fe: FastEgress) -> None:
     assert fe.counters()["flow_full"] == 1
 
 
-@pytest.mark.parametrize(
-    "build, reason",
-    [
-        (lambda h: bytes(Ether() / ARP(pdst=h.remote_ip)), "not_ipv4"),
-        (lambda h: out(h, ICMP(type=8)), "bad_proto"),
-        (
-            lambda h: bytes(Ether() / IP(src=h.host_ip, dst=h.remote_ip, len=26) / TCP())[:40],
-            "truncated",
-        ),
-        (
-            lambda h: bytes(Ether() / IP(src=h.host_ip, dst=h.remote_ip, flags="MF") / TCP()),
-            "fragment",
-        ),
-        (lambda h: bytes(Ether() / IP(src=h.host_ip, dst=h.remote_ip, ihl=4) / TCP()), "bad_ip"),
-        (lambda h: bytes(Ether() / IP(src=h.host_ip, dst=h.remote_ip, len=999) / TCP()), "bad_ip"),
-    ],
-)
-def test_malformed_frames_are_dropped_by_reason(fe: FastEgress, build, reason) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("build, reason", MALFORMED)
+def test_malformed_frames_are_dropped_by_reason(
+    fe: FastEgress, build: Callable[[Any], bytes], reason: str
+) -> None:
     fe.maps.bind(BindKey("tcp", "0.0.0.0", 50000), "connect", port_id=ME)
     assert fe.run(build(fe.host))[0] == XDP_DROP
     c = fe.counters()
