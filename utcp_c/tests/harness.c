@@ -1,7 +1,11 @@
 /* harness.c — packet-trace helpers for the TCP tests (see harness.h). */
 #include "harness.h"
 
+#include <errno.h>
 #include <stdlib.h>
+#include <sys/uio.h>
+
+#include "utcp_sock.h"
 
 const uint8_t h_local_mac[6] = {0x02, 0, 0, 0, 0, 0x01};
 const uint8_t h_peer_mac[6] = {0x02, 0, 0, 0, 0, 0x02};
@@ -289,4 +293,151 @@ void h_skip(struct h *h)
 {
 	utcp_flush(h->st, h->now);
 	h->rd = h->ncap;
+}
+
+/* ---- two stacks with socket tables ---- */
+
+static const uint8_t sw_a_mac[6] = {2, 0, 0, 0, 0, 0xa};
+static const uint8_t sw_b_mac[6] = {2, 0, 0, 0, 0, 0xb};
+
+void h_sw_config(struct utcp_config *c, bool side_a)
+{
+	utcp_config_init(c);
+	c->local_ip = side_a ? H_SW_A_IP : H_SW_B_IP;
+	memcpy(c->local_mac, side_a ? sw_a_mac : sw_b_mac, 6);
+	memcpy(c->gw_mac, side_a ? sw_b_mac : sw_a_mac, 6);
+	c->max_conns = 16;
+	c->max_listeners = 4;
+	c->sndbuf = c->rcvbuf = 65536;
+	memcpy(c->isn_key, side_a ? "keyA-0123456789a" : "keyB-0123456789b", 16);
+}
+
+void h_sw_init(struct h_sw *w, uint64_t seed)
+{
+	struct utcp_pair_opts po;
+	struct utcp_config a, b;
+	struct utcp_port pa, pb;
+
+	memset(w, 0, sizeof(*w));
+	memset(&po, 0, sizeof(po));
+	po.sz = sizeof(po);
+	po.seed = seed;
+	po.queue_frames = 4096;
+	po.dir[0].delay_us = po.dir[1].delay_us = 1000;        /* 2 ms RTT */
+	CHECK_EQ(utcp_pair_create(&po, &w->pair), 0);
+	pa = utcp_pair_port(w->pair, 0);
+	pb = utcp_pair_port(w->pair, 1);
+	h_sw_config(&a, true);
+	h_sw_config(&b, false);
+	w->now = 1000000;
+	CHECK_EQ(utcp_stack_create(&a, &pa, w->now, &w->a), 0);
+	CHECK_EQ(utcp_stack_create(&b, &pb, w->now, &w->b), 0);
+	CHECK_EQ(utcp_socks_create(w->a, NULL, &w->sa), 0);
+	CHECK_EQ(utcp_socks_create(w->b, NULL, &w->sb), 0);
+}
+
+void h_sw_free(struct h_sw *w)
+{
+	utcp_socks_destroy(w->sa, w->now);
+	utcp_socks_destroy(w->sb, w->now);
+	utcp_stack_destroy(w->a);
+	utcp_stack_destroy(w->b);
+	utcp_pair_destroy(w->pair);
+}
+
+static void sw_on_notify(void *arg, int sk, unsigned ready)
+{
+	struct h_notes *n = arg;
+	unsigned i = (unsigned)sk & 0xfffff;
+
+	CHECK(sk >= 0);
+	if (i < H_SW_MAXN) {
+		n->count[i]++;
+		n->last[i] = ready;
+	}
+	n->total++;
+}
+
+void h_sw_count_notes(struct h_sw *w)
+{
+	utcp_socks_set_notify(w->sa, sw_on_notify, &w->na);
+	utcp_socks_set_notify(w->sb, sw_on_notify, &w->nb);
+}
+
+static void sw_step(void *arg)
+{
+	struct h_sw *w = arg;
+
+	utcp_poll(w->a, w->now);
+	utcp_socks_process(w->sa, w->now);
+	utcp_poll(w->b, w->now);
+	utcp_socks_process(w->sb, w->now);
+	utcp_flush(w->a, w->now);
+	utcp_flush(w->b, w->now);
+}
+
+static uint64_t sw_next(void *arg)
+{
+	struct h_sw *w = arg;
+	uint64_t next = utcp_pair_next_delivery(w->pair), d;
+
+	d = utcp_next_deadline(w->a);
+	next = d < next ? d : next;
+	d = utcp_next_deadline(w->b);
+	return d < next ? d : next;
+}
+
+void h_sw_run(struct h_sw *w, uint64_t us)
+{
+	h_run_world(&w->now, us, sw_step, sw_next, w);
+}
+
+int h_sw_listen(struct h_sw *w, int backlog)
+{
+	int l = utcp_sk_open(w->sb);
+
+	CHECK(l >= 0);
+	CHECK_EQ(utcp_sk_listen(w->sb, l, H_SW_PORT, backlog), 0);
+	return l;
+}
+
+int h_sw_connect(struct h_sw *w)
+{
+	int c = utcp_sk_open(w->sa);
+
+	CHECK(c >= 0);
+	CHECK_EQ(utcp_sk_connect(w->sa, c, H_SW_B_IP, H_SW_PORT, 0, NULL, w->now), -EINPROGRESS);
+	return c;
+}
+
+int h_sw_pair(struct h_sw *w, int *c, int *s)
+{
+	int l = h_sw_listen(w, 8);
+
+	*c = h_sw_connect(w);
+	h_sw_run(w, 10000);
+	*s = utcp_sk_accept(w->sb, l, NULL);
+	CHECK(*s >= 0);
+	return l;
+}
+
+ssize_t h_sk_send_n(struct utcp_socks *ss, int sk, size_t n, int flags, uint64_t now)
+{
+	static char buf[256 * 1024];
+	struct iovec v = {buf, n};
+
+	CHECK(n <= sizeof(buf));
+	memset(buf, 'x', n);
+	return utcp_sk_send(ss, sk, &v, 1, flags, now);
+}
+
+ssize_t h_sk_drain(struct utcp_socks *ss, int sk, uint64_t now)
+{
+	static char buf[256 * 1024];
+	struct iovec v = {buf, sizeof(buf)};
+	ssize_t r, total = 0;
+
+	while ((r = utcp_sk_recv(ss, sk, &v, 1, 0, now)) > 0)
+		total += r;
+	return total;
 }

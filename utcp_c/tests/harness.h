@@ -4,6 +4,8 @@
 #ifndef UTCP_HARNESS_H
 #define UTCP_HARNESS_H
 
+#include <sys/types.h>
+
 #include "testlib.h"
 #include "utcp.h"
 
@@ -87,6 +89,47 @@ struct utcp_event h_event_at(const char *file, int line, struct h *h);
 #define EVENT(h) h_event_at(__FILE__, __LINE__, (h))
 void h_no_event_at(const char *file, int line, struct h *h);
 #define NO_EVENT(h) h_no_event_at(__FILE__, __LINE__, (h))
+
+/* ---- two stacks with socket tables (utcp_sock.h) over the pair backend, in virtual time ----
+ * A (10.0.0.1) the client side, B (10.0.0.2) the server side, 1 ms each way. */
+#define H_SW_A_IP H_LOCAL_IP
+#define H_SW_B_IP H_PEER_IP
+#define H_SW_PORT 80
+#define H_SW_MAXN 64
+
+struct utcp_socks;
+
+/* Readiness notifications per socket (h_sw_count_notes). */
+struct h_notes {
+	unsigned count[H_SW_MAXN];
+	unsigned last[H_SW_MAXN];
+	unsigned total;
+};
+
+struct h_sw {
+	struct utcp_pair *pair;
+	struct utcp_stack *a, *b;
+	struct utcp_socks *sa, *sb;
+	struct h_notes na, nb;
+	uint64_t now;
+};
+
+/* The config of side A or B: 16 connections, 4 listeners, 64 KiB buffers. */
+void h_sw_config(struct utcp_config *c, bool side_a);
+void h_sw_init(struct h_sw *w, uint64_t seed);
+void h_sw_free(struct h_sw *w);
+/* Counts each table's notifications in w->na / w->nb. */
+void h_sw_count_notes(struct h_sw *w);
+/* Runs both stacks for `us` of virtual time, event by event. */
+void h_sw_run(struct h_sw *w, uint64_t us);
+/* A listener on B's H_SW_PORT; a socket on A connecting to it (not yet connected). */
+int h_sw_listen(struct h_sw *w, int backlog);
+int h_sw_connect(struct h_sw *w);
+/* A connected pair: *c on A, *s accepted on B; returns the listener. */
+int h_sw_pair(struct h_sw *w, int *c, int *s);
+/* Sends n bytes of 'x' (at most 256 KiB); reads all there is to read, returns how much. */
+ssize_t h_sk_send_n(struct utcp_socks *ss, int sk, size_t n, int flags, uint64_t now);
+ssize_t h_sk_drain(struct utcp_socks *ss, int sk, uint64_t now);
 
 const char *h_flags_str(uint8_t f, char buf[32]);
 

@@ -14,11 +14,9 @@
 #include "utcp.h"
 #include "utcp_sock.h"
 
-#define A_IP 0x0a000001u
-#define B_IP 0x0a000002u
-#define PORT 80
-static const uint8_t a_mac[6] = {2, 0, 0, 0, 0, 0xa};
-static const uint8_t b_mac[6] = {2, 0, 0, 0, 0, 0xb};
+#define A_IP H_SW_A_IP
+#define B_IP H_SW_B_IP
+#define PORT H_SW_PORT
 
 #define P_IN POLLIN
 #define P_OUT POLLOUT
@@ -29,176 +27,27 @@ static const uint8_t b_mac[6] = {2, 0, 0, 0, 0, 0xb};
 #define M_DEAD_ERR (P_IN | P_OUT | P_ERR | P_HUP | P_RDHUP)
 #define M_DEAD (P_IN | P_OUT | P_HUP | P_RDHUP)
 
-#define MAXN 64
-struct notes {
-	unsigned count[MAXN];
-	unsigned last[MAXN];
-	unsigned total;
-};
-
-struct w {
-	struct utcp_pair *pair;
-	struct utcp_stack *a, *b;
-	struct utcp_socks *sa, *sb;
-	struct notes na, nb;
-	uint64_t now;
-};
-
-static void on_notify(void *arg, int sk, unsigned ready)
-{
-	struct notes *n = arg;
-	unsigned i = (unsigned)sk & 0xfffff;
-
-	CHECK(sk >= 0);
-	if (i < MAXN) {
-		n->count[i]++;
-		n->last[i] = ready;
-	}
-	n->total++;
-}
-
-static unsigned ncount(const struct notes *n, int sk)
+static unsigned ncount(const struct h_notes *n, int sk)
 {
 	return n->count[(unsigned)sk & 0xfffff];
 }
 
-static unsigned nlast(const struct notes *n, int sk)
+static unsigned nlast(const struct h_notes *n, int sk)
 {
 	return n->last[(unsigned)sk & 0xfffff];
 }
 
-static void cfg_for(struct utcp_config *c, uint32_t ip, const uint8_t *mac, const uint8_t *peer)
+/* Both tables count their notifications (w->na, w->nb). */
+static void w_init(struct h_sw *w)
 {
-	utcp_config_init(c);
-	c->local_ip = ip;
-	memcpy(c->local_mac, mac, 6);
-	memcpy(c->gw_mac, peer, 6);
-	c->max_conns = 16;
-	c->max_listeners = 4;
-	c->sndbuf = c->rcvbuf = 65536;
-	memcpy(c->isn_key, ip == A_IP ? "keyA-0123456789a" : "keyB-0123456789b", 16);
-}
-
-/* ca/cb: NULL for the defaults above */
-static void w_init_cfg(struct w *w, const struct utcp_config *ca, const struct utcp_config *cb)
-{
-	struct utcp_pair_opts po;
-	struct utcp_config a, b;
-	struct utcp_port pa, pb;
-
-	memset(w, 0, sizeof(*w));
-	memset(&po, 0, sizeof(po));
-	po.sz = sizeof(po);
-	po.seed = 7;
-	po.queue_frames = 4096;
-	po.dir[0].delay_us = po.dir[1].delay_us = 1000;        /* 2 ms RTT */
-	CHECK_EQ(utcp_pair_create(&po, &w->pair), 0);
-	pa = utcp_pair_port(w->pair, 0);
-	pb = utcp_pair_port(w->pair, 1);
-	if (ca)
-		a = *ca;
-	else
-		cfg_for(&a, A_IP, a_mac, b_mac);
-	if (cb)
-		b = *cb;
-	else
-		cfg_for(&b, B_IP, b_mac, a_mac);
-	w->now = 1000000;
-	CHECK_EQ(utcp_stack_create(&a, &pa, w->now, &w->a), 0);
-	CHECK_EQ(utcp_stack_create(&b, &pb, w->now, &w->b), 0);
-	CHECK_EQ(utcp_socks_create(w->a, NULL, &w->sa), 0);
-	CHECK_EQ(utcp_socks_create(w->b, NULL, &w->sb), 0);
-	utcp_socks_set_notify(w->sa, on_notify, &w->na);
-	utcp_socks_set_notify(w->sb, on_notify, &w->nb);
-}
-
-static void w_init(struct w *w)
-{
-	w_init_cfg(w, NULL, NULL);
-}
-
-static void w_free(struct w *w)
-{
-	utcp_socks_destroy(w->sa, w->now);
-	utcp_socks_destroy(w->sb, w->now);
-	utcp_stack_destroy(w->a);
-	utcp_stack_destroy(w->b);
-	utcp_pair_destroy(w->pair);
-}
-
-static void w_step(void *arg)
-{
-	struct w *w = arg;
-
-	utcp_poll(w->a, w->now);
-	utcp_socks_process(w->sa, w->now);
-	utcp_poll(w->b, w->now);
-	utcp_socks_process(w->sb, w->now);
-	utcp_flush(w->a, w->now);
-	utcp_flush(w->b, w->now);
-}
-
-static uint64_t w_next(void *arg)
-{
-	struct w *w = arg;
-	uint64_t next = utcp_pair_next_delivery(w->pair), d;
-
-	d = utcp_next_deadline(w->a);
-	next = d < next ? d : next;
-	d = utcp_next_deadline(w->b);
-	return d < next ? d : next;
-}
-
-/* Runs both stacks for `us` of virtual time, event by event. */
-static void w_run(struct w *w, uint64_t us)
-{
-	h_run_world(&w->now, us, w_step, w_next, w);
-}
-
-static int w_listen(struct w *w, int backlog)
-{
-	int l = utcp_sk_open(w->sb);
-
-	CHECK(l >= 0);
-	CHECK_EQ(utcp_sk_listen(w->sb, l, PORT, backlog), 0);
-	return l;
-}
-
-static int w_connect(struct w *w)
-{
-	int c = utcp_sk_open(w->sa);
-
-	CHECK(c >= 0);
-	CHECK_EQ(utcp_sk_connect(w->sa, c, B_IP, PORT, 0, NULL, w->now), -EINPROGRESS);
-	return c;
-}
-
-/* A connected pair: *c on A, *s accepted on B. */
-static int w_pair(struct w *w, int *c, int *s)
-{
-	int l = w_listen(w, 8);
-
-	*c = w_connect(w);
-	w_run(w, 10000);
-	*s = utcp_sk_accept(w->sb, l, NULL);
-	CHECK(*s >= 0);
-	return l;
+	h_sw_init(w, 7);
+	h_sw_count_notes(w);
 }
 
 static ssize_t send_str(struct utcp_socks *ss, int sk, const char *s, int flags, uint64_t now)
 {
 	struct iovec v = {(void *)s, strlen(s)};
 
-	return utcp_sk_send(ss, sk, &v, 1, flags, now);
-}
-
-static ssize_t send_n(struct utcp_socks *ss, int sk, size_t n, int flags, uint64_t now)
-{
-	static char buf[256 * 1024];
-	struct iovec v = {buf, n};
-
-	CHECK(n <= sizeof(buf));
-	memset(buf, 'x', n);
 	return utcp_sk_send(ss, sk, &v, 1, flags, now);
 }
 
@@ -209,37 +58,27 @@ static ssize_t recv_buf(struct utcp_socks *ss, int sk, void *buf, size_t n, int 
 	return utcp_sk_recv(ss, sk, &v, 1, flags, now);
 }
 
-static ssize_t drain(struct utcp_socks *ss, int sk, uint64_t now)
-{
-	static char buf[256 * 1024];
-	ssize_t r, total = 0;
-
-	while ((r = recv_buf(ss, sk, buf, sizeof(buf), 0, now)) > 0)
-		total += r;
-	return total;
-}
-
 /* ---- listen, accept, connect ---- */
 
 TEST(test_sock_listen_accept_connect)
 {
-	struct w w;
+	struct h_sw w;
 	struct utcp_sk_name peer, name;
 	char buf[8];
 	uint64_t v;
 	int l, c, s;
 
 	w_init(&w);
-	l = w_listen(&w, 8);
+	l = h_sw_listen(&w, 8);
 	CHECK(utcp_sk_is_listener(w.sb, l));
 	CHECK_EQ(utcp_sk_ready(w.sb, l), 0);
 	CHECK_EQ(utcp_sk_accept(w.sb, l, NULL), -EAGAIN);
-	c = w_connect(&w);
+	c = h_sw_connect(&w);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), 0);                  /* connecting */
 	CHECK_EQ(utcp_sk_connect(w.sa, c, B_IP, PORT, 0, NULL, w.now), -EALREADY);
 	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), -EAGAIN);
 	CHECK_EQ(send_str(w.sa, c, "x", 0, w.now), -EAGAIN);
-	w_run(&w, 10000);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);
 	CHECK_EQ(ncount(&w.na, c), 1);                        /* connected */
 	CHECK_EQ(nlast(&w.na, c), P_OUT);
@@ -266,12 +105,12 @@ TEST(test_sock_listen_accept_connect)
 	CHECK_EQ(utcp_sk_connect(w.sa, c, B_IP, PORT, 0, NULL, w.now), -EISCONN);
 	CHECK_EQ(utcp_sk_connect(w.sb, l, A_IP, 1, 0, NULL, w.now), -EISCONN);
 	CHECK_EQ(utcp_sk_error(w.sa, c), 0);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 TEST(test_sock_send_recv_peek)
 {
-	struct w w;
+	struct h_sw w;
 	char buf[64], b1[4], b2[64];
 	struct iovec gv[3] = {{"hel", 3}, {"", 0}, {"lo world", 8}};
 	struct iovec sv[2] = {{b1, sizeof(b1)}, {b2, sizeof(b2)}};
@@ -279,12 +118,12 @@ TEST(test_sock_send_recv_peek)
 	int c, s;
 
 	w_init(&w);
-	w_pair(&w, &c, &s);
+	h_sw_pair(&w, &c, &s);
 	CHECK_EQ(utcp_sk_recv(w.sb, s, sv, 2, 0, w.now), -EAGAIN);
 	CHECK_EQ(utcp_sk_send(w.sa, c, gv, 3, 0, w.now), 11);
 	CHECK_EQ(utcp_sk_outq(w.sa, c), 11);
 	before = ncount(&w.nb, s);
-	w_run(&w, 100000);
+	h_sw_run(&w, 100000);
 	CHECK_EQ(utcp_sk_outq(w.sa, c), 0);                   /* acknowledged */
 	CHECK(ncount(&w.nb, s) > before);                      /* new data */
 	CHECK_EQ(nlast(&w.nb, s), P_IN | P_OUT);
@@ -305,23 +144,23 @@ TEST(test_sock_send_recv_peek)
 	CHECK_EQ(recv_buf(w.sb, s, buf, sizeof(buf), 0, w.now), -EAGAIN);
 	CHECK_EQ(recv_buf(w.sb, s, buf, 0, 0, w.now), 0);
 	CHECK_EQ(utcp_sk_ready(w.sb, s), P_OUT);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 /* Linux with listen(fd, 0): one connection queued, the next SYN is ignored and the client
  * retries; once the queue has room the retried SYN is answered. */
 TEST(test_sock_backlog_full_syn_unanswered)
 {
-	struct w w;
+	struct h_sw w;
 	int l, c1, c2, s1, s2;
 	uint64_t drops;
 
 	w_init(&w);
-	l = w_listen(&w, 0);
-	c1 = w_connect(&w);
-	w_run(&w, 10000);
-	c2 = w_connect(&w);
-	w_run(&w, 500000);
+	l = h_sw_listen(&w, 0);
+	c1 = h_sw_connect(&w);
+	h_sw_run(&w, 10000);
+	c2 = h_sw_connect(&w);
+	h_sw_run(&w, 500000);
 	CHECK_EQ(utcp_sk_ready(w.sa, c1), P_OUT);
 	CHECK_EQ(utcp_sk_ready(w.sa, c2), 0);                 /* its SYN went unanswered */
 	drops = utcp_get_stats(w.b)->drops[UTCP_DROP_BACKLOG];
@@ -329,23 +168,23 @@ TEST(test_sock_backlog_full_syn_unanswered)
 	s1 = utcp_sk_accept(w.sb, l, NULL);
 	CHECK(s1 >= 0);
 	CHECK_EQ(utcp_sk_accept(w.sb, l, NULL), -EAGAIN);
-	w_run(&w, 1000000);                                   /* the SYN is retried after 1 s */
+	h_sw_run(&w, 1000000);                                /* the SYN is retried after 1 s */
 	CHECK_EQ(utcp_sk_ready(w.sa, c2), P_OUT);
 	s2 = utcp_sk_accept(w.sb, l, NULL);
 	CHECK(s2 >= 0);
 	CHECK(s2 != s1);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 TEST(test_sock_connect_refused)
 {
-	struct w w;
+	struct h_sw w;
 	char buf[4];
 	int c;
 
 	w_init(&w);
-	c = w_connect(&w);                                    /* nobody listens */
-	w_run(&w, 10000);
+	c = h_sw_connect(&w);                                 /* nobody listens */
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), M_DEAD_ERR);
 	CHECK_EQ(nlast(&w.na, c), M_DEAD_ERR);
 	CHECK_EQ(utcp_sk_error(w.sa, c), -ECONNREFUSED);
@@ -356,49 +195,49 @@ TEST(test_sock_connect_refused)
 	/* connect(2) again reports the failure (ECONNABORTED once collected), then retries */
 	CHECK_EQ(utcp_sk_connect(w.sa, c, B_IP, PORT, 0, NULL, w.now), -ECONNABORTED);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT | P_HUP);
-	w_listen(&w, 4);
+	h_sw_listen(&w, 4);
 	CHECK_EQ(utcp_sk_connect(w.sa, c, B_IP, PORT, 0, NULL, w.now), -EINPROGRESS);
-	w_run(&w, 10000);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 TEST(test_sock_connect_refused_error_by_recv_then_connect)
 {
-	struct w w;
+	struct h_sw w;
 	char buf[4];
 	int c;
 
 	w_init(&w);
-	c = w_connect(&w);
-	w_run(&w, 10000);
+	c = h_sw_connect(&w);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), -ECONNREFUSED);
 	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), 0);
-	w_free(&w);
+	h_sw_free(&w);
 
 	w_init(&w);
-	c = w_connect(&w);
-	w_run(&w, 10000);
+	c = h_sw_connect(&w);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_sk_connect(w.sa, c, B_IP, PORT, 0, NULL, w.now), -ECONNREFUSED);
 	CHECK_EQ(utcp_sk_error(w.sa, c), 0);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 /* Masks through an orderly close, as Linux reports them on both ends. */
 TEST(test_sock_ready_orderly_close)
 {
-	struct w w;
+	struct h_sw w;
 	char buf[8];
 	int c, s;
 
 	w_init(&w);
-	w_pair(&w, &c, &s);
+	h_sw_pair(&w, &c, &s);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);
 	CHECK_EQ(utcp_sk_ready(w.sb, s), P_OUT);
 	CHECK_EQ(utcp_sk_shutdown(w.sa, c, SHUT_WR, w.now), 0);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);              /* SEND_SHUTDOWN: writable */
 	CHECK_EQ(send_str(w.sa, c, "x", 0, w.now), -EPIPE);
-	w_run(&w, 10000);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);              /* FIN-WAIT-2 */
 	CHECK_EQ(utcp_sk_ready(w.sb, s), P_IN | P_OUT | P_RDHUP);    /* CLOSE-WAIT */
 	CHECK_EQ(nlast(&w.nb, s), P_IN | P_OUT | P_RDHUP);
@@ -406,35 +245,35 @@ TEST(test_sock_ready_orderly_close)
 	CHECK_EQ(send_str(w.sb, s, "bye", 0, w.now), 3);      /* half-close: still sends */
 	CHECK_EQ(utcp_sk_shutdown(w.sb, s, SHUT_WR, w.now), 0);
 	CHECK_EQ(utcp_sk_ready(w.sb, s), M_DEAD);             /* LAST-ACK */
-	w_run(&w, 10000);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), M_DEAD);             /* TIME-WAIT */
 	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), 3);
 	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), 0);
 	CHECK_EQ(utcp_sk_ready(w.sb, s), M_DEAD);             /* CLOSED */
 	CHECK_EQ(utcp_sk_error(w.sb, s), 0);
-	w_run(&w, 61000000);                                  /* TIME-WAIT over */
+	h_sw_run(&w, 61000000);                               /* TIME-WAIT over */
 	CHECK_EQ(utcp_sk_ready(w.sa, c), M_DEAD);
 	CHECK_EQ(utcp_sk_shutdown(w.sa, c, SHUT_RDWR, w.now), -ENOTCONN);
 	CHECK_EQ(utcp_sk_close(w.sa, c, w.now), 0);
 	CHECK_EQ(utcp_sk_close(w.sb, s, w.now), 0);
 	CHECK_EQ(utcp_get_stats(w.a)->conns_in_use, 0);
 	CHECK_EQ(utcp_get_stats(w.b)->conns_in_use, 0);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 /* A reset: the error once (whoever collects it first), then end of stream / EPIPE. */
 TEST(test_sock_reset_error_once_recv_first)
 {
-	struct w w;
+	struct h_sw w;
 	char buf[8];
 	int c, s;
 
 	w_init(&w);
-	w_pair(&w, &c, &s);
+	h_sw_pair(&w, &c, &s);
 	CHECK_EQ(utcp_sk_setopt(w.sb, s, UTCP_SO_LINGER, 0), 0);
 	CHECK_EQ(utcp_sk_close(w.sb, s, w.now), 0);           /* linger {1, 0}: RST */
 	CHECK_EQ(utcp_sk_ready(w.sb, s), -EBADF);
-	w_run(&w, 10000);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_get_stats(w.a)->rst_in, 1);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), M_DEAD_ERR);
 	CHECK_EQ(nlast(&w.na, c), M_DEAD_ERR);
@@ -443,99 +282,99 @@ TEST(test_sock_reset_error_once_recv_first)
 	CHECK_EQ(utcp_sk_ready(w.sa, c), M_DEAD);
 	CHECK_EQ(send_str(w.sa, c, "x", 0, w.now), -EPIPE);
 	CHECK_EQ(utcp_sk_error(w.sa, c), 0);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 TEST(test_sock_reset_error_once_send_first)
 {
-	struct w w;
+	struct h_sw w;
 	char buf[8];
 	int c, s;
 
 	w_init(&w);
-	w_pair(&w, &c, &s);
+	h_sw_pair(&w, &c, &s);
 	CHECK_EQ(utcp_sk_setopt(w.sb, s, UTCP_SO_LINGER, 0), 0);
 	CHECK_EQ(utcp_sk_close(w.sb, s, w.now), 0);
-	w_run(&w, 10000);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(send_str(w.sa, c, "x", 0, w.now), -ECONNRESET);
 	CHECK_EQ(send_str(w.sa, c, "x", 0, w.now), -EPIPE);
 	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), 0);
-	w_free(&w);
+	h_sw_free(&w);
 
 	w_init(&w);
-	w_pair(&w, &c, &s);
+	h_sw_pair(&w, &c, &s);
 	CHECK_EQ(utcp_sk_setopt(w.sb, s, UTCP_SO_LINGER, 0), 0);
 	CHECK_EQ(utcp_sk_close(w.sb, s, w.now), 0);
-	w_run(&w, 10000);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_sk_error(w.sa, c), -ECONNRESET);        /* SO_ERROR takes it */
 	CHECK_EQ(utcp_sk_ready(w.sa, c), M_DEAD);
 	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), 0);
 	CHECK_EQ(send_str(w.sa, c, "x", 0, w.now), -EPIPE);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 /* Data received before the reset is still read first. */
 TEST(test_sock_reset_after_data_reads_data_first)
 {
-	struct w w;
+	struct h_sw w;
 	char buf[8];
 	int c, s;
 
 	w_init(&w);
-	w_pair(&w, &c, &s);
+	h_sw_pair(&w, &c, &s);
 	CHECK_EQ(send_str(w.sb, s, "abc", 0, w.now), 3);
-	w_run(&w, 10000);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_sk_setopt(w.sb, s, UTCP_SO_LINGER, 0), 0);
 	CHECK_EQ(utcp_sk_close(w.sb, s, w.now), 0);
-	w_run(&w, 10000);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), M_DEAD_ERR);
 	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), 3);
 	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), -ECONNRESET);
 	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), 0);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 TEST(test_sock_close_with_unread_data_resets)
 {
-	struct w w;
+	struct h_sw w;
 	int c, s;
 
 	w_init(&w);
-	w_pair(&w, &c, &s);
+	h_sw_pair(&w, &c, &s);
 	CHECK_EQ(send_str(w.sa, c, "unread", 0, w.now), 6);
-	w_run(&w, 10000);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_sk_nread(w.sb, s), 6);
 	CHECK_EQ(utcp_sk_close(w.sb, s, w.now), 0);
-	w_run(&w, 10000);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_get_stats(w.b)->rst_out, 1);
 	CHECK_EQ(utcp_sk_error(w.sa, c), -ECONNRESET);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 TEST(test_sock_close_orderly_sends_fin)
 {
-	struct w w;
+	struct h_sw w;
 	char buf[8];
 	int c, s;
 
 	w_init(&w);
-	w_pair(&w, &c, &s);
+	h_sw_pair(&w, &c, &s);
 	CHECK_EQ(send_str(w.sb, s, "data", 0, w.now), 4);
 	CHECK_EQ(utcp_sk_close(w.sb, s, w.now), 0);           /* FIN after the data */
-	w_run(&w, 10000);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_get_stats(w.b)->rst_out, 0);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), P_IN | P_OUT | P_RDHUP);
 	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), 4);
 	CHECK_EQ(recv_buf(w.sa, c, buf, sizeof(buf), 0, w.now), 0);
 	CHECK_EQ(utcp_sk_close(w.sa, c, w.now), 0);
-	w_run(&w, 10000);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_get_stats(w.a)->rst_out + utcp_get_stats(w.b)->rst_out, 0);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 TEST(test_sock_stale_ids_ebadf)
 {
-	struct w w;
+	struct h_sw w;
 	char buf[4];
 	int a, b, c, s;
 
@@ -554,17 +393,17 @@ TEST(test_sock_stale_ids_ebadf)
 	CHECK_EQ(utcp_sk_ready(w.sa, -1), -EBADF);
 	CHECK_EQ(utcp_sk_ready(w.sa, 12345), -EBADF);
 	CHECK_EQ(utcp_sk_ready(w.sa, b), P_OUT | P_HUP);      /* a fresh socket, as Linux */
-	w_pair(&w, &c, &s);
+	h_sw_pair(&w, &c, &s);
 	CHECK_EQ(utcp_sk_close(w.sb, s, w.now), 0);
 	CHECK_EQ(utcp_sk_shutdown(w.sb, s, SHUT_WR, w.now), -EBADF);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 TEST(test_sock_table_full_enfile_and_iteration)
 {
 	struct utcp_socks_config sc;
 	struct utcp_socks *ss;
-	struct w w;
+	struct h_sw w;
 	int ids[4], i, it, n;
 
 	w_init(&w);
@@ -590,159 +429,159 @@ TEST(test_sock_table_full_enfile_and_iteration)
 	CHECK_EQ(n, 3);
 	CHECK(utcp_sk_open(ss) >= 0);
 	CHECK_EQ(utcp_sk_open(ss), -ENFILE);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 /* ---- notifications ---- */
 
 TEST(test_sock_notify_data_and_ack)
 {
-	struct w w;
+	struct h_sw w;
 	unsigned cb, sb;
 	int c, s;
 
 	w_init(&w);
-	w_pair(&w, &c, &s);
+	h_sw_pair(&w, &c, &s);
 	cb = ncount(&w.na, c);
 	sb = ncount(&w.nb, s);
-	CHECK_EQ(send_n(w.sa, c, 1000, 0, w.now), 1000);
+	CHECK_EQ(h_sk_send_n(w.sa, c, 1000, 0, w.now), 1000);
 	CHECK_EQ(ncount(&w.na, c), cb);                        /* the caller's own call */
-	w_run(&w, 100000);
+	h_sw_run(&w, 100000);
 	CHECK(ncount(&w.nb, s) > sb);                          /* new data */
 	CHECK_EQ(nlast(&w.nb, s), P_IN | P_OUT);
 	CHECK(ncount(&w.na, c) > cb);                          /* newly acknowledged data */
 	CHECK_EQ(nlast(&w.na, c), P_OUT);
-	CHECK_EQ(drain(w.sb, s, w.now), 1000);
-	w_free(&w);
+	CHECK_EQ(h_sk_drain(w.sb, s, w.now), 1000);
+	h_sw_free(&w);
 }
 
 /* ---- cork, MSG_MORE ---- */
 
 TEST(test_sock_msg_more_holds_partial_segment)
 {
-	struct w w;
+	struct h_sw w;
 	int c, s;
 
 	w_init(&w);
-	w_pair(&w, &c, &s);
+	h_sw_pair(&w, &c, &s);
 	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_TCP_NODELAY, 1), 0);
-	CHECK_EQ(send_n(w.sa, c, 100, UTCP_SK_MORE, w.now), 100);
-	w_run(&w, 50000);
+	CHECK_EQ(h_sk_send_n(w.sa, c, 100, UTCP_SK_MORE, w.now), 100);
+	h_sw_run(&w, 50000);
 	CHECK_EQ(utcp_sk_nread(w.sb, s), 0);                   /* held */
 	CHECK_EQ(utcp_sk_outq(w.sa, c), 100);
-	CHECK_EQ(send_n(w.sa, c, 100, 0, w.now), 100);         /* no MORE: both go */
-	w_run(&w, 10000);
+	CHECK_EQ(h_sk_send_n(w.sa, c, 100, 0, w.now), 100);    /* no MORE: both go */
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_sk_nread(w.sb, s), 200);
-	CHECK_EQ(drain(w.sb, s, w.now), 200);
+	CHECK_EQ(h_sk_drain(w.sb, s, w.now), 200);
 	/* MSG_MORE with nothing after it: out within the 200 ms bound */
-	CHECK_EQ(send_n(w.sa, c, 100, UTCP_SK_MORE, w.now), 100);
-	w_run(&w, 150000);
+	CHECK_EQ(h_sk_send_n(w.sa, c, 100, UTCP_SK_MORE, w.now), 100);
+	h_sw_run(&w, 150000);
 	CHECK_EQ(utcp_sk_nread(w.sb, s), 0);
-	w_run(&w, 60000);
+	h_sw_run(&w, 60000);
 	CHECK_EQ(utcp_sk_nread(w.sb, s), 100);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 TEST(test_sock_cork_holds_until_uncorked_or_full)
 {
-	struct w w;
+	struct h_sw w;
 	int c, s, mss;
 
 	w_init(&w);
-	w_pair(&w, &c, &s);
+	h_sw_pair(&w, &c, &s);
 	CHECK_EQ(utcp_sk_getopt(w.sa, c, UTCP_TCP_MAXSEG, &mss), 0);
 	CHECK_EQ(mss, 1448);                                  /* 1460 - timestamps */
 	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_TCP_NODELAY, 1), 0);
 	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_TCP_CORK, 1), 0);
-	CHECK_EQ(send_n(w.sa, c, 100, 0, w.now), 100);
-	w_run(&w, 100000);
+	CHECK_EQ(h_sk_send_n(w.sa, c, 100, 0, w.now), 100);
+	h_sw_run(&w, 100000);
 	CHECK_EQ(utcp_sk_nread(w.sb, s), 0);
 	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_TCP_CORK, 0), 0);   /* uncork pushes */
-	w_run(&w, 10000);
-	CHECK_EQ(drain(w.sb, s, w.now), 100);
+	h_sw_run(&w, 10000);
+	CHECK_EQ(h_sk_drain(w.sb, s, w.now), 100);
 	/* corked: full segments go, the partial tail waits */
 	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_TCP_CORK, 1), 0);
-	CHECK_EQ(send_n(w.sa, c, 3000, 0, w.now), 3000);
-	w_run(&w, 50000);
+	CHECK_EQ(h_sk_send_n(w.sa, c, 3000, 0, w.now), 3000);
+	h_sw_run(&w, 50000);
 	CHECK_EQ(utcp_sk_nread(w.sb, s), 2 * mss);
-	w_run(&w, 200000);                                    /* the bound */
+	h_sw_run(&w, 200000);                                 /* the bound */
 	CHECK_EQ(utcp_sk_nread(w.sb, s), 3000);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 TEST(test_sock_nodelay_pushes_what_nagle_holds)
 {
-	struct w w;
+	struct h_sw w;
 	int c, s;
 
 	w_init(&w);
-	w_pair(&w, &c, &s);
-	CHECK_EQ(send_n(w.sa, c, 100, 0, w.now), 100);
-	CHECK_EQ(send_n(w.sa, c, 100, 0, w.now), 100);        /* Nagle: waits for an ACK */
-	w_run(&w, 10000);                                     /* the peer delays its ACK */
+	h_sw_pair(&w, &c, &s);
+	CHECK_EQ(h_sk_send_n(w.sa, c, 100, 0, w.now), 100);
+	CHECK_EQ(h_sk_send_n(w.sa, c, 100, 0, w.now), 100);   /* Nagle: waits for an ACK */
+	h_sw_run(&w, 10000);                                  /* the peer delays its ACK */
 	CHECK_EQ(utcp_sk_nread(w.sb, s), 100);
 	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_TCP_NODELAY, 1), 0);
-	w_run(&w, 5000);
+	h_sw_run(&w, 5000);
 	CHECK_EQ(utcp_sk_nread(w.sb, s), 200);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 /* ---- shutdown ---- */
 
 TEST(test_sock_shutdown_rd)
 {
-	struct w w;
+	struct h_sw w;
 	char buf[8];
 	int c, s;
 
 	w_init(&w);
-	w_pair(&w, &c, &s);
+	h_sw_pair(&w, &c, &s);
 	CHECK_EQ(utcp_sk_shutdown(w.sb, s, SHUT_RD, w.now), 0);
 	CHECK_EQ(utcp_sk_ready(w.sb, s), P_IN | P_OUT | P_RDHUP);
 	CHECK_EQ(recv_buf(w.sb, s, buf, sizeof(buf), 0, w.now), 0);
 	/* as Linux: data arriving after SHUT_RD is still delivered, then end of stream */
 	CHECK_EQ(send_str(w.sa, c, "abc", 0, w.now), 3);
-	w_run(&w, 10000);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(recv_buf(w.sb, s, buf, sizeof(buf), 0, w.now), 3);
 	CHECK_EQ(recv_buf(w.sb, s, buf, sizeof(buf), 0, w.now), 0);
 	CHECK_EQ(send_str(w.sb, s, "ok", 0, w.now), 2);       /* the write side is open */
 	CHECK_EQ(utcp_sk_shutdown(w.sb, s, SHUT_WR, w.now), 0);
 	CHECK_EQ(utcp_sk_ready(w.sb, s), M_DEAD);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 TEST(test_sock_shutdown_rdwr)
 {
-	struct w w;
+	struct h_sw w;
 	char buf[8];
 	int c, s;
 
 	w_init(&w);
-	w_pair(&w, &c, &s);
+	h_sw_pair(&w, &c, &s);
 	CHECK_EQ(utcp_sk_shutdown(w.sb, s, SHUT_RDWR, w.now), 0);
 	CHECK_EQ(utcp_sk_ready(w.sb, s), M_DEAD);
 	CHECK_EQ(send_str(w.sb, s, "x", 0, w.now), -EPIPE);
 	CHECK_EQ(recv_buf(w.sb, s, buf, sizeof(buf), 0, w.now), 0);
-	w_run(&w, 10000);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), P_IN | P_OUT | P_RDHUP);
 	CHECK_EQ(utcp_sk_shutdown(w.sb, s, 7, w.now), -EINVAL);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 TEST(test_sock_shutdown_unconnected_and_connecting)
 {
 	struct utcp_pair_impair lose = {.loss_ppm = 1000000, .delay_us = 1000};
 	struct utcp_pair_impair ok = {.delay_us = 1000};
-	struct w w;
+	struct h_sw w;
 	int o, c, l;
 
 	w_init(&w);
 	o = utcp_sk_open(w.sa);
 	CHECK_EQ(utcp_sk_shutdown(w.sa, o, SHUT_WR, w.now), -ENOTCONN);
-	l = w_listen(&w, 4);
+	l = h_sw_listen(&w, 4);
 	utcp_pair_set_impair(w.pair, 0, &lose);
-	c = w_connect(&w);
-	w_run(&w, 10000);
+	c = h_sw_connect(&w);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), 0);                  /* SYN lost: still connecting */
 	/* Linux disconnects a connecting socket on shutdown and says ECONNRESET */
 	CHECK_EQ(utcp_sk_shutdown(w.sa, c, SHUT_WR, w.now), 0);
@@ -751,7 +590,7 @@ TEST(test_sock_shutdown_unconnected_and_connecting)
 	CHECK_EQ(utcp_get_stats(w.a)->conns_in_use, 0);
 	utcp_pair_set_impair(w.pair, 0, &ok);
 	CHECK_EQ(utcp_sk_connect(w.sa, c, B_IP, PORT, 0, NULL, w.now), -EINPROGRESS);
-	w_run(&w, 10000);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);
 	CHECK(utcp_sk_accept(w.sb, l, NULL) >= 0);
 	/* a listener's read side shut: it stops listening */
@@ -759,52 +598,52 @@ TEST(test_sock_shutdown_unconnected_and_connecting)
 	CHECK(utcp_sk_is_listener(w.sb, l));
 	CHECK_EQ(utcp_sk_shutdown(w.sb, l, SHUT_RD, w.now), 0);
 	CHECK(!utcp_sk_is_listener(w.sb, l));
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 /* ---- listeners ---- */
 
 TEST(test_sock_listener_close_resets_unaccepted)
 {
-	struct w w;
+	struct h_sw w;
 	int l, c1, c2, c3;
 
 	w_init(&w);
-	l = w_listen(&w, 4);
-	c1 = w_connect(&w);
-	c2 = w_connect(&w);
-	w_run(&w, 10000);
+	l = h_sw_listen(&w, 4);
+	c1 = h_sw_connect(&w);
+	c2 = h_sw_connect(&w);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_sk_ready(w.sa, c1), P_OUT);
 	CHECK_EQ(utcp_sk_ready(w.sa, c2), P_OUT);
 	CHECK_EQ(utcp_get_stats(w.b)->conns_in_use, 2);
 	CHECK_EQ(utcp_sk_close(w.sb, l, w.now), 0);
 	CHECK_EQ(utcp_get_stats(w.b)->conns_in_use, 0);
-	w_run(&w, 10000);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_sk_error(w.sa, c1), -ECONNRESET);
 	CHECK_EQ(utcp_sk_error(w.sa, c2), -ECONNRESET);
-	c3 = w_connect(&w);                                   /* nobody listens now */
-	w_run(&w, 10000);
+	c3 = h_sw_connect(&w);                                /* nobody listens now */
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_sk_error(w.sa, c3), -ECONNREFUSED);
 	/* the port can be listened on again */
-	l = w_listen(&w, 4);
+	l = h_sw_listen(&w, 4);
 	CHECK(l >= 0);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 /* Linux hands out a queued connection even if it was reset meanwhile. */
 TEST(test_sock_reset_before_accept_still_accepted)
 {
-	struct w w;
+	struct h_sw w;
 	char buf[4];
 	int l, c, s;
 
 	w_init(&w);
-	l = w_listen(&w, 4);
-	c = w_connect(&w);
-	w_run(&w, 10000);
+	l = h_sw_listen(&w, 4);
+	c = h_sw_connect(&w);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_SO_LINGER, 0), 0);
 	CHECK_EQ(utcp_sk_close(w.sa, c, w.now), 0);
-	w_run(&w, 10000);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_sk_ready(w.sb, l), P_IN);
 	s = utcp_sk_accept(w.sb, l, NULL);
 	CHECK(s >= 0);
@@ -812,23 +651,23 @@ TEST(test_sock_reset_before_accept_still_accepted)
 	CHECK_EQ(recv_buf(w.sb, s, buf, sizeof(buf), 0, w.now), -ECONNRESET);
 	CHECK_EQ(utcp_sk_close(w.sb, s, w.now), 0);
 	CHECK_EQ(utcp_get_stats(w.b)->conns_in_use, 0);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 TEST(test_sock_listen_errors)
 {
-	struct w w;
+	struct h_sw w;
 	int l, o, c, s;
 
 	w_init(&w);
-	l = w_listen(&w, 4);
+	l = h_sw_listen(&w, 4);
 	o = utcp_sk_open(w.sb);
 	CHECK_EQ(utcp_sk_listen(w.sb, o, PORT, 4), -EADDRINUSE);
 	CHECK_EQ(utcp_sk_listen(w.sb, l, PORT, 16), 0);       /* listen() again: new backlog */
 	CHECK_EQ(utcp_sk_listen(w.sb, l, PORT + 1, 16), -EINVAL);
 	CHECK_EQ(utcp_sk_accept(w.sb, o, NULL), -EINVAL);
-	c = w_connect(&w);
-	w_run(&w, 10000);
+	c = h_sw_connect(&w);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);
 	s = utcp_sk_accept(w.sb, l, NULL);
 	CHECK(s >= 0);
@@ -836,7 +675,7 @@ TEST(test_sock_listen_errors)
 	CHECK_EQ(utcp_sk_nread(w.sb, l), -EINVAL);
 	CHECK_EQ(utcp_sk_outq(w.sb, l), -EINVAL);
 	CHECK_EQ(send_str(w.sb, l, "x", 0, w.now), -EPIPE);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 /* ---- options ---- */
@@ -851,7 +690,7 @@ static int getopt_(struct utcp_socks *ss, int sk, enum utcp_sk_opt o)
 
 TEST(test_sock_options_defaults_and_limits)
 {
-	struct w w;
+	struct h_sw w;
 	int o;
 
 	w_init(&w);
@@ -908,17 +747,17 @@ TEST(test_sock_options_defaults_and_limits)
 	CHECK_EQ(utcp_sk_set_cc(w.sa, o, "cubic"), 0);
 	CHECK_STR(utcp_sk_get_cc(w.sa, o), "cubic");
 	CHECK(utcp_sk_get_cc(w.sa, -1) == NULL);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 TEST(test_sock_accepted_inherits_listener_options)
 {
 	struct utcp_conn_info ci;
-	struct w w;
+	struct h_sw w;
 	int l, c, s;
 
 	w_init(&w);
-	l = w_listen(&w, 4);
+	l = h_sw_listen(&w, 4);
 	CHECK_EQ(utcp_sk_setopt(w.sb, l, UTCP_TCP_NODELAY, 1), 0);
 	CHECK_EQ(utcp_sk_setopt(w.sb, l, UTCP_SO_KEEPALIVE, 1), 0);
 	CHECK_EQ(utcp_sk_setopt(w.sb, l, UTCP_TCP_KEEPIDLE, 33), 0);
@@ -929,8 +768,8 @@ TEST(test_sock_accepted_inherits_listener_options)
 	CHECK_EQ(utcp_sk_setopt(w.sb, l, UTCP_SO_LINGER, 5), 0);
 	CHECK_EQ(utcp_sk_setopt(w.sb, l, UTCP_TCP_CORK, 1), 0);
 	CHECK_EQ(utcp_sk_set_cc(w.sb, l, "cubic"), 0);
-	c = w_connect(&w);
-	w_run(&w, 10000);
+	c = h_sw_connect(&w);
+	h_sw_run(&w, 10000);
 	s = utcp_sk_accept(w.sb, l, NULL);
 	CHECK(s >= 0);
 	CHECK_EQ(getopt_(w.sb, s, UTCP_TCP_NODELAY), 1);
@@ -954,173 +793,173 @@ TEST(test_sock_accepted_inherits_listener_options)
 	CHECK_EQ(ci.state, UTCP_LISTEN);
 	CHECK_EQ(ci.lport, PORT);
 	/* the options act: keepalive probes after 33 s idle */
-	w_run(&w, 34000000);
+	h_sw_run(&w, 34000000);
 	CHECK(utcp_get_stats(w.b)->keepalive_probes >= 1);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);               /* answered: still alive */
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 TEST(test_sock_keepalive_per_connection_times_out)
 {
 	struct utcp_pair_impair lose = {.loss_ppm = 1000000, .delay_us = 1000};
-	struct w w;
+	struct h_sw w;
 	int c, s;
 
 	w_init(&w);
-	w_pair(&w, &c, &s);
+	h_sw_pair(&w, &c, &s);
 	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_SO_KEEPALIVE, 1), 0);
 	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_TCP_KEEPIDLE, 2), 0);
 	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_TCP_KEEPINTVL, 1), 0);
 	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_TCP_KEEPCNT, 3), 0);
 	utcp_pair_set_impair(w.pair, 0, &lose);
 	utcp_pair_set_impair(w.pair, 1, &lose);
-	w_run(&w, 4500000);
+	h_sw_run(&w, 4500000);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);
 	CHECK_EQ(utcp_get_stats(w.a)->keepalive_probes, 3);
-	w_run(&w, 1000000);
+	h_sw_run(&w, 1000000);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), M_DEAD_ERR);
 	CHECK_EQ(utcp_sk_error(w.sa, c), -ETIMEDOUT);
 	CHECK_EQ(utcp_get_stats(w.b)->keepalive_probes, 0);   /* the other end keeps its own */
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 TEST(test_sock_defer_accept)
 {
-	struct w w;
+	struct h_sw w;
 	int l, c1, c2, c3, s;
 
 	w_init(&w);
-	l = w_listen(&w, 4);
+	l = h_sw_listen(&w, 4);
 	CHECK_EQ(utcp_sk_setopt(w.sb, l, UTCP_TCP_DEFER_ACCEPT, 1), 0);
 	CHECK_EQ(getopt_(w.sb, l, UTCP_TCP_DEFER_ACCEPT), 1);
-	c1 = w_connect(&w);
-	w_run(&w, 500000);
+	c1 = h_sw_connect(&w);
+	h_sw_run(&w, 500000);
 	CHECK_EQ(utcp_sk_ready(w.sa, c1), P_OUT);              /* connected for the client */
 	CHECK_EQ(utcp_sk_ready(w.sb, l), 0);                   /* but not ready to accept */
 	CHECK_EQ(utcp_sk_accept(w.sb, l, NULL), -EAGAIN);
 	CHECK_EQ(ncount(&w.nb, l), 0);
 	CHECK_EQ(send_str(w.sa, c1, "GET", 0, w.now), 3);
-	w_run(&w, 10000);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_sk_ready(w.sb, l), P_IN);                /* data arrived */
 	CHECK_EQ(nlast(&w.nb, l), P_IN);
 	s = utcp_sk_accept(w.sb, l, NULL);
 	CHECK(s >= 0);
 	CHECK_EQ(utcp_sk_nread(w.sb, s), 3);
 	/* no data: ready after the option's time */
-	c2 = w_connect(&w);
-	w_run(&w, 500000);
+	c2 = h_sw_connect(&w);
+	h_sw_run(&w, 500000);
 	CHECK_EQ(utcp_sk_ready(w.sb, l), 0);
-	w_run(&w, 600000);
+	h_sw_run(&w, 600000);
 	CHECK_EQ(utcp_sk_ready(w.sb, l), P_IN);
 	s = utcp_sk_accept(w.sb, l, NULL);
 	CHECK(s >= 0);
 	CHECK_EQ(utcp_sk_nread(w.sb, s), 0);
 	(void)c2;
 	/* reset while deferred: never accepted */
-	c3 = w_connect(&w);
-	w_run(&w, 10000);
+	c3 = h_sw_connect(&w);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_get_stats(w.b)->conns_in_use, 3);
 	CHECK_EQ(utcp_sk_setopt(w.sa, c3, UTCP_SO_LINGER, 0), 0);
 	CHECK_EQ(utcp_sk_close(w.sa, c3, w.now), 0);
-	w_run(&w, 2000000);
+	h_sw_run(&w, 2000000);
 	CHECK_EQ(utcp_sk_ready(w.sb, l), 0);
 	CHECK_EQ(utcp_sk_accept(w.sb, l, NULL), -EAGAIN);
 	CHECK_EQ(utcp_get_stats(w.b)->conns_in_use, 2);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 /* ---- buffer caps ---- */
 
 TEST(test_sock_rcvbuf_caps_window)
 {
-	struct w w;
+	struct h_sw w;
 	int l, c, s, n;
 	ssize_t got = 0, r;
 
 	w_init(&w);
-	l = w_listen(&w, 4);
+	l = h_sw_listen(&w, 4);
 	CHECK_EQ(utcp_sk_setopt(w.sb, l, UTCP_SO_RCVBUF, 4096), 0);   /* 8192 */
-	c = w_connect(&w);
-	w_run(&w, 10000);
+	c = h_sw_connect(&w);
+	h_sw_run(&w, 10000);
 	s = utcp_sk_accept(w.sb, l, NULL);
 	CHECK(s >= 0);
-	CHECK_EQ(send_n(w.sa, c, 60000, 0, w.now), 60000);
-	w_run(&w, 200000);
+	CHECK_EQ(h_sk_send_n(w.sa, c, 60000, 0, w.now), 60000);
+	h_sw_run(&w, 200000);
 	n = utcp_sk_nread(w.sb, s);
 	CHECK(n > 0 && n <= 8192);                             /* the window was the cap */
 	CHECK_EQ(utcp_sk_outq(w.sa, c), 60000 - n);
 	for (int i = 0; i < 100 && got < 60000; i++) {
-		r = drain(w.sb, s, w.now);
+		r = h_sk_drain(w.sb, s, w.now);
 		got += r;
-		w_run(&w, 20000);
+		h_sw_run(&w, 20000);
 		CHECK(utcp_sk_nread(w.sb, s) <= 8192);
 	}
 	CHECK_EQ(got, 60000);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 TEST(test_sock_sndbuf_caps_send_and_pollout)
 {
-	struct w w;
+	struct h_sw w;
 	int c, s, l;
 	ssize_t got;
 
 	w_init(&w);
-	l = w_listen(&w, 4);
+	l = h_sw_listen(&w, 4);
 	CHECK_EQ(utcp_sk_setopt(w.sb, l, UTCP_SO_RCVBUF, 4096), 0);   /* a slow peer */
 	c = utcp_sk_open(w.sa);
 	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_SO_SNDBUF, 4096), 0);   /* 8192 */
 	CHECK_EQ(utcp_sk_connect(w.sa, c, B_IP, PORT, 0, NULL, w.now), -EINPROGRESS);
-	w_run(&w, 10000);
+	h_sw_run(&w, 10000);
 	s = utcp_sk_accept(w.sb, l, NULL);
 	CHECK(s >= 0);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);
-	CHECK_EQ(send_n(w.sa, c, 60000, 0, w.now), 8192);
-	CHECK_EQ(send_n(w.sa, c, 100, 0, w.now), -EAGAIN);
+	CHECK_EQ(h_sk_send_n(w.sa, c, 60000, 0, w.now), 8192);
+	CHECK_EQ(h_sk_send_n(w.sa, c, 100, 0, w.now), -EAGAIN);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), 0);                   /* full: not writable */
-	w_run(&w, 100000);
-	got = drain(w.sb, s, w.now);
+	h_sw_run(&w, 100000);
+	got = h_sk_drain(w.sb, s, w.now);
 	CHECK(got > 0);
-	w_run(&w, 100000);
-	got += drain(w.sb, s, w.now);
-	w_run(&w, 100000);
-	got += drain(w.sb, s, w.now);
+	h_sw_run(&w, 100000);
+	got += h_sk_drain(w.sb, s, w.now);
+	h_sw_run(&w, 100000);
+	got += h_sk_drain(w.sb, s, w.now);
 	CHECK_EQ(got, 8192);
 	CHECK_EQ(utcp_sk_outq(w.sa, c), 0);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 /* POLLOUT as sk_stream_is_writeable(): at least a third of the send buffer free. */
 TEST(test_sock_pollout_threshold)
 {
 	struct utcp_pair_impair lose = {.loss_ppm = 1000000, .delay_us = 1000};
-	struct w w;
+	struct h_sw w;
 	int c, s;
 
 	w_init(&w);
-	w_pair(&w, &c, &s);
+	h_sw_pair(&w, &c, &s);
 	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_SO_SNDBUF, 15000), 0);  /* 30000 */
 	utcp_pair_set_impair(w.pair, 0, &lose);                       /* nothing gets acked */
-	CHECK_EQ(send_n(w.sa, c, 20000, 0, w.now), 20000);
+	CHECK_EQ(h_sk_send_n(w.sa, c, 20000, 0, w.now), 20000);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), P_OUT);               /* 10000 free >= 20000 / 2 */
-	CHECK_EQ(send_n(w.sa, c, 1, 0, w.now), 1);
+	CHECK_EQ(h_sk_send_n(w.sa, c, 1, 0, w.now), 1);
 	CHECK_EQ(utcp_sk_ready(w.sa, c), 0);                   /* 9999 free < 20001 / 2 */
 	CHECK_EQ(utcp_sk_outq(w.sa, c), 20001);
-	w_free(&w);
+	h_sw_free(&w);
 }
 
 TEST(test_sock_destroy_resets_connections)
 {
-	struct w w;
+	struct h_sw w;
 	int c, s;
 
 	w_init(&w);
-	w_pair(&w, &c, &s);
+	h_sw_pair(&w, &c, &s);
 	utcp_socks_destroy(w.sb, w.now);
 	CHECK_EQ(utcp_socks_create(w.b, NULL, &w.sb), 0);
 	CHECK_EQ(utcp_get_stats(w.b)->conns_in_use, 0);
-	w_run(&w, 10000);
+	h_sw_run(&w, 10000);
 	CHECK_EQ(utcp_sk_error(w.sa, c), -ECONNRESET);
-	w_free(&w);
+	h_sw_free(&w);
 }
