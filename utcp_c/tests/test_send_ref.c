@@ -95,6 +95,19 @@ static uint32_t collect(struct h *h, uint8_t *out, uint32_t cap, bool *fin, uint
 	return hi;
 }
 
+/* The next segment carries len bytes of body from offset off, at ISS + 1 + off, acknowledging
+ * the peer's 1001 — byte for byte. */
+#define EXPECT_BODY(h, fl, body, off, len) \
+	expect_body_at(__FILE__, __LINE__, (h), (fl), (body), (off), (len))
+static void expect_body_at(const char *file, int line, struct h *h, uint8_t flags,
+			   const uint8_t *body, uint32_t off, uint32_t len)
+{
+	struct h_seg s = h_expect_at(file, line, h, flags, h->iss + 1 + off, 1001, len);
+
+	if (memcmp(s.payload, body + off, len) != 0)
+		test_fail_at(file, line, "payload differs from body + %" PRIu32, off);
+}
+
 /* ---- packet traces ---- */
 
 TEST(test_ref_sent_and_released_when_fully_acked)
@@ -102,7 +115,6 @@ TEST(test_ref_sent_and_released_when_fully_acked)
 	static uint8_t body[1200];
 	struct rel r;
 	struct h *h = established(NULL, &r);
-	struct h_seg s;
 	const struct utcp_stats *stats = utcp_get_stats(h->st);
 	struct utcp_conn_info ci = {.sz = sizeof(ci)};
 
@@ -113,12 +125,9 @@ TEST(test_ref_sent_and_released_when_fully_acked)
 	CHECK_EQ(ci.sndbuf_used, 1200);
 	CHECK_EQ(ci.sndbuf_refs, 1200);
 	CHECK_EQ(ci.send_refs, 1);
-	s = EXPECT(h, ACK, h->iss + 1, 1001, MSS);
-	CHECK_MEM(s.payload, body, MSS);
-	s = EXPECT(h, ACK, h->iss + 1 + MSS, 1001, MSS);
-	CHECK_MEM(s.payload, body + MSS, MSS);
-	s = EXPECT(h, ACK | PSH, h->iss + 1 + 2 * MSS, 1001, 1200 - 2 * MSS);
-	CHECK_MEM(s.payload, body + 2 * MSS, 1200 - 2 * MSS);
+	EXPECT_BODY(h, ACK, body, 0, MSS);
+	EXPECT_BODY(h, ACK, body, MSS, MSS);
+	EXPECT_BODY(h, ACK | PSH, body, 2 * MSS, 1200 - 2 * MSS);
 	EXPECT_NONE(h);
 	/* partial ACKs release nothing: the reference is released once all of it is acknowledged */
 	h_send(h, ACK, 1001, h->iss + 1 + MSS, W, NULL, 0);
@@ -205,22 +214,18 @@ TEST(test_ref_retransmission_after_rto_reads_the_reference)
 	static uint8_t body[1000];
 	struct rel r;
 	struct h *h = established(NULL, &r);
-	struct h_seg s;
 
 	fill(body, sizeof(body), 0, 6);
 	utcp_set_nodelay(h->st, h->conn, true);
 	CHECK_EQ(utcp_send_ref(h->st, h->conn, body, sizeof(body), 1, h->now), 1000);
-	s = EXPECT(h, ACK, h->iss + 1, 1001, MSS);
-	CHECK_MEM(s.payload, body, MSS);
+	EXPECT_BODY(h, ACK, body, 0, MSS);
 	EXPECT(h, ACK | PSH, h->iss + 1 + MSS, 1001, 1000 - MSS);
 	EXPECT_NONE(h);
 	body[0] ^= 0xff;
 	h_advance(h, h->now + 1000000);         /* RTO (1 s, RFC 6298 (2.1)) */
-	s = EXPECT(h, ACK, h->iss + 1, 1001, MSS);
-	CHECK_MEM(s.payload, body, MSS);
+	EXPECT_BODY(h, ACK, body, 0, MSS);
 	h_send(h, ACK, 1001, h->iss + 1 + MSS, W, NULL, 0);
-	s = EXPECT(h, ACK | PSH, h->iss + 1 + MSS, 1001, 1000 - MSS);   /* go-back-N */
-	CHECK_MEM(s.payload, body + MSS, 1000 - MSS);
+	EXPECT_BODY(h, ACK | PSH, body, MSS, 1000 - MSS);   /* go-back-N */
 	CHECK_EQ(r.n, 0);
 	h_send(h, ACK, 1001, h->iss + 1001, W, NULL, 0);
 	CHECK_EQ(r.n, 1);
@@ -236,7 +241,6 @@ TEST(test_ref_sack_retransmission_and_tlp_byte_exact)
 	struct utcp_tcp_opts o;
 	struct rel r;
 	struct h *h;
-	struct h_seg s;
 
 	h_default_config(&cfg);
 	cfg.sack = true;
@@ -260,8 +264,7 @@ TEST(test_ref_sack_retransmission_and_tlp_byte_exact)
 		h->now += 100;
 		h_send_opts(h, ACK, 1001, h->iss + 1, W, NULL, 0, &o);
 	}
-	s = EXPECT(h, ACK, h->iss + 1, 1001, MSS);
-	CHECK_MEM(s.payload, body, MSS);
+	EXPECT_BODY(h, ACK, body, 0, MSS);
 	CHECK(utcp_get_stats(h->st)->retransmits >= 1);
 	/* everything but the last segment arrives; its loss is found by the probe */
 	h_send(h, ACK, 1001, h->iss + 1 + 7 * MSS, W, NULL, 0);
@@ -270,8 +273,7 @@ TEST(test_ref_sack_retransmission_and_tlp_byte_exact)
 	for (unsigned i = 0; i < 100 && !utcp_get_stats(h->st)->tail_loss_probes; i++)
 		h_advance(h, h->now + 10000);
 	CHECK(utcp_get_stats(h->st)->tail_loss_probes >= 1);
-	s = EXPECT(h, ACK, h->iss + 1 + 7 * MSS, 1001, MSS);
-	CHECK_MEM(s.payload, body + 7 * MSS, MSS);
+	EXPECT_BODY(h, ACK, body, 7 * MSS, MSS);
 	h_send(h, ACK, 1001, h->iss + 1 + 8 * MSS, W, NULL, 0);
 	CHECK_EQ(r.n, 1);
 	CHECK_EQ(r.cookie[0], 9);
@@ -352,7 +354,6 @@ TEST(test_ref_close_with_unsent_data_sends_then_releases)
 	static uint8_t body[300];
 	struct rel r;
 	struct h *h = established(NULL, &r);
-	struct h_seg s;
 
 	fill(body, sizeof(body), 0, 8);
 	h_send(h, ACK, 1001, h->iss + 1, 0, NULL, 0);
@@ -361,8 +362,7 @@ TEST(test_ref_close_with_unsent_data_sends_then_releases)
 	EXPECT_NONE(h);
 	CHECK_EQ(r.n, 0);
 	h_send(h, ACK, 1001, h->iss + 1, W, NULL, 0);          /* the window opens */
-	s = EXPECT(h, ACK | FIN | PSH, h->iss + 1, 1001, 300);
-	CHECK_MEM(s.payload, body, 300);
+	EXPECT_BODY(h, ACK | FIN | PSH, body, 0, 300);
 	CHECK_EQ(r.n, 0);
 	h_send(h, ACK, 1001, h->iss + 302, W, NULL, 0);
 	CHECK_EQ(r.n, 1);
@@ -547,7 +547,6 @@ TEST(test_ref_zero_window_probe_then_send)
 	static uint8_t body[800];
 	struct rel r;
 	struct h *h = established(NULL, &r);
-	struct h_seg s;
 
 	fill(body, sizeof(body), 0, 10);
 	utcp_set_nodelay(h->st, h->conn, true);
@@ -557,11 +556,9 @@ TEST(test_ref_zero_window_probe_then_send)
 	h_advance(h, h->now + 1000000);
 	EXPECT(h, ACK, h->iss, 1001, 0);                        /* window probe: SND.UNA - 1 */
 	h_send(h, ACK, 1001, h->iss + 1, 600, NULL, 0);
-	s = EXPECT(h, ACK, h->iss + 1, 1001, MSS);
-	CHECK_MEM(s.payload, body, MSS);
+	EXPECT_BODY(h, ACK, body, 0, MSS);
 	h_send(h, ACK, 1001, h->iss + 1 + MSS, W, NULL, 0);
-	s = EXPECT(h, ACK | PSH, h->iss + 1 + MSS, 1001, 800 - MSS);
-	CHECK_MEM(s.payload, body + MSS, 800 - MSS);
+	EXPECT_BODY(h, ACK | PSH, body, MSS, 800 - MSS);
 	h_send(h, ACK, 1001, h->iss + 801, W, NULL, 0);
 	CHECK_EQ(r.n, 1);
 	h_free(h);
