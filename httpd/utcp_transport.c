@@ -177,27 +177,6 @@ static void cork(struct uconn *k)
 	u->corked[u->ncorked++] = (uint32_t)(k - u->conns);
 }
 
-static long u_writev(void *io, const struct iovec *iov, int iovcnt)
-{
-	struct uconn *k = io;
-	long total = 0;
-
-	cork(k);
-	for (int i = 0; i < iovcnt; i++) {
-		ssize_t r;
-
-		if (!iov[i].iov_len)
-			continue;
-		r = utcp_send(k->u->st, k->cid, iov[i].iov_base, iov[i].iov_len, k->u->now_us);
-		if (r < 0)
-			return total ? total : (long)r;
-		total += r;
-		if ((size_t)r < iov[i].iov_len)
-			break;
-	}
-	return total;
-}
-
 /* A response: the head copied (the connection's buffer is reused), the body by reference into
  * the file's mapping, which lives as long as the process — the copy from the mapping into the
  * send buffer is gone; the stack copies from the mapping straight into the frames. */
@@ -227,6 +206,12 @@ static long u_writev_body(void *io, const struct iovec *iov, int iovcnt, int nco
 			break;
 	}
 	return total;
+}
+
+/* Everything copied. */
+static long u_writev(void *io, const struct iovec *iov, int iovcnt)
+{
+	return u_writev_body(io, iov, iovcnt, iovcnt);
 }
 
 /* The stack is done with a body reference: nothing to free (the mapping stays), only counted,
