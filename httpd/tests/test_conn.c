@@ -144,12 +144,17 @@ static void fake_init(struct fake *f, const char *in)
 	f->budget = (size_t)-1;
 }
 
-static struct httpd_conn *conn_new(struct fake *f)
+static struct httpd_conn *conn_new_ops(struct fake *f, const struct httpd_io_ops *ops)
 {
 	struct httpd_conn *c = malloc(sizeof(*c));
 
-	httpd_conn_init(c, &srv, &fake_ops, f, 1000);
+	httpd_conn_init(c, &srv, ops, f, 1000);
 	return c;
+}
+
+static struct httpd_conn *conn_new(struct fake *f)
+{
+	return conn_new_ops(f, &fake_ops);
 }
 
 /* Splits f->out at *pos into one response: status, the head's text, the body. */
@@ -351,8 +356,7 @@ TEST(conn_body_by_reference)
 	ref_hi = bf->data + bf->len;
 	ref_pieces = copy_pieces = 0;
 	fake_init(&f, "GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
-	c = malloc(sizeof(*c));
-	httpd_conn_init(c, &srv, &fake_ref_ops, &f, 1000);
+	c = conn_new_ops(&f, &fake_ref_ops);
 	f.budget = 100;                 /* the head in two writes, then the body in many */
 	CHECK_EQ(httpd_conn_on_readable(c, 1000), HTTPD_CONN_OPEN);
 	while (c->state == HTTPD_WRITING) {
