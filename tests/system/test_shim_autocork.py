@@ -27,14 +27,18 @@ from typing import Any
 import pytest
 
 from mstack_testkit import Mstackd
-from system.test_shim_utcp import kernel_conns, shim_env, utcp_conns, wait_for
+from system.test_shim_utcp import (
+    VARIANTS,
+    finished,
+    kernel_conns,
+    shim_env,
+    utcp_conns,
+    wait_for,
+)
 from testbed.netns import RemoteHost, stop_process, wait_line
 
 pytestmark = pytest.mark.system
 
-REPO = Path(__file__).resolve().parents[2]
-BUILD = Path(os.environ.get("MSTACK_BUILD_DIR", REPO / "build"))
-VARIANTS = {"normal": BUILD, "asan": BUILD / "asan"}
 PORT = 8511
 RESPONSE = 41 + 1000  # autocork_probe's head and body
 STUCK_BOUND_MS = 100  # far above the shim's bound (500 µs), below the stack's cork bound (200 ms)
@@ -60,15 +64,7 @@ def env_for(variant: str, daemon: Mstackd, rh: RemoteHost, port: int, autocork: 
 
 
 def finish(p: Any, n: int, timeout: float = 30) -> str:
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        stop_process(p)
-        out, err = p.communicate()
-        pytest.fail(f"server timed out\nstdout:\n{out}\nstderr:\n{err}")
-    for mark in ("ERROR: AddressSanitizer", "runtime error:"):
-        assert mark not in err, err
-    assert p.returncode == 0, f"exit {p.returncode}\nstdout:\n{out}\nstderr:\n{err}"
+    out, err = finished(p, timeout)
     assert f"served {n}" in out, out
     # the shim carried it: its stack came up, nothing listed stayed on the kernel
     assert "UTCP stack up" in err and "stays on the kernel" not in err, err

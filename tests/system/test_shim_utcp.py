@@ -106,7 +106,9 @@ def wait_for(pred: Any, timeout: float = 5.0) -> Any:
     return pred()
 
 
-def finish(p: subprocess.Popen[str], timeout: float = 20) -> str:
+def finished(p: subprocess.Popen[str], timeout: float = 20) -> tuple[str, str]:
+    """A program under the shim ran to its end, cleanly (exit 0, no sanitizer report): its
+    stdout and stderr."""
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -116,6 +118,11 @@ def finish(p: subprocess.Popen[str], timeout: float = 20) -> str:
     for mark in ("ERROR: AddressSanitizer", "runtime error:"):
         assert mark not in err, err
     assert p.returncode == 0, f"exit {p.returncode}\nstdout:\n{out}\nstderr:\n{err}"
+    return out, err
+
+
+def finish(p: subprocess.Popen[str], timeout: float = 20) -> str:
+    out, err = finished(p, timeout)
     return out + err
 
 
