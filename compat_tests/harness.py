@@ -206,9 +206,11 @@ class Run:
         )
 
 
-def kernel_conns(remote_ip: str, ports: set[int]) -> list[str]:
-    """Kernel TCP sockets (any state but LISTEN) between this host and the remote host whose
-    local or remote port is one of `ports`."""
+def kernel_conns(remote_ip: str, lport: int, rport: int) -> list[str]:
+    """Kernel TCP sockets (any state but LISTEN) between this host and the remote host that
+    could be the held one: the same local and remote port when both are known (another
+    scenario's connection that happened to use one of the two ports is not it — the native
+    runs leave TIME-WAITs behind), else the one known port on either side."""
     out = subprocess.run(["ss", "-tanH"], capture_output=True, text=True, timeout=10).stdout
     hits = []
     for line in out.splitlines():
@@ -216,9 +218,15 @@ def kernel_conns(remote_ip: str, ports: set[int]) -> list[str]:
         if len(f) < 5 or f[0] == "LISTEN":
             continue
         local, peer = f[3], f[4]
-        lport = int(local.rsplit(":", 1)[1])
-        pip, _, pport = peer.rpartition(":")
-        if pip == remote_ip and (lport in ports or int(pport) in ports):
+        lp = int(local.rsplit(":", 1)[1])
+        pip, _, pp = peer.rpartition(":")
+        if pip != remote_ip:
+            continue
+        if lport and rport:
+            same = (lp, int(pp)) == (lport, rport)
+        else:
+            same = bool({lp, int(pp)} & {p for p in (lport, rport) if p})
+        if same:
             hits.append(line.strip())
     return hits
 
@@ -233,8 +241,7 @@ def _ingress(bed: Bed) -> dict[str, int]:
 def check_hold(bed: Bed, line: str) -> Hold:
     kv = dict(w.split("=", 1) for w in line.split()[1:])
     pid, lport, rport = int(kv["pid"]), int(kv["lport"]), int(kv["rport"])
-    ports = {p for p in (lport, rport) if p}
-    kernel = kernel_conns(bed.host.remote_ip, ports)
+    kernel = kernel_conns(bed.host.remote_ip, lport, rport)
     try:
         mports = [p for p in bed.daemon.admin("ports") if p.get("pid") == pid]
         binds = [

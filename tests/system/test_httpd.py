@@ -328,8 +328,10 @@ def httpd(
     with serving(variant, remote_host, tmp_path, run_dir=run_dir) as server:
         yield server
     if mode == "utcp":
-        # Proof UTCP carried it: the kernel holds no connection of port PORT.
-        ss = subprocess.run(["ss", "-tnH", "state", "established", f"sport = :{PORT}"],
+        # Proof UTCP carried it: the kernel holds no connection of port PORT with this test's
+        # remote host (other things on the machine may serve their own port PORT).
+        ss = subprocess.run(["ss", "-tnH", "state", "established", f"sport = :{PORT}",
+                             "dst", remote_host.remote_ip],
                             capture_output=True, text=True).stdout  # fmt: skip
         assert ss.strip() == "", ss
 
