@@ -27,14 +27,7 @@ from typing import Any
 import pytest
 
 from mstack_testkit import Mstackd
-from system.test_shim_utcp import (
-    VARIANTS,
-    finished,
-    kernel_conns,
-    shim_env,
-    utcp_conns,
-    wait_for,
-)
+from system.test_shim_utcp import VARIANTS, finished, shim_env, utcp_holds_it_then_go
 from testbed.netns import RemoteHost, stop_process, wait_line
 
 pytestmark = pytest.mark.system
@@ -308,14 +301,7 @@ def pingpong(rh: RemoteHost, daemon: Mstackd, variant: str, autocork: bool) -> d
             ready_timeout=30, stdin=subprocess.PIPE,
         )  # fmt: skip
         # established and idle: UTCP holds it, the kernel does not
-        conns = wait_for(lambda: [c for c in utcp_conns(daemon) if "remote" in c])
-        assert conns, f"mstackctl conns shows no UTCP connection: {utcp_conns(daemon)}"
-        assert kernel_conns(rh.remote_ip) == []
-        assert cli.stdin is not None
-        cli.stdin.write("go\n")
-        cli.stdin.flush()
-        out, err = cli.communicate(timeout=120)
-        assert cli.returncode == 0, out + err
+        out = utcp_holds_it_then_go(daemon, rh, cli, timeout=120)
         finish(srv, 1)
         return dict(json.loads(out.strip().splitlines()[-1]))
     finally:

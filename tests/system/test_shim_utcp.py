@@ -106,6 +106,22 @@ def wait_for(pred: Any, timeout: float = 5.0) -> Any:
     return pred()
 
 
+def utcp_holds_it_then_go(
+    daemon: Mstackd, rh: RemoteHost, cli: subprocess.Popen[str], timeout: float
+) -> str:
+    """A client holding an established, idle connection: UTCP holds it (mstackctl conns), the
+    kernel does not; then the client is told to go and runs to a clean end: its stdout."""
+    conns = wait_for(lambda: [c for c in utcp_conns(daemon) if "remote" in c])
+    assert conns, f"mstackctl conns shows no UTCP connection: {utcp_conns(daemon)}"
+    assert kernel_conns(rh.remote_ip) == []
+    assert cli.stdin is not None
+    cli.stdin.write("go\n")
+    cli.stdin.flush()
+    out, err = cli.communicate(timeout=timeout)
+    assert cli.returncode == 0, out + err
+    return out
+
+
 def finished(p: subprocess.Popen[str], timeout: float = 20) -> tuple[str, str]:
     """A program under the shim ran to its end, cleanly (exit 0, no sanitizer report): its
     stdout and stderr."""
@@ -268,14 +284,7 @@ def test_a_listed_listener_serves_remote_clients_on_utcp(
             stdin=subprocess.PIPE,
         )
         # One connection is established and idle now: UTCP holds it, the kernel does not.
-        conns = wait_for(lambda: [c for c in utcp_conns(mstackd) if "remote" in c])
-        assert conns, f"mstackctl conns shows no UTCP connection: {utcp_conns(mstackd)}"
-        assert kernel_conns(rh.remote_ip) == []
-        assert cli.stdin is not None
-        cli.stdin.write("go\n")
-        cli.stdin.flush()
-        out, err = cli.communicate(timeout=90)
-        assert cli.returncode == 0, out + err
+        out = utcp_holds_it_then_go(mstackd, rh, cli, timeout=90)
         assert "errors []" in out
         log = finish(srv)
         assert f"served {clients}" in log
