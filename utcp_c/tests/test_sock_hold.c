@@ -14,10 +14,11 @@
 
 #define PORT H_SW_PORT
 
-/* A connected pair with nothing in flight: *c on A (the sender under test, TCP_NODELAY as
- * nginx sets it), *s accepted on B. */
-static void w_pair(struct h_sw *w, int *c, int *s)
+/* Two stacks and a connected pair with nothing in flight: *c on A (the sender under test,
+ * TCP_NODELAY as nginx sets it), *s accepted on B. */
+static void w_connected(struct h_sw *w, int *c, int *s)
 {
+	h_sw_init(w, 11);
 	h_sw_pair(w, c, s);
 	CHECK_EQ(utcp_sk_setopt(w->sa, *c, UTCP_TCP_NODELAY, 1), 0);
 	h_sw_run(w, 300000);                                  /* every ACK home */
@@ -35,8 +36,7 @@ TEST(test_sock_hold_head_and_body_leave_as_one_segment)
 	int c, s;
 	uint64_t d0;
 
-	h_sw_init(&w, 11);
-	w_pair(&w, &c, &s);
+	w_connected(&w, &c, &s);
 	d0 = a_data(&w);
 	CHECK_EQ(h_sk_send_n(w.sa, c, 200, UTCP_SK_HOLD, w.now), 200); /* a response head */
 	CHECK_EQ(h_sk_send_n(w.sa, c, 1000, UTCP_SK_HOLD, w.now), 1000); /* its body */
@@ -62,8 +62,7 @@ TEST(test_sock_hold_fin_rides_on_last_segment)
 	int c, s;
 	uint64_t seg0, d0;
 
-	h_sw_init(&w, 11);
-	w_pair(&w, &c, &s);
+	w_connected(&w, &c, &s);
 	seg0 = utcp_get_stats(w.a)->segs_out;
 	d0 = a_data(&w);
 	CHECK_EQ(h_sk_send_n(w.sa, c, 200, UTCP_SK_HOLD, w.now), 200);
@@ -79,8 +78,7 @@ TEST(test_sock_hold_fin_rides_on_last_segment)
 	CHECK(utcp_sk_info(w.sb, s, &ci) == 0 && ci.state == UTCP_CLOSE_WAIT);
 	/* the same through close */
 	h_sw_free(&w);
-	h_sw_init(&w, 11);
-	w_pair(&w, &c, &s);
+	w_connected(&w, &c, &s);
 	seg0 = utcp_get_stats(w.a)->segs_out;
 	CHECK_EQ(h_sk_send_n(w.sa, c, 300, UTCP_SK_HOLD, w.now), 300);
 	CHECK_EQ(utcp_sk_close(w.sa, c, w.now), 0);
@@ -96,8 +94,7 @@ TEST(test_sock_hold_full_segments_go_as_they_fill)
 	struct h_sw w;
 	int c, s, mss;
 
-	h_sw_init(&w, 11);
-	w_pair(&w, &c, &s);
+	w_connected(&w, &c, &s);
 	CHECK_EQ(utcp_sk_getopt(w.sa, c, UTCP_TCP_MAXSEG, &mss), 0);
 	CHECK_EQ(h_sk_send_n(w.sa, c, 3000, UTCP_SK_HOLD, w.now), 3000);
 	h_sw_run(&w, 20000);
@@ -113,8 +110,7 @@ TEST(test_sock_hold_push_keeps_tcp_cork_and_msg_more)
 	struct h_sw w;
 	int c, s;
 
-	h_sw_init(&w, 11);
-	w_pair(&w, &c, &s);
+	w_connected(&w, &c, &s);
 	/* TCP_CORK: the application's cork outlives the push; its uncork sends */
 	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_TCP_CORK, 1), 0);
 	CHECK_EQ(h_sk_send_n(w.sa, c, 100, UTCP_SK_HOLD, w.now), 100);
@@ -143,8 +139,7 @@ TEST(test_sock_hold_nodelay_and_uncork_push)
 	struct h_sw w;
 	int c, s;
 
-	h_sw_init(&w, 11);
-	w_pair(&w, &c, &s);
+	w_connected(&w, &c, &s);
 	/* TCP_NODELAY set (again) pushes what a hold kept, as Linux pushes pending frames */
 	CHECK_EQ(h_sk_send_n(w.sa, c, 100, UTCP_SK_HOLD, w.now), 100);
 	CHECK_EQ(utcp_sk_setopt(w.sa, c, UTCP_TCP_NODELAY, 1), 0);
@@ -163,8 +158,7 @@ TEST(test_sock_hold_unpushed_goes_within_cork_bound)
 	struct h_sw w;
 	int c, s;
 
-	h_sw_init(&w, 11);
-	w_pair(&w, &c, &s);
+	w_connected(&w, &c, &s);
 	/* a caller that never pushes: the stack's cork bound (UTCP_CORK_MAX_US) still sends it */
 	CHECK_EQ(h_sk_send_n(w.sa, c, 100, UTCP_SK_HOLD, w.now), 100);
 	h_sw_run(&w, UTCP_CORK_MAX_US / 2);
@@ -179,8 +173,7 @@ TEST(test_sock_push_ids)
 	struct h_sw w;
 	int c, s, l2;
 
-	h_sw_init(&w, 11);
-	w_pair(&w, &c, &s);
+	w_connected(&w, &c, &s);
 	l2 = utcp_sk_open(w.sb);
 	CHECK_EQ(utcp_sk_listen(w.sb, l2, PORT + 1, 4), 0);
 	CHECK_EQ(utcp_sk_push(w.sb, l2, w.now), 0);                   /* a listener: nothing */
