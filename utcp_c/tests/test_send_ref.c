@@ -56,13 +56,15 @@ static void fill(uint8_t *p, size_t n, uint64_t from, uint32_t salt)
 		p[i] = pat(from + i, salt);
 }
 
-/* An established passive connection whose releases land in *r. */
+/* An established passive connection whose releases land in *r; the peer offers SACK when
+ * the stack's config has it on. */
 static struct h *established(const struct utcp_config *cfg, struct rel *r)
 {
 	struct h *h = h_new(cfg);
 
 	memset(r, 0, sizeof(*r));
 	utcp_set_ref_release(h->st, on_release, r);
+	h->syn_opts.sack_ok = cfg && cfg->sack;
 	h_established_passive(h);
 	return h;
 }
@@ -244,11 +246,7 @@ TEST(test_ref_sack_retransmission_and_tlp_byte_exact)
 
 	h_default_config(&cfg);
 	cfg.sack = true;
-	h = h_new(&cfg);
-	memset(&r, 0, sizeof(r));
-	utcp_set_ref_release(h->st, on_release, &r);
-	h->syn_opts.sack_ok = true;
-	h_established_passive(h);
+	h = established(&cfg, &r);
 	fill(body, sizeof(body), 0, 7);
 	utcp_set_nodelay(h->st, h->conn, true);
 	CHECK_EQ(utcp_send_ref(h->st, h->conn, body, sizeof(body), 9, h->now), (ssize_t)sizeof(body));
