@@ -14,12 +14,12 @@ DIRECTIONS = ("nic_to_port", "port_to_nic")
 # The switch's own figures and the limit line measured beside them in the same run.
 SYSTEMS = {
     "nic_to_port": ("switch", "limit_xdp_drop"),
-    "port_to_nic": ("switch", "switch_tc", "limit_xsk_tx"),
+    "port_to_nic": ("switch", "switch_xdp", "limit_xsk_tx"),
 }
-# The switch's own figures: "switch" as mstackd runs it (port -> NIC by the XDP DEVMAP fast path
-# where the NIC takes XDP frames), "switch_tc" the same ports with the fast path turned off
-# (every frame by the TC path), measured only when the fast path was on.
-SWITCHES = ("switch", "switch_tc")
+# The switch's own figures: "switch" as mstackd runs it by default (port -> NIC by the TC path),
+# "switch_xdp" the same ports with the XDP egress fast path turned on at run time (DEVMAP to
+# the NIC), measured only where its probe lets it on.
+SWITCHES = ("switch", "switch_xdp")
 LIMIT = {"nic_to_port": "limit_xdp_drop", "port_to_nic": "limit_xsk_tx"}
 
 RUN_KEYS: dict[str, type | tuple[type, ...]] = {

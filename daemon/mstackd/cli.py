@@ -58,6 +58,12 @@ EX_USAGE, EX_UNAVAILABLE, EX_OSERR, EX_CONFIG, EX_NOPERM = 64, 69, 71, 78, 77
     show_default=True,
     help="Name prefix of port veths (<= 10 characters).",
 )
+@click.option(
+    "--egress-fast-path",
+    is_flag=True,
+    help="Turn the XDP egress fast path on at start (config: egress_fast_path; "
+    "`mstackctl fast-path` switches it at run time).",
+)
 @click.option("--foreground", is_flag=True, help="Stay in the foreground (always the case).")
 @click.option("-v", "--verbose", count=True, help="More logging.")
 @click.version_option(__version__, prog_name="mstackd")
@@ -69,6 +75,7 @@ def main(
     bpf_dir: Path,
     ports_netns: str,
     port_prefix: str,
+    egress_fast_path: bool,
     foreground: bool,
     verbose: int,
 ) -> None:
@@ -87,6 +94,8 @@ def main(
         cfg.attach = list(attach)
     if mode:
         cfg.mode = mode
+    if egress_fast_path:
+        cfg.egress_fast_path = True
     if os.geteuid() != 0:
         click.echo("mstackd: needs root (BPF, XDP, AF_XDP, network namespaces)", err=True)
         sys.exit(EX_NOPERM)

@@ -23,6 +23,9 @@ class Config:
     max_ports_per_process: int = 16
     max_ports_per_user: int = 256  # locked memory is the daemon's: bound what one uid can take
     sweep_interval: float = 2.0
+    # The XDP egress fast path (docs/mstackd.md, "Egress"): off unless asked for — measured on
+    # veth it costs bulk traffic more than it saves (docs/bench.md).
+    egress_fast_path: bool = False
 
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
@@ -34,6 +37,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "max_ports_per_process": int,
     "max_ports_per_user": int,
     "sweep_interval": (int, float),
+    "egress_fast_path": bool,
 }
 
 
@@ -55,7 +59,7 @@ def load(path: Path | None) -> Config:
     for k, v in table.items():
         if k not in _TYPES:
             raise ConfigError(f"{path}: unknown key daemon.{k}")
-        if not isinstance(v, _TYPES[k]) or isinstance(v, bool):
+        if not isinstance(v, _TYPES[k]) or (isinstance(v, bool) and _TYPES[k] is not bool):
             raise ConfigError(f"{path}: daemon.{k} has the wrong type ({type(v).__name__})")
         setattr(cfg, k, v)
     if cfg.mode not in ("native", "generic"):

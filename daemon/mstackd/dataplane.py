@@ -82,6 +82,7 @@ class Dataplane:
         bpf_dir: Path,
         ports_netns: str = paths.DEFAULT_PORTS_NETNS,
         port_prefix: str = "msp",
+        egress_fast: bool = False,
     ) -> None:
         if len(port_prefix) > 10:  # + up to 4 digits of port id + "h"/"a" <= IFNAMSIZ (15)
             raise ValueError("port name prefix: at most 10 characters")
@@ -94,11 +95,15 @@ class Dataplane:
         self.maps = SwitchMaps(self.ingress)
         self.xsks = self.portprog.map("xsks", "__u32", "__u32")
         self.egress_stats = self.portprog.map("egress_stats", "__u32", "__u64")
-        # The XDP egress fast path (port host end -> NIC DEVMAP); MSTACK_EGRESS_FAST=0 leaves
-        # every port on the TC path alone, with no XDP program on its host end.
+        # The XDP egress fast path (port host end -> NIC DEVMAP): on at start only if asked for
+        # (config egress_fast_path, --egress-fast-path), switchable at run time (fast_path).
+        # MSTACK_EGRESS_FAST=1 turns it on at start, =0 leaves it out entirely: no tracepoints,
+        # no run-time switch, every port on the TC path with no XDP program on its host end.
+        env = os.environ.get("MSTACK_EGRESS_FAST", "")
         self.fastpath = FastPath(
-            self.portprog, bpf_dir, os.environ.get("MSTACK_EGRESS_FAST", "1") != "0"
-        )
+            self.portprog, bpf_dir, enabled=env == "1" or (egress_fast and env != "0"),
+            available=env != "0",
+        )  # fmt: skip
         self.fastpath.start()
         # Ours to remove at teardown if we made it — or a previous mstackd did (state file).
         self.created_netns = ensure_netns(ports_netns)

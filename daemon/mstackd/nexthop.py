@@ -55,8 +55,15 @@ class FastNic:
 class FastPath:
     """The fast path's maps of a loaded switch_port object, kept from netlink and probes."""
 
-    def __init__(self, portprog: libbpf.BpfObject, bpf_dir: Path, enabled: bool = True) -> None:
-        self.enabled = enabled
+    def __init__(
+        self,
+        portprog: libbpf.BpfObject,
+        bpf_dir: Path,
+        enabled: bool = True,
+        available: bool = True,
+    ) -> None:
+        self.enabled = enabled  # on now (NICs that pass the probe use it)
+        self.available = available  # may be turned on at run time (the watch is attached)
         self.obj = portprog
         self.bpf_dir = bpf_dir
         self.devmap = portprog.map("nic_devmap", "__u32", "__u32")
@@ -75,8 +82,9 @@ class FastPath:
 
     def start(self) -> None:
         """Attach the xdp_devmap_xmit watch (pinned: it keeps turning a failing NIC's fast path
-        off while no daemon runs) and open the netlink monitor."""
-        if not self.enabled:
+        off while no daemon runs) and open the netlink monitor — also while the fast path is off,
+        so that it can be turned on at run time."""
+        if not self.available:
             return
         try:
             for prog, event in (

@@ -96,7 +96,7 @@ class Daemon:
         self.run_dir = run_dir
         for name in ("app.sock", "admin.sock"):  # before touching anything of the switch
             self._check_not_served(run_dir / name)
-        self.dp = Dataplane(bpf_dir, ports_netns, port_prefix)
+        self.dp = Dataplane(bpf_dir, ports_netns, port_prefix, egress_fast=cfg.egress_fast_path)
         self.registry = Registry(self.dp.maps, self.local_addrs, sockcheck.netns_cookie_of_self())
         self.leases = LeaseManager(self.dp.maps)
         self.timers = Timers()

@@ -48,11 +48,12 @@ def test_quick_switch_bench_writes_valid_json(tmp_path: Path, variant: str) -> N
     doc = json.loads(files[0].read_text())
     assert schema.validate(doc) == []
     assert doc["quick"] is True and doc["config"]["sizes"] == [64]
-    # One run each: both directions, switch and limit line; frames went every way.
+    # One run each: both directions, switch and limit line, and port -> NIC with the XDP egress
+    # fast path on too (the sink's XDP program lets its probe pass); frames went every way.
     kinds = {(r["direction"], r["system"]) for r in doc["runs"]}
     assert kinds == {
         ("nic_to_port", "switch"), ("nic_to_port", "limit_xdp_drop"),
-        ("port_to_nic", "switch"), ("port_to_nic", "limit_xsk_tx"),
+        ("port_to_nic", "switch"), ("port_to_nic", "switch_xdp"), ("port_to_nic", "limit_xsk_tx"),
     }  # fmt: skip
     for r in doc["runs"]:
         assert r["delivered"] > 0 and r["sent"] > 0, r
@@ -63,7 +64,13 @@ def test_quick_switch_bench_writes_valid_json(tmp_path: Path, variant: str) -> N
             # a loaded machine may drop a few on the veth ring between the two.
             assert 0.99 * r["detail"]["switch_to_port"] <= r["switched"], r
             assert r["switched"] <= r["detail"]["switch_to_port"], r
+        if r["system"] == "switch_xdp":
+            # Its frames left by the fast path (the first few by TC, until the next hop was
+            # cached), and the default runs' did not.
+            assert 0 < r["detail"]["egress_fast"] <= r["detail"]["egress_sent"], r
+            assert r["detail"]["egress_dropped"] == 0, r
         if r["system"] == "switch" and r["direction"] == "port_to_nic":
+            assert r["detail"]["egress_fast"] == 0, r
             # The egress check let every frame out, and (but for a veth ring overflowing on a
             # loaded machine) every one reached the remote end.
             assert r["detail"]["egress_dropped"] == 0, r

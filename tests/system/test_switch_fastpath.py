@@ -88,11 +88,12 @@ BedFactory = Callable[[bool], tuple[RemoteHost, Mstackd]]
 def bed(
     remote_host_factory: Callable[..., RemoteHost], mstackd_factory: Callable[..., Mstackd]
 ) -> BedFactory:
-    """The test bed with GRO on or off at the remote end, and mstackd on it."""
+    """The test bed with GRO on or off at the remote end, and mstackd on it with the fast path
+    asked for (it is off by default)."""
 
     def make(remote_gro: bool) -> tuple[RemoteHost, Mstackd]:
         h = remote_host_factory(remote_gro=remote_gro)
-        return h, mstackd_factory(h)
+        return h, mstackd_factory(h, "--egress-fast-path")
 
     return make
 
@@ -157,6 +158,26 @@ def test_fast_path_carries_utcp_to_a_remote_with_gro(
     assert cached_mac(d, h) == bytes.fromhex(h.remote_mac.replace(":", ""))
     text = d.ctl("stats").stdout
     assert f"fast path {h.host_if}: on" in text and "fast=" in text
+
+
+def test_off_by_default_and_switched_on_at_run_time(
+    remote_host_factory: Callable[..., RemoteHost],
+    mstackd_factory: Callable[..., Mstackd],
+    payload: Path,
+    tmp_path: Path,
+) -> None:
+    h = remote_host_factory(remote_gro=True)
+    d = mstackd_factory(h)  # no --egress-fast-path, no config: the default
+    fp = fast(d)
+    assert not fp["on"] and fp["probes"] == 0, fp  # not even tried
+    with a_port(d) as host_ifindex:
+        assert libbpf.xdp_query_id(host_ifindex) == 0  # the TC path exactly as without it
+        before, after = counted_sends(d, h, payload, N // 4, tmp_path)
+        assert after["fast"] == before["fast"] and after["nh_miss"] == before["nh_miss"]
+        assert after["sent"] > before["sent"]
+        # Available all the same: an operator (or a benchmark) turns it on at run time.
+        assert "fast path on" in d.ctl("fast-path", "on").stdout
+        assert fast(d)["on"] and libbpf.xdp_query_id(host_ifindex) != 0
 
 
 def test_without_remote_gro_the_probe_keeps_it_off(

@@ -47,7 +47,7 @@ def small_doc() -> dict[str, Any]:
             _run("nic_to_port", "switch", 64, 16, 16, rep, 270_000),
             _run("port_to_nic", "limit_xsk_tx", 64, 1, 1, rep, 2_000_000),
             _run("port_to_nic", "switch", 64, 1, 1, rep, 1_000_000 * (1 + rep)),
-            _run("port_to_nic", "switch_tc", 64, 1, 1, rep, 800_000 + rep),
+            _run("port_to_nic", "switch_xdp", 64, 1, 1, rep, 800_000 + rep),
         ]
     return {
         "schema": schema.SCHEMA_ID,
@@ -93,10 +93,10 @@ def test_medians_and_ratios() -> None:
     assert sw16["switched_ratio_to_one_port"] == pytest.approx(270_000 / 400_000)
     eg = _row(doc, direction="port_to_nic", system="switch")
     assert eg["median_fps"] == 2_000_000 and eg["ratio_to_limit"] == 1.0
-    # The TC path's row is a switch row of its own: its limit, its own 1-port figure.
-    tc = _row(doc, direction="port_to_nic", system="switch_tc")
-    assert tc["median_fps"] == 800_001 and tc["ratio_to_limit"] == pytest.approx(0.4000005)
-    assert tc["ratio_to_one_port"] == 1.0
+    # The XDP fast path's row is a switch row of its own: its limit, its own 1-port figure.
+    xdp = _row(doc, direction="port_to_nic", system="switch_xdp")
+    assert xdp["median_fps"] == 800_001 and xdp["ratio_to_limit"] == pytest.approx(0.4000005)
+    assert xdp["ratio_to_one_port"] == 1.0
     lim = _row(doc, direction="port_to_nic", system="limit_xsk_tx")
     assert lim["ratio_to_limit"] is None and lim["ratio_to_one_port"] is None
     ac = doc["attach_cost"]

@@ -20,6 +20,9 @@ def test_values_are_read(tmp_path: Path) -> None:
     p.write_text('[daemon]\nattach = ["eth1"]\nmode = "generic"\numem_frames = 1024\n')
     cfg = load(p)
     assert (cfg.attach, cfg.mode, cfg.umem_frames) == (["eth1"], "generic", 1024)
+    assert not cfg.egress_fast_path  # off unless asked for
+    p.write_text("[daemon]\negress_fast_path = true\n")
+    assert load(p).egress_fast_path
 
 
 @pytest.mark.parametrize(
@@ -33,6 +36,8 @@ def test_values_are_read(tmp_path: Path) -> None:
         ('[daemon]\numem_frames = "8"\n', "wrong type"),
         ("[daemon]\nattach = [1]\n", "daemon.attach"),
         ("[daemon]\nmax_ports_per_process = true\n", "wrong type"),
+        ("[daemon]\negress_fast_path = 1\n", "wrong type"),
+        ('[daemon]\negress_fast_path = "yes"\n', "wrong type"),
     ],
 )
 def test_mistakes_name_the_key(tmp_path: Path, text: str, words: str) -> None:
