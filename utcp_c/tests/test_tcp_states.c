@@ -477,6 +477,29 @@ TEST(test_established_nagle_holds_small_segment)
 	h_free(h);
 }
 
+/* Minshall's Nagle, as Linux: full segments in flight do not hold back a small tail (classic
+ * Nagle would wait for their ACK, which a receiver past its quick ACKs delays); a small segment
+ * in flight does hold the next one. */
+TEST(test_established_nagle_does_not_hold_a_tail_behind_full_segments)
+{
+	struct h *h = h_new(NULL);
+	static char d[1172];
+
+	h_established_passive(h);               /* MSS 536 */
+	memset(d, 'z', sizeof(d));
+	CHECK_EQ(utcp_send(h->st, h->conn, d, sizeof(d), h->now), 1172);
+	EXPECT(h, ACK, h->iss + 1, 1001, 536);
+	EXPECT(h, ACK, h->iss + 537, 1001, 536);
+	EXPECT(h, ACK | PSH, h->iss + 1073, 1001, 100);  /* the tail at once */
+	CHECK_EQ(utcp_send(h->st, h->conn, d, 50, h->now), 50);
+	EXPECT_NONE(h);                         /* a small segment is in flight */
+	h_send(h, ACK, 1001, h->iss + 1073, W, NULL, 0);
+	EXPECT_NONE(h);                         /* the full ones acked, the small one not */
+	h_send(h, ACK, 1001, h->iss + 1173, W, NULL, 0);
+	EXPECT(h, ACK | PSH, h->iss + 1173, 1001, 50);
+	h_free(h);
+}
+
 TEST(test_established_out_of_order_then_fill)
 {
 	struct h *h = h_new(NULL);

@@ -60,6 +60,7 @@ struct utcp_tcb {
 
 	/* send sequence space (RFC 9293 3.3.1) */
 	utcp_seq iss, snd_una, snd_nxt, snd_max, snd_wl1, snd_wl2;
+	utcp_seq snd_sml;        /* end of the last small (< MSS) data segment sent (Nagle) */
 	uint32_t snd_wnd, max_snd_wnd;
 	uint8_t snd_wscale;
 	bool fin_queued;         /* the application closed its side */

@@ -90,6 +90,7 @@ struct utcp_tcb *tcp_tcb_new(struct utcp_stack *st, const struct utcp_tuple *t, 
 	 * all ISNs would be "past" them (no recovery ever; the whole flight taken for lost). */
 	tcb->recover = tcb->iss;                    /* RFC 6582 3.2: "initialized to the ISS" */
 	tcb->rack_lost_end = tcb->iss;              /* nothing lost yet */
+	tcb->snd_sml = tcb->iss;                    /* no small segment sent yet */
 	tcb->xlog_rxt_end = tcb->iss;               /* nothing resent yet */
 	tcb->ka_idle_us = st->cfg.keepalive_idle_us;
 	tcb->ka_intvl_us = st->cfg.keepalive_intvl_us;

@@ -241,6 +241,7 @@ int utcp_conn_adopt(struct utcp_stack *st, int l, const struct utcp_conn_image *
 	tcb->recover = tcb->snd_una;
 	tcb->rack_lost_end = tcb->snd_una;
 	tcb->xlog_rxt_end = tcb->snd_una;
+	tcb->snd_sml = tcb->snd_una;            /* Nagle: no small segment of ours in flight */
 	tcb->rcv_nxt = seq_of(im->rcv_nxt);
 	tcb->rcv_adv = seq_of(im->rcv_adv);
 	tcb->last_ack_sent = seq_of(im->last_ack_sent);
