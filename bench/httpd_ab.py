@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -161,15 +162,9 @@ def main(argv: list[str]) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     perf_runs = runs_of(a.perf)
     warm_kb = {int(w.split("x")[0]) for w in a.warm.split(",") if w}
-    plan = H.Plan(sizes=sorted({a.size * 1024} | {k * 1024 for k in warm_kb}),
-                  systems=["nginx-kernel"] if a.nginx else [], modes=[a.mode], reps=a.runs,
-                  seconds=a.seconds, connections=a.connections, latency_seconds=1,
-                  latency_fraction=0.5, latency_clients=8, pin=True, quick=True)  # fmt: skip
-    t0 = time.monotonic()
-
-    def log(msg: str) -> None:
-        print(f"[{time.monotonic() - t0:6.1f}] {msg}", file=sys.stderr, flush=True)
-
+    plan = ab_plan(a, sorted({a.size * 1024} | {k * 1024 for k in warm_kb}),
+                   ["nginx-kernel"] if a.nginx else [])  # fmt: skip
+    log = timed_log()
     rows: list[dict[str, Any]] = []
     with H.testbed(plan, log) as bed, contextlib.ExitStack() as stack:
         systems = list(bed.systems.values())
@@ -289,6 +284,24 @@ def wait_fast_path(bed: H.Bed, on: bool, log: Any, timeout: float = 15.0) -> Non
             return
         time.sleep(0.2)
     log(f"egress fast path did not turn {'on' if on else 'off'} within {timeout:.0f} s")
+
+
+def ab_plan(a: argparse.Namespace, sizes: list[int], systems: list[str]) -> H.Plan:
+    """The benchmark's plan for an A/B tool's options (--mode, --runs, --seconds,
+    --connections): its own systems beside the reference ones, pinned, short latency runs."""
+    return H.Plan(sizes=sizes, systems=systems, modes=[a.mode], reps=a.runs, seconds=a.seconds,
+                  connections=a.connections, latency_seconds=1, latency_fraction=0.5,
+                  latency_clients=8, pin=True, quick=True)  # fmt: skip
+
+
+def timed_log() -> Callable[[str], None]:
+    """A log to stderr, each line stamped with the seconds since this call."""
+    t0 = time.monotonic()
+
+    def log(msg: str) -> None:
+        print(f"[{time.monotonic() - t0:6.1f}] {msg}", file=sys.stderr, flush=True)
+
+    return log
 
 
 def runs_of(specs: list[str]) -> dict[str, set[int]]:

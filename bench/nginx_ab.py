@@ -31,7 +31,7 @@ from typing import Any
 import psutil
 
 from bench import http as H
-from bench.httpd_ab import runs_of, server_pids, stack_view, summarize
+from bench.httpd_ab import ab_plan, runs_of, server_pids, stack_view, summarize, timed_log
 
 
 def start_variant(plan: H.Plan, bed: H.Bed, name: str, shim: Path, port: int,
@@ -90,13 +90,8 @@ def main(argv: list[str]) -> int:
 
     perf_runs, strace_runs = runs_of(a.perf), runs_of(a.strace)
     refs = (["nginx-kernel"] if a.nginx else []) + (["httpd-utcp"] if a.httpd else [])
-    plan = H.Plan(sizes=[a.size * 1024], systems=refs, modes=[a.mode], reps=a.runs,
-                  seconds=a.seconds, connections=a.connections, latency_seconds=1,
-                  latency_fraction=0.5, latency_clients=8, pin=True, quick=True)  # fmt: skip
-    t0 = time.monotonic()
-
-    def log(msg: str) -> None:
-        print(f"[{time.monotonic() - t0:6.1f}] {msg}", file=sys.stderr, flush=True)
+    plan = ab_plan(a, [a.size * 1024], refs)
+    log = timed_log()
 
     rows: list[dict[str, Any]] = []
     with H.testbed(plan, log) as bed, contextlib.ExitStack() as stack:
