@@ -15,6 +15,7 @@ import collections
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 
 # (category, regex on the symbol), checked in order on each frame from the leaf up.
 RULES: list[tuple[str, str]] = [
@@ -129,10 +130,11 @@ def category(frames: list[tuple[str, str]]) -> str:
     return "kernel, other"
 
 
-def samples(path: str) -> collections.Iterator[tuple[str, int, list[tuple[str, str]]]]:
+def samples(path: str) -> Iterator[tuple[str, int, list[tuple[str, str]]]]:
     out = subprocess.run(["perf", "script", "-i", path, "-F", "comm,pid,ip,sym,dso"],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
-    comm, pid, frames = "", 0, []
+    comm, pid = "", 0
+    frames: list[tuple[str, str]] = []
     for line in out.splitlines():
         if not line.strip():
             if comm:

@@ -416,6 +416,8 @@ def phase_frames(bed: Bed, plan: Plan, log: Any) -> list[dict[str, Any]]:
                 "egress_dropped": int(eg["frames"]) - int(eg["sent"]),
             }
 
+        fast_state = False  # the XDP egress fast path as egress() last set it
+
         def egress(system: str, size: int, attached: int, used: int, rep: int) -> None:
             nonlocal fast_state
             switch = system in schema.SWITCHES
@@ -479,7 +481,6 @@ def phase_frames(bed: Bed, plan: Plan, log: Any) -> list[dict[str, Any]]:
             fast_path_ok = False
         with contextlib.suppress(RuntimeError):
             set_fast_path(False)
-        fast_state = False
         log(f"egress fast path {'available' if fast_path_ok else 'not available'}: "
             + ("switch_xdp measured" if fast_path_ok else "switch_xdp left out"))  # fmt: skip
 
