@@ -474,6 +474,12 @@ bool proc_push(void)
 	return true;
 }
 
+void proc_push_flush(void)
+{
+	if (!proc_push())
+		proc_flush();
+}
+
 bool proc_holding(void)
 {
 	return atomic_load_explicit(&P.hold_since, memory_order_relaxed) != 0 && P.pid == shim_pid();

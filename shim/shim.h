@@ -257,6 +257,9 @@ void proc_hold(struct usock *us);
  * every held connection, then send everything queued (one kick: proc_flush).  False if
  * nothing was held (and nothing done).  Lock held. */
 bool proc_push(void);
+/* proc_push, and the one kick even if nothing was held (a close or shutdown queued a FIN).
+ * Lock held. */
+void proc_push_flush(void);
 /* Without the lock: is anything held?  (A thread about to wait on kernel descriptors only
  * pushes if so and the lock is free — never waiting for it, since the shim's own requests to
  * mstackd poll with the lock held: proc_push_unlocked.) */

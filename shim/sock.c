@@ -525,8 +525,7 @@ void usock_put(int fd, struct usock *us)
 			}
 			proc_unmap(us->sk);
 			utcp_sk_close(ss, us->sk, shim_now_us()); /* the FIN takes held data along */
-			if (!proc_push())
-				proc_flush();
+			proc_push_flush();
 		}
 		if (us->binding >= 0 && us->pid == shim_pid()) {
 			struct reg_arg a = { .binding = us->binding };
@@ -1307,8 +1306,7 @@ SHIM_EXPORT int shutdown(int fd, int how)
 		int r = utcp_sk_shutdown(proc_socks(), us->sk, how, shim_now_us());
 		/* a FIN took this connection's held data along; the others go too, and the socket
 		 * layer's notification wakes recv and epoll waiters */
-		if (!proc_push())
-			proc_flush();
+		proc_push_flush();
 		shim_unlock();
 		return r < 0 ? fail(-r) : 0;
 	}
